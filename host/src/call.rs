@@ -1,0 +1,253 @@
+//! One call (lifetime: the call): a fresh `Store` with its own [`Sandbox`] and limits,
+//! instantiated from the connector's `InstancePre`, run, and dropped — so nothing leaks between
+//! calls or tenants, and an instance that overran its deadline is simply thrown away.
+//!
+//! Every way a call can fail is a [`CallError`] variant; a guest can trap, spin, exhaust its
+//! memory or stack, but it cannot make the host panic.
+
+use crate::bindings::{self, PluginPre};
+use crate::capability::{CallContext, LogLine, Sandbox};
+use crate::connector::Connector;
+use crate::digest::Digest;
+use crate::limits::Limits;
+use crate::runtime::Runtime;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// Why an operation failed, as the connector reported it (the WIT `connector-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+pub enum ConnectorError {
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("upstream failure: {0}")]
+    Upstream(String),
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    #[error("internal connector error: {0}")]
+    Internal(String),
+}
+
+impl From<bindings::ConnectorError> for ConnectorError {
+    fn from(e: bindings::ConnectorError) -> Self {
+        use bindings::ConnectorError as E;
+        match e {
+            E::InvalidInput(m) => Self::InvalidInput(m),
+            E::Unauthorized(m) => Self::Unauthorized(m),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Upstream(m) => Self::Upstream(m),
+            E::RateLimited(m) => Self::RateLimited(m),
+            E::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("connector has no operation `{operation}` (it has: {})", available.join(", "))]
+    UnknownOperation {
+        operation: String,
+        available: Vec<String>,
+    },
+    #[error("input is not a JSON document: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Guest(ConnectorError),
+    #[error("the guest used more than its {limit:?} of CPU time")]
+    CpuDeadline { limit: Duration },
+    #[error(
+        "the call took longer than its {limit:?} wall-clock deadline; the instance was discarded"
+    )]
+    Timeout { limit: Duration },
+    #[error("the guest tried to use more than its {limit} bytes of memory")]
+    MemoryLimit { limit: u64 },
+    #[error("the guest exhausted its stack")]
+    StackOverflow,
+    #[error("the output is {size} bytes; the limit is {limit}")]
+    OutputTooLarge { size: usize, limit: usize },
+    #[error("the output is not a JSON document: {0}")]
+    InvalidOutput(String),
+    #[error("the guest trapped: {message}")]
+    Trap {
+        message: String,
+        /// The end of what the guest wrote to stderr (a Rust panic message lands here).
+        stderr: String,
+    },
+}
+
+impl CallError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::UnknownOperation { .. } => "unknown-operation",
+            CallError::InvalidInput(_) => "invalid-input",
+            CallError::Guest(_) => "connector-error",
+            CallError::CpuDeadline { .. } => "cpu-deadline",
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::StackOverflow => "stack-overflow",
+            CallError::OutputTooLarge { .. } => "output-too-large",
+            CallError::InvalidOutput(_) => "invalid-output",
+            CallError::Trap { .. } => "trap",
+        }
+    }
+}
+
+/// A successful call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallOutput {
+    /// The JSON document the operation returned.
+    pub output: String,
+    /// The digest of the code that ran.
+    pub digest: Digest,
+    pub duration: Duration,
+    /// Linear memory the call's store held at its end, over all memories.
+    pub memory_bytes: u64,
+    pub logs: Vec<LogLine>,
+}
+
+/// The CPU deadline ran out (raised from the epoch callback).
+#[derive(Debug, thiserror::Error)]
+#[error("CPU deadline exceeded")]
+struct CpuDeadlineExceeded;
+
+/// Most bytes of guest stderr quoted in a trap.
+const STDERR_TAIL: usize = 2048;
+
+fn new_store(
+    runtime: &Runtime,
+    label: Arc<str>,
+    ctx: &CallContext,
+    limits: Limits,
+) -> Store<Sandbox> {
+    let tick = runtime.config().epoch_tick.max(Duration::from_millis(1));
+    let ticks = (limits.cpu_time.as_nanos() / tick.as_nanos()).max(1) as u64;
+    let mut store = Store::new(runtime.engine(), Sandbox::new(label, ctx, limits, ticks));
+    store.limiter(|s| &mut s.limiter);
+    // Every tick the guest runs through, yield to the executor (so deadlines and other tasks
+    // get their turn) and count one tick against the CPU budget.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| {
+        let sandbox = cx.data_mut();
+        if sandbox.cpu_ticks_left == 0 {
+            return Err(CpuDeadlineExceeded.into());
+        }
+        sandbox.cpu_ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+/// Turn a trap into the [`CallError`] that says what happened.
+fn classify(error: wasmtime::Error, store: &Store<Sandbox>, limits: &Limits) -> CallError {
+    if error.is::<CpuDeadlineExceeded>() {
+        return CallError::CpuDeadline {
+            limit: limits.cpu_time,
+        };
+    }
+    if store.data().limiter.memory_refused() {
+        return CallError::MemoryLimit {
+            limit: limits.memory_bytes,
+        };
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
+        return CallError::StackOverflow;
+    }
+    let stderr = store.data().stderr.contents();
+    let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+    CallError::Trap {
+        message: format!("{error:#}"),
+        stderr: String::from_utf8_lossy(tail).trim_end().to_string(),
+    }
+}
+
+/// Call `describe()` in a fresh sandbox.
+pub(crate) async fn describe(
+    runtime: &Runtime,
+    label: Arc<str>,
+    pre: &PluginPre<Sandbox>,
+    limits: Limits,
+) -> Result<bindings::ConnectorInfo, CallError> {
+    let mut store = new_store(runtime, label, &CallContext::default(), limits);
+    let run = async {
+        let plugin = pre.instantiate_async(&mut store).await?;
+        plugin
+            .gantry_connector_connector()
+            .call_describe(&mut store)
+            .await
+    };
+    match tokio::time::timeout(limits.wall_time, run).await {
+        Err(_) => Err(CallError::Timeout {
+            limit: limits.wall_time,
+        }),
+        Ok(Err(trap)) => Err(classify(trap, &store, &limits)),
+        Ok(Ok(info)) => Ok(info),
+    }
+}
+
+/// Run `operation` on `input` in a fresh sandbox.
+pub(crate) async fn invoke(
+    runtime: &Runtime,
+    connector: &Arc<Connector>,
+    operation: &str,
+    input: &str,
+    ctx: &CallContext,
+) -> Result<CallOutput, CallError> {
+    let started = Instant::now();
+    let description = connector.description();
+    if description.operation(operation).is_none() {
+        return Err(CallError::UnknownOperation {
+            operation: operation.to_string(),
+            available: description
+                .operations
+                .iter()
+                .map(|op| op.name.clone())
+                .collect(),
+        });
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(input)
+        .map_err(|e| CallError::InvalidInput(e.to_string()))?;
+
+    let limits = ctx.limits.unwrap_or_else(|| runtime.default_limits());
+    let mut store = new_store(runtime, connector.label().clone(), ctx, limits);
+    let run = async {
+        let plugin = connector.pre.instantiate_async(&mut store).await?;
+        plugin
+            .gantry_connector_connector()
+            .call_invoke(&mut store, operation, input)
+            .await
+    };
+    let output = match tokio::time::timeout(limits.wall_time, run).await {
+        Err(_) => {
+            return Err(CallError::Timeout {
+                limit: limits.wall_time,
+            });
+        }
+        Ok(Err(trap)) => return Err(classify(trap, &store, &limits)),
+        Ok(Ok(Err(guest))) => return Err(CallError::Guest(guest.into())),
+        Ok(Ok(Ok(output))) => output,
+    };
+    if output.len() > limits.output_bytes {
+        return Err(CallError::OutputTooLarge {
+            size: output.len(),
+            limit: limits.output_bytes,
+        });
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&output)
+        .map_err(|e| CallError::InvalidOutput(e.to_string()))?;
+    let sandbox = store.into_data();
+    Ok(CallOutput {
+        output,
+        digest: *connector.digest(),
+        duration: started.elapsed(),
+        memory_bytes: sandbox.limiter.memory_used(),
+        logs: sandbox.logs,
+    })
+}

@@ -1,0 +1,520 @@
+//! The process-wide [`Runtime`]: one wasmtime `Engine` and one `Linker` (lifetime: the process),
+//! the epoch ticker, the artifact cache, and [`Runtime::load`], which turns component bytes into
+//! a [`Connector`] (lifetime: the digest).
+//!
+//! Loading verifies, compiles off the async executor under a time cap, checks the component
+//! against Gantry's world, reads `describe()` once, and only then caches the artifact. A
+//! connector stays loaded while something holds its `Arc`; the runtime itself keeps only weak
+//! references, so a digest nothing binds and nothing runs is unloaded.
+
+use crate::bindings::PluginPre;
+use crate::cache::ArtifactCache;
+use crate::call::{self, CallError};
+use crate::capability::{self, CallContext, Sandbox};
+use crate::connector::{Connector, Description, Origin};
+use crate::digest::Digest;
+use crate::limits::Limits;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// The pooling allocator, or on-demand with a logged warning where the pool cannot be
+    /// reserved.
+    #[default]
+    Auto,
+    /// The pooling allocator; fail if it cannot be reserved.
+    Pooling,
+    /// Allocate every instance on demand (slower, no up-front reservation).
+    OnDemand,
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where precompiled artifacts are kept; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Limits of a call whose [`CallContext`] names none.
+    pub limits: Limits,
+    /// Interval of the epoch ticker, the resolution of CPU deadlines.
+    pub epoch_tick: Duration,
+    /// Longest a component may take to compile.
+    pub compile_timeout: Duration,
+    /// Largest component accepted, in bytes.
+    pub max_component_bytes: usize,
+    pub allocator: Allocator,
+    /// Component instances that may be live at once (calls in flight, pooling allocator).
+    pub max_instances: u32,
+    /// Largest single linear memory, in bytes; no connector's memory cap may exceed it.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            limits: Limits::default(),
+            epoch_tick: Duration::from_millis(10),
+            compile_timeout: Duration::from_secs(60),
+            max_component_bytes: 32 << 20,
+            allocator: Allocator::Auto,
+            max_instances: 500,
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Why a runtime could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the wasmtime engine: {0}")]
+    Engine(String),
+    #[error("cannot link the host interfaces: {0}")]
+    Link(String),
+    #[error("cannot open the artifact cache at {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Limits(#[from] crate::limits::InvalidLimits),
+}
+
+/// Why bytes could not be loaded as a connector. Nothing is cached when loading fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("component is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not a WebAssembly binary: {0}")]
+    NotWasm(String),
+    #[error(
+        "this is a core WebAssembly module, not a component; build the connector with \
+         `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("compiling took longer than {0:?}")]
+    CompileTimeout(Duration),
+    #[error("component does not fit the gantry:connector/plugin world: {0}")]
+    World(String),
+    #[error("describe() failed: {0}")]
+    Describe(String),
+}
+
+impl LoadError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::TooLarge { .. } => "too-large",
+            LoadError::NotWasm(_) => "not-wasm",
+            LoadError::CoreModule => "core-module",
+            LoadError::Invalid(_) => "invalid-component",
+            LoadError::CompileTimeout(_) => "compile-timeout",
+            LoadError::World(_) => "world-mismatch",
+            LoadError::Describe(_) => "bad-describe",
+        }
+    }
+}
+
+/// Counters of a runtime's work since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeStats {
+    /// Components compiled from source.
+    pub compiled: u64,
+    /// Components loaded from the artifact cache.
+    pub cache_hits: u64,
+    /// Connectors loaded now.
+    pub loaded: usize,
+}
+
+/// What a `.wasm` file is, imports and exports, and whether it fits the world.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    pub digest: Digest,
+    pub size: usize,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// `describe()` when the component fits the world, or why it does not.
+    pub fits: Result<Description, String>,
+}
+
+/// The process-wide host: cheap to clone, every clone shares one engine.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    config: RuntimeConfig,
+    cache: Option<ArtifactCache>,
+    loaded: Mutex<HashMap<Digest, Weak<Connector>>>,
+    compiled: AtomicU64,
+    cache_hits: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime with the given settings.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        config.limits.validate(config.max_memory_bytes)?;
+        let engine = new_engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        capability::add_to_linker(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        let cache =
+            match &config.cache_dir {
+                Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|source| {
+                    RuntimeError::Cache {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                cache,
+                loaded: Mutex::new(HashMap::new()),
+                compiled: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            compiled: self.inner.compiled.load(Ordering::Relaxed),
+            cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
+            loaded: self.loaded().len(),
+        }
+    }
+
+    /// Digests of the connectors loaded now.
+    pub fn loaded(&self) -> Vec<Digest> {
+        let mut loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loaded.retain(|_, weak| weak.strong_count() > 0);
+        loaded.keys().copied().collect()
+    }
+
+    /// Whether the connector with `digest` is loaded now.
+    pub fn is_loaded(&self, digest: &Digest) -> bool {
+        self.lookup(digest).is_some()
+    }
+
+    fn lookup(&self, digest: &Digest) -> Option<Arc<Connector>> {
+        let loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loaded.get(digest).and_then(Weak::upgrade)
+    }
+
+    /// Load `bytes` as a connector: verify, compile (or take the cached artifact), check it
+    /// against the world and read `describe()`. Loading the same bytes again while the first
+    /// load is alive returns the same connector.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
+        check_header(bytes, self.inner.config.max_component_bytes)?;
+        let digest = Digest::of(bytes);
+        if let Some(loaded) = self.lookup(&digest) {
+            return Ok(loaded);
+        }
+
+        let (component, origin) = match self.cached(&digest) {
+            Some(component) => (component, Origin::Cache),
+            None => (self.compile(bytes).await?, Origin::Compiled),
+        };
+        let pre = self.pre_instantiate(&component)?;
+        let description = self.describe(&digest, &pre).await?;
+
+        if origin == Origin::Compiled {
+            self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+            if let Some(cache) = &self.inner.cache {
+                match component.serialize() {
+                    Ok(artifact) => {
+                        if let Err(e) = cache.put(&digest, &artifact) {
+                            tracing::warn!(%digest, error = %e, "cannot cache compiled artifact");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%digest, error = %e, "cannot serialize artifact"),
+                }
+            }
+        } else {
+            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let connector = Arc::new(Connector::new(
+            digest,
+            bytes.len(),
+            description,
+            pre,
+            origin,
+        ));
+        let mut loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another task may have loaded the same digest meanwhile: keep the first.
+        if let Some(existing) = loaded.get(&digest).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        loaded.insert(digest, Arc::downgrade(&connector));
+        tracing::info!(%digest, name = %connector.description().name,
+            version = %connector.description().version, ?origin, "connector loaded");
+        Ok(connector)
+    }
+
+    fn cached(&self, digest: &Digest) -> Option<Component> {
+        let cache = self.inner.cache.as_ref()?;
+        let artifact = cache.get(digest)?;
+        // SAFETY: the artifact was written by `ArtifactCache::put` from
+        // `Component::serialize` of an engine with the same compatibility hash (the cache
+        // directory is keyed by it), and its sha256 was just verified, so these are bytes
+        // wasmtime produced; wasmtime re-checks its own header and engine settings as well.
+        match unsafe { Component::deserialize(&self.inner.engine, &artifact) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "cached artifact rejected; recompiling");
+                None
+            }
+        }
+    }
+
+    async fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let engine = self.inner.engine.clone();
+        let bytes = bytes.to_vec();
+        let limit = self.inner.config.compile_timeout;
+        // Compilation is CPU-bound and may take a while: keep it off the async executor.
+        // On timeout the caller gets its error at once; the thread finishes in the background
+        // and its result is dropped.
+        let task = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
+        match tokio::time::timeout(limit, task).await {
+            Err(_) => Err(LoadError::CompileTimeout(limit)),
+            Ok(Err(join)) => Err(LoadError::Invalid(format!("compiler failed: {join}"))),
+            Ok(Ok(Err(e))) => Err(LoadError::Invalid(format!("{e:#}"))),
+            Ok(Ok(Ok(component))) => Ok(component),
+        }
+    }
+
+    fn pre_instantiate(&self, component: &Component) -> Result<PluginPre<Sandbox>, LoadError> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        PluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))
+    }
+
+    async fn describe(
+        &self,
+        digest: &Digest,
+        pre: &PluginPre<Sandbox>,
+    ) -> Result<Description, LoadError> {
+        let name: Arc<str> = Arc::from(digest.to_string());
+        let info = call::describe(self, name, pre, self.inner.config.limits)
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        Description::try_from(info).map_err(LoadError::Describe)
+    }
+
+    /// Run `operation` of `connector` on the JSON document `input`, in a fresh sandbox.
+    pub async fn invoke(
+        &self,
+        connector: &Arc<Connector>,
+        operation: &str,
+        input: &str,
+        ctx: &CallContext,
+    ) -> Result<call::CallOutput, CallError> {
+        call::invoke(self, connector, operation, input, ctx).await
+    }
+
+    /// Inspect `bytes` without loading them: digest, imports, exports, and whether (and why
+    /// not) they fit the world. Nothing is cached.
+    pub async fn inspect(&self, bytes: &[u8]) -> Result<Inspection, LoadError> {
+        check_header(bytes, self.inner.config.max_component_bytes)?;
+        let component = self.compile(bytes).await?;
+        let ty = component.component_type();
+        let engine = &self.inner.engine;
+        let imports = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports = ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let digest = Digest::of(bytes);
+        let fits = match self.pre_instantiate(&component) {
+            Ok(pre) => self
+                .describe(&digest, &pre)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Ok(Inspection {
+            digest,
+            size: bytes.len(),
+            imports,
+            exports,
+            fits,
+        })
+    }
+
+    pub(crate) fn default_limits(&self) -> Limits {
+        self.inner.config.limits
+    }
+}
+
+/// Refuse what cannot be a component before spending time compiling it.
+fn check_header(bytes: &[u8], limit: usize) -> Result<(), LoadError> {
+    if bytes.len() > limit {
+        return Err(LoadError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm(
+            "missing the `\\0asm` magic number".into(),
+        ));
+    }
+    // Bytes 4..8 are version and layer: layer 0 is a core module, layer 1 a component.
+    match bytes[6..8] {
+        [0, 0] => Err(LoadError::CoreModule),
+        [1, 0] => Ok(()),
+        _ => Err(LoadError::NotWasm("unknown binary layer".into())),
+    }
+}
+
+fn new_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+    let mut base = Config::new();
+    base.wasm_component_model(true)
+        .epoch_interruption(true)
+        // Concurrency support doubles the cost of a sync call and nearly triples call_async;
+        // no connector needs component-model async yet.
+        .concurrency_support(false)
+        .max_wasm_stack(512 << 10);
+
+    let mut pool = PoolingAllocationConfig::new();
+    let n = config.max_instances.max(1);
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
+        // Keep a little of each slot resident so reusing it does not fault pages back in.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    let mut pooled = base.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+    let on_demand = |base: &Config| {
+        let mut c = base.clone();
+        c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        Engine::new(&c).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+    };
+    match config.allocator {
+        Allocator::OnDemand => on_demand(&base),
+        Allocator::Pooling => {
+            Engine::new(&pooled).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+        }
+        Allocator::Auto => match Engine::new(&pooled) {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"),
+                    "cannot reserve the pooling allocator; falling back to on-demand allocation");
+                on_demand(&base)
+            }
+        },
+    }
+}
+
+/// Advances the engine's epoch every tick until dropped; CPU deadlines count these ticks.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("gantry-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks() {
+        assert!(matches!(
+            check_header(b"hello world", 1 << 20),
+            Err(LoadError::NotWasm(_))
+        ));
+        assert_eq!(
+            check_header(b"\0asm\x01\0\0\0", 1 << 20),
+            Err(LoadError::CoreModule)
+        );
+        assert_eq!(check_header(b"\0asm\x0d\0\x01\0", 1 << 20), Ok(()));
+        assert_eq!(
+            check_header(&[0; 100], 10),
+            Err(LoadError::TooLarge {
+                size: 100,
+                limit: 10
+            })
+        );
+    }
+}

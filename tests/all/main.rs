@@ -1,0 +1,9 @@
+//! Integration tests: real components built from `sample-connectors/`, one test binary with a
+//! module per feature.
+
+mod cache;
+mod connectors;
+mod load;
+mod sandbox;
+mod support;
+mod swap;

@@ -1,0 +1,82 @@
+//! Shared test support: the sample connectors, built from source once per test run, and a
+//! runtime shared by the tests that need no special settings.
+
+#![allow(dead_code)]
+
+use gantry_host::{Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Root of the repository.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build every sample connector (once per process) and return the directory of the `.wasm`s.
+pub fn sample_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = root().join("target").join("sample-connectors");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root().join("sample-connectors").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            // Host flags (coverage, sanitizers, target-cpu) must not leak into guest builds.
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("running cargo to build the sample connectors");
+        assert!(status.success(), "building sample connectors failed");
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The bytes of sample connector `name` (as named in `sample-connectors/`).
+pub fn connector(name: &str) -> Vec<u8> {
+    let path = sample_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A runtime shared by all tests in this process, with its own artifact cache. Sharing it keeps
+/// the pooling allocator's reservation to one per process.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
+    &RUNTIME
+        .get_or_init(|| {
+            let cache = tempfile::tempdir().unwrap();
+            let runtime = Runtime::new(RuntimeConfig {
+                cache_dir: Some(cache.path().to_path_buf()),
+                ..RuntimeConfig::default()
+            })
+            .unwrap();
+            (runtime, cache)
+        })
+        .0
+}
+
+/// A runtime of its own with a small pool (for tests that need their own cache directory).
+pub fn small_runtime(cache_dir: Option<PathBuf>) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir,
+        max_instances: 16,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+/// Parse a JSON string, for assertions.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
