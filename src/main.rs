@@ -1,1 +1,320 @@
-fn main() {}
+//! `gantry`: the command-line front of `gantry-host`. Parses arguments and calls the library;
+//! nothing here decides anything the library does not.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gantry_host::{CallContext, CallError, Limits, Runtime, RuntimeConfig, Secrets};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "A WebAssembly host for integration connectors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a component's digest, imports and exports, its describe(), and whether it fits
+    /// Gantry's world (and why not).
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one operation of a component in the sandbox and print its output.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// The operation to run, as listed by `gantry inspect`.
+    operation: String,
+    /// The input JSON document; `-` reads it from stdin.
+    #[arg(default_value = "{}")]
+    input: String,
+    /// A configuration value served through wasi:config/store (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    config: Vec<(String, String)>,
+    /// A JSON object file of secrets for the call (never pass secrets on the command line).
+    #[arg(long, value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    /// CPU time limit, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    cpu_ms: Option<u64>,
+    /// Wall-clock limit, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    wall_ms: Option<u64>,
+    /// Memory limit for all of the call's memories, in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<u64>,
+    /// Directory of the precompiled-artifact cache (default: the user cache directory).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time; keep nothing on disk.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+    /// Print the result (or error) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { file, json } => inspect(&file, json).await,
+        Command::Invoke(args) => invoke(args).await,
+    }
+}
+
+fn read_component(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
+    let bytes = read_component(path)?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })?;
+    let report = runtime
+        .inspect(&bytes)
+        .await
+        .with_context(|| format!("inspecting {}", path.display()))?;
+    let fits = report.fits.is_ok();
+    if json {
+        let value = serde_json::json!({
+            "digest": report.digest,
+            "size": report.size,
+            "imports": report.imports,
+            "exports": report.exports,
+            "fits": fits,
+            "describe": report.fits.as_ref().ok(),
+            "error": report.fits.as_ref().err(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("file     {}", path.display());
+        println!("digest   {}", report.digest);
+        println!("size     {} bytes", report.size);
+        println!("imports  ({})", report.imports.len());
+        for name in &report.imports {
+            println!("  {name}");
+        }
+        println!("exports  ({})", report.exports.len());
+        for name in &report.exports {
+            println!("  {name}");
+        }
+        match &report.fits {
+            Ok(d) => {
+                println!("fits     yes: gantry:connector/plugin@0.1.0");
+                println!("name     {} {}", d.name, d.version);
+                println!("about    {}", d.description);
+                println!("operations");
+                for op in &d.operations {
+                    println!("  {:<16} {}", op.name, op.description);
+                }
+                for key in &d.config {
+                    let default = key.default_value.as_deref().unwrap_or("-");
+                    println!(
+                        "config   {} (default {default}) {}",
+                        key.name, key.description
+                    );
+                }
+                for key in &d.secrets {
+                    println!("secret   {} {}", key.name, key.description);
+                }
+                for host in &d.outbound_hosts {
+                    println!("outbound {host}");
+                }
+            }
+            Err(why) => println!("fits     no: {why}"),
+        }
+    }
+    Ok(if fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("gantry").join("artifacts"))
+}
+
+async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+    let bytes = read_component(&args.file)?;
+    let input = if args.input == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the input document from stdin")?;
+        text
+    } else {
+        args.input.clone()
+    };
+    let secrets = match &args.secrets_file {
+        None => Secrets::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading secrets from {}", path.display()))?;
+            let map: BTreeMap<String, String> = serde_json::from_str(&text)
+                .with_context(|| format!("{} must be a JSON object of strings", path.display()))?;
+            Secrets::new(map)
+        }
+    };
+    let mut limits = Limits::default();
+    if let Some(ms) = args.cpu_ms {
+        limits.cpu_time = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.wall_ms {
+        limits.wall_time = Duration::from_millis(ms);
+    }
+    if let Some(mib) = args.memory_mib {
+        limits.memory_bytes = mib.saturating_mul(1 << 20);
+    }
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let config = RuntimeConfig {
+        cache_dir,
+        limits,
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config).context("starting the runtime")?;
+
+    let loading = Instant::now();
+    let connector = runtime
+        .load(&bytes)
+        .await
+        .with_context(|| format!("loading {}", args.file.display()))?;
+    let load_time = loading.elapsed();
+    let ctx = CallContext {
+        config: args.config.into_iter().collect(),
+        secrets,
+        limits: None,
+    };
+    let result = runtime
+        .invoke(&connector, &args.operation, &input, &ctx)
+        .await;
+    let label = format!(
+        "{}@{} ({})",
+        connector.description().name,
+        connector.description().version,
+        connector.digest()
+    );
+    match result {
+        Ok(out) => {
+            if args.json {
+                let value = serde_json::json!({
+                    "output": serde_json::from_str::<serde_json::Value>(&out.output)?,
+                    "digest": out.digest,
+                    "duration_us": out.duration.as_micros() as u64,
+                    "memory_bytes": out.memory_bytes,
+                    "logs": out.logs,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                let value: serde_json::Value = serde_json::from_str(&out.output)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                for line in &out.logs {
+                    eprintln!("log {:<5} {}", line.level, line.message);
+                }
+                eprintln!(
+                    "ok: {label} {} in {} (load {}, {:?})",
+                    args.operation,
+                    human(out.duration),
+                    human(load_time),
+                    connector.origin()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            report_call_error(&error, &label, args.json)?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn report_call_error(error: &CallError, label: &str, json: bool) -> Result<()> {
+    let detail = match error {
+        CallError::Guest(guest) => serde_json::to_value(guest)?,
+        CallError::Trap { stderr, .. } if !stderr.is_empty() => {
+            serde_json::json!({ "stderr": stderr })
+        }
+        _ => serde_json::Value::Null,
+    };
+    if json {
+        let value = serde_json::json!({
+            "error": { "code": error.code(), "message": error.to_string(), "detail": detail },
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        eprintln!("error [{}]: {error}", error.code());
+        if let CallError::Trap { stderr, .. } = error
+            && !stderr.is_empty()
+        {
+            eprintln!("guest stderr:\n{stderr}");
+        }
+        eprintln!("connector: {label}");
+    }
+    Ok(())
+}
+
+fn human(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}

@@ -76,9 +76,12 @@ pub enum CallError {
     InvalidOutput(String),
     #[error("the guest trapped: {message}")]
     Trap {
+        /// What went wrong, e.g. "wasm `unreachable` instruction executed".
         message: String,
         /// The end of what the guest wrote to stderr (a Rust panic message lands here).
         stderr: String,
+        /// The guest's wasm backtrace, when there is one.
+        backtrace: Option<String>,
     },
 }
 
@@ -162,9 +165,16 @@ fn classify(error: wasmtime::Error, store: &Store<Sandbox>, limits: &Limits) -> 
     }
     let stderr = store.data().stderr.contents();
     let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
     CallError::Trap {
-        message: format!("{error:#}"),
-        stderr: String::from_utf8_lossy(tail).trim_end().to_string(),
+        message,
+        stderr: String::from_utf8_lossy(tail).trim().to_string(),
+        backtrace: error
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| bt.to_string()),
     }
 }
 

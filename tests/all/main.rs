@@ -2,6 +2,7 @@
 //! module per feature.
 
 mod cache;
+mod cli;
 mod connectors;
 mod load;
 mod sandbox;
