@@ -7,23 +7,36 @@
 //!   [`Description`], loaded by [`Runtime::load`];
 //! - once per call: a fresh store and sandbox inside [`Runtime::invoke`], bounded by [`Limits`].
 //!
-//! [`Bindings`] maps names to connectors and swaps them atomically (hot swap).
+//! [`Bindings`] maps names to connectors and swaps them atomically (hot swap). [`Registry`]
+//! holds what is published, installed, configured and bound, persistently, by organisation.
 
 mod bindings;
+mod blob;
 mod cache;
 mod call;
 mod capability;
 mod connector;
 mod digest;
+mod flow;
 mod limits;
+mod registry;
 mod runtime;
+mod store;
 mod swap;
+mod vault;
 
+pub use blob::{BlobStore, FsBlobStore};
 pub use call::{CallError, CallOutput, ConnectorError};
 pub use capability::{CallContext, LogLine, Secrets};
 pub use connector::{ConfigKey, Connector, Description, Operation, Origin, SecretKey};
 pub use digest::{Digest, ParseDigestError};
+pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec, map_input};
 pub use limits::{InvalidLimits, Limits};
+pub use registry::{
+    AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, Listing,
+    PublishOutcome, PublishRequest, Registry, RegistryConfig, Search, UpdateMode, VersionInfo,
+    VersionState, VersionSummary, Visibility, parse_version, validate_label, validate_name,
+};
 pub use runtime::{
     Allocator, Inspection, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats,
 };
