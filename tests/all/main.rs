@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod connectors;
 mod load;
+mod registry;
 mod sandbox;
 mod support;
 mod swap;

@@ -7,15 +7,31 @@ struct Echo;
 
 impl Guest for Echo {
     fn describe() -> ConnectorInfo {
-        gantry_sdk::info(
+        let mut info = gantry_sdk::info(
             "echo",
             "1.0.0",
             "Returns its input unchanged",
             vec![
                 gantry_sdk::operation("echo", "Return the input document"),
                 gantry_sdk::operation("delay", "Sleep `ms` milliseconds, then return the input"),
+                gantry_sdk::operation(
+                    "context",
+                    "Report the `greeting` config value and the length of the `token` secret",
+                ),
             ],
-        )
+        );
+        info.config.push(gantry_sdk::ConfigKey {
+            name: "greeting".into(),
+            description: "How to greet".into(),
+            default_value: Some("hello".into()),
+            required: false,
+        });
+        info.secrets.push(gantry_sdk::SecretKey {
+            name: "token".into(),
+            description: "An API token (only its length is ever reported)".into(),
+            required: false,
+        });
+        info
     }
 
     fn invoke(operation: String, input: String) -> Result<String, ConnectorError> {
@@ -28,9 +44,19 @@ impl Guest for Echo {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(input)
             }
+            "context" => Ok(context()),
             other => Err(ConnectorError::NotFound(format!("no operation `{other}`"))),
         }
     }
+}
+
+/// What the call's configuration and credentials look like from inside (never the secret).
+fn context() -> String {
+    serde_json::json!({
+        "greeting": gantry_sdk::config("greeting"),
+        "token_length": gantry_sdk::secrets::get("token").map(|t| t.len()),
+    })
+    .to_string()
 }
 
 gantry_sdk::export_connector!(Echo);

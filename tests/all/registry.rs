@@ -1,0 +1,892 @@
+//! The registry and the lifecycle rules of the seeds (Choreo, Patchworks), tenancy, bad input,
+//! durability and secrets — through the `gantry-host` library, on a real SQLite file.
+
+use crate::support::{connector, json, runtime};
+use gantry_host::{
+    FaultPoint, PublishOutcome, PublishRequest, Registry, RegistryConfig, RegistryError, RunStatus,
+    Search, StepSpec, UpdateMode, VersionState, Visibility,
+};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn open(dir: &Path) -> Registry {
+    Registry::open(
+        RegistryConfig {
+            data_dir: dir.to_path_buf(),
+            faults: None,
+        },
+        runtime().clone(),
+    )
+    .unwrap()
+}
+
+/// The same component with a custom section appended: other bytes, same behaviour and
+/// `describe()` — what a rebuild of the same version looks like.
+fn rebuilt(bytes: &[u8], marker: &str) -> Vec<u8> {
+    let name = b"gantry-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(marker.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(payload.len() as u8); // LEB128 size (< 128)
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn request(name: &str, version: &str, visibility: Visibility, bytes: Vec<u8>) -> PublishRequest {
+    PublishRequest {
+        name: name.into(),
+        version: version.into(),
+        visibility,
+        tags: vec!["demo".into()],
+        bytes,
+    }
+}
+
+fn no_map() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+fn step(name: &str, instance: i64, operation: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        instance,
+        operation: operation.into(),
+        input: json!("${input}"),
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("acme").unwrap();
+    let first = connector("echo");
+    let (outcome, v1) = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, first.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome, v1.revision), (PublishOutcome::Created, 1));
+
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "relay",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+    assert_eq!(flow.steps[0].digest, v1.digest);
+
+    // Republish the same private version with other bytes: a new revision.
+    let second = rebuilt(&first, "2");
+    let (outcome, v1r2) = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, second.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome, v1r2.revision), (PublishOutcome::NewRevision, 2));
+    assert_ne!(v1r2.digest, v1.digest);
+    let (outcome, _) = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, second),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PublishOutcome::Unchanged, "same bytes: no-op");
+
+    // The flow keeps running the old revision…
+    let run = reg
+        .run_flow("acme", flow.id, json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.steps[0].digest, v1.digest);
+    assert_eq!(run.output, Some(json!({"n": 1})));
+
+    // …until it is explicitly rebound; then the old revision, pinned by nothing, is collected.
+    let rebound = reg
+        .rebind_step("acme", "ops@acme", flow.id, "e", None)
+        .unwrap();
+    assert_eq!(rebound.steps[0].digest, v1r2.digest);
+    let run = reg
+        .run_flow("acme", flow.id, json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(run.steps[0].digest, v1r2.digest);
+    let blobs = files_under(&dir.path().join("blobs"));
+    assert_eq!(blobs.len(), 1, "old revision's blob removed: {blobs:?}");
+    assert!(blobs[0].ends_with(v1r2.digest.hex()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("vendor").unwrap();
+    reg.create_org("acme").unwrap();
+    let v1_bytes = connector("echo");
+    let (_, v1) = reg
+        .publish(
+            "vendor",
+            "dev@vendor",
+            request("echo", "1.0.0", Visibility::Public, v1_bytes.clone()),
+        )
+        .await
+        .unwrap();
+    let err = reg
+        .publish(
+            "vendor",
+            "dev@vendor",
+            request("echo", "1.0.0", Visibility::Public, rebuilt(&v1_bytes, "x")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "conflict", "{err}");
+    let err = reg
+        .publish(
+            "vendor",
+            "dev@vendor",
+            request(
+                "echo",
+                "1.0.0",
+                Visibility::Private,
+                rebuilt(&v1_bytes, "y"),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "conflict",
+        "a public version cannot be made private: {err}"
+    );
+    let (outcome, _) = reg
+        .publish(
+            "vendor",
+            "dev@vendor",
+            request("echo", "1.0.0", Visibility::Public, v1_bytes),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PublishOutcome::Unchanged);
+
+    let install = reg
+        .install("acme", "ops@acme", "vendor", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "relay",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+
+    // A new public version, and the old one deprecated.
+    let (_, v2) = reg
+        .publish(
+            "vendor",
+            "dev@vendor",
+            request("echo", "2.0.0", Visibility::Public, connector("echo-v2")),
+        )
+        .await
+        .unwrap();
+    reg.set_state(
+        "vendor",
+        "dev@vendor",
+        "echo",
+        "1.0.0",
+        VersionState::Deprecated,
+    )
+    .unwrap();
+
+    let run = reg
+        .run_flow("acme", flow.id, json!({"a": 1}))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(
+        run.steps[0].digest, v1.digest,
+        "existing flows still run the old version"
+    );
+
+    let err = reg
+        .install("acme", "ops@acme", "vendor", "echo", "1.0.0")
+        .unwrap_err();
+    assert_eq!(err.code(), "deprecated", "{err}");
+    let err = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "new",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "deprecated",
+        "a new binding to it is refused: {err}"
+    );
+    let err = reg
+        .rebind_step("acme", "ops@acme", flow.id, "e", None)
+        .unwrap_err();
+    assert_eq!(err.code(), "deprecated");
+
+    let listings = reg.search("acme", &Search::default()).unwrap();
+    let echo = listings.iter().find(|l| l.name == "echo").unwrap();
+    assert_eq!(echo.latest.version, v2.version);
+    assert!(
+        echo.versions
+            .iter()
+            .any(|v| v.version.to_string() == "1.0.0" && v.deprecated)
+    );
+
+    // Blocked: runs that need it fail with a clear error, recorded.
+    reg.set_state(
+        "vendor",
+        "sec@vendor",
+        "echo",
+        "1.0.0",
+        VersionState::Blocked,
+    )
+    .unwrap();
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert_eq!(error.code, "blocked");
+    assert!(
+        error.message.contains("vendor/echo@1.0.0"),
+        "{}",
+        error.message
+    );
+    assert_eq!(reg.runs("acme", flow.id).unwrap().len(), 2);
+    let actions: Vec<_> = reg
+        .audit_log("vendor")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.iter().filter(|a| *a == "set-state").count() == 2,
+        "{actions:?}"
+    );
+}
+
+/// vendor publishes echo 1.0.0 and 2.0.0 (public); acme installs 1.0.0, customises it, creates
+/// an instance with a credential and a flow through it.
+async fn patchworks_setup(
+    reg: &Registry,
+) -> (
+    gantry_host::Install,
+    gantry_host::Instance,
+    gantry_host::Flow,
+) {
+    reg.create_org("vendor").unwrap();
+    reg.create_org("acme").unwrap();
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "1.0.0", Visibility::Public, connector("echo")),
+    )
+    .await
+    .unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "vendor", "echo", "1.0.0")
+        .unwrap();
+    assert_eq!(install.modified_by, None);
+    let install = reg
+        .customise(
+            "acme",
+            "alice@acme",
+            install.id,
+            BTreeMap::from([("greeting".into(), "hi".into())]),
+        )
+        .unwrap();
+    assert_eq!(install.modified_by.as_deref(), Some("alice@acme"));
+    assert!(install.modified_at.is_some());
+    assert_eq!(install.update_available, None);
+
+    let secrets = BTreeMap::from([("token".to_string(), "s3cr3t-token".to_string())]);
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), secrets)
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "ctx",
+            vec![step("c", instance.id, "context")],
+        )
+        .unwrap();
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(
+        run.output,
+        Some(json!({"greeting": "hi", "token_length": 12})),
+        "{run:?}"
+    );
+
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "2.0.0", Visibility::Public, connector("echo-v2")),
+    )
+    .await
+    .unwrap();
+    let install = reg.get_install("acme", install.id).unwrap();
+    assert_eq!(
+        install.update_available.as_ref().map(|v| v.to_string()).as_deref(),
+        Some("2.0.0")
+    );
+    (install, instance, flow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let (install, instance, flow) = patchworks_setup(&reg).await;
+
+    let overwrite = |ack| UpdateMode::Overwrite {
+        acknowledge_customisations_lost: ack,
+    };
+    let err = reg
+        .update("acme", "ops@acme", install.id, "2.0.0", overwrite(false))
+        .unwrap_err();
+    assert_eq!(err.code(), "acknowledgement-required");
+    assert!(err.to_string().contains("alice@acme"), "{err}");
+    assert_eq!(
+        reg.get_install("acme", install.id).unwrap(),
+        install,
+        "nothing changed"
+    );
+
+    let updated = reg
+        .update("acme", "ops@acme", install.id, "2.0.0", overwrite(true))
+        .unwrap();
+    assert_eq!(updated.id, install.id);
+    assert_eq!(updated.version.to_string(), "2.0.0");
+    assert!(updated.customisations.is_empty(), "customisations dropped");
+    assert_eq!(updated.update_available, None);
+    assert_eq!(
+        reg.instances("acme").unwrap(),
+        vec![instance.clone()],
+        "instances kept"
+    );
+
+    let v2 = reg.version("acme", "vendor", "echo", "2.0.0").unwrap();
+    assert_eq!(
+        reg.get_flow("acme", flow.id).unwrap().steps[0].digest,
+        v2.digest
+    );
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    // v2 output, the default greeting (customisation gone), the same credential (no re-auth).
+    assert_eq!(
+        run.output,
+        Some(json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 12}}))
+    );
+    let entry = reg
+        .audit_log("acme")
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "update-overwrite")
+        .unwrap();
+    assert_eq!(entry.before["customisations"], json!({"greeting": "hi"}));
+    assert_eq!(entry.after["rebound_steps"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let (install, instance, flow) = patchworks_setup(&reg).await;
+    let v1 = reg.version("acme", "vendor", "echo", "1.0.0").unwrap();
+
+    let new = reg
+        .update(
+            "acme",
+            "ops@acme",
+            install.id,
+            "2.0.0",
+            UpdateMode::Alongside,
+        )
+        .unwrap();
+    assert_ne!(new.id, install.id);
+    assert_eq!(reg.installs("acme").unwrap().len(), 2);
+    let old = reg.get_install("acme", install.id).unwrap();
+    assert_eq!(
+        (old.version.to_string(), old.customisations.len()),
+        ("1.0.0".into(), 1)
+    );
+    assert_eq!(
+        reg.get_flow("acme", flow.id).unwrap().steps[0].digest,
+        v1.digest
+    );
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(
+        run.output,
+        Some(json!({"greeting": "hi", "token_length": 12}))
+    );
+
+    // New instance of the new install (authenticated anew), then rebind the flow's steps.
+    let secrets = BTreeMap::from([("token".to_string(), "new-token".to_string())]);
+    let fresh = reg
+        .create_instance("acme", "ops@acme", new.id, "main-v2", no_map(), secrets)
+        .unwrap();
+    assert_eq!(
+        reg.rebind_install("acme", "ops@acme", install.id, fresh.id)
+            .unwrap(),
+        1
+    );
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(
+        run.output,
+        Some(json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 9}}))
+    );
+    assert_eq!(
+        reg.get_instance("acme", instance.id).unwrap(),
+        instance,
+        "old instance untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenancy_hides_private_things_of_other_organisations() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("acme").unwrap();
+    reg.create_org("globex").unwrap();
+    reg.publish(
+        "acme",
+        "dev@acme",
+        request("echo", "1.0.0", Visibility::Private, connector("echo")),
+    )
+    .await
+    .unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "relay",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+
+    assert!(reg.search("globex", &Search::default()).unwrap().is_empty());
+    assert_eq!(reg.search("acme", &Search::default()).unwrap().len(), 1);
+    let not_found =
+        |r: Result<_, RegistryError>| assert_eq!(r.map(|_| ()).unwrap_err().code(), "not-found");
+    not_found(reg.versions("globex", "acme", "echo").map(|_| ()));
+    not_found(reg.version("globex", "acme", "echo", "1.0.0").map(|_| ()));
+    not_found(
+        reg.install("globex", "ops@globex", "acme", "echo", "1.0.0")
+            .map(|_| ()),
+    );
+    not_found(reg.get_install("globex", install.id).map(|_| ()));
+    not_found(reg.get_instance("globex", instance.id).map(|_| ()));
+    not_found(reg.get_flow("globex", flow.id).map(|_| ()));
+    not_found(reg.run_flow("globex", flow.id, json!({})).await.map(|_| ()));
+    not_found(reg.runs("globex", flow.id).map(|_| ()));
+    not_found(
+        reg.create_flow(
+            "globex",
+            "ops@globex",
+            "steal",
+            vec![step("e", instance.id, "echo")],
+        )
+        .map(|_| ()),
+    );
+    not_found(
+        reg.rebind_step("globex", "ops@globex", flow.id, "e", None)
+            .map(|_| ()),
+    );
+    assert!(reg.instances("globex").unwrap().is_empty());
+    assert!(reg.flows("globex").unwrap().is_empty());
+    assert!(reg.audit_log("globex").unwrap().is_empty());
+    not_found(
+        reg.set_state("globex", "x", "echo", "1.0.0", VersionState::Blocked)
+            .map(|_| ()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("acme").unwrap();
+    let echo = connector("echo");
+    let publish = |name: &str, version: &str, bytes: Vec<u8>| {
+        reg.publish(
+            "acme",
+            "dev@acme",
+            request(name, version, Visibility::Private, bytes),
+        )
+    };
+    for version in ["1.0", "v1.0.0", "latest", ""] {
+        assert_eq!(
+            publish("echo", version, echo.clone())
+                .await
+                .unwrap_err()
+                .code(),
+            "invalid-version"
+        );
+    }
+    let long = "e".repeat(300);
+    for name in [
+        "../echo",
+        "echo/../../etc",
+        "ec\0ho",
+        long.as_str(),
+        "Echo",
+        "",
+    ] {
+        assert_eq!(
+            publish(name, "1.0.0", echo.clone())
+                .await
+                .unwrap_err()
+                .code(),
+            "invalid-name",
+            "{name:?}"
+        );
+    }
+    let err = publish("other", "1.0.0", echo.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::DescribeMismatch { found, .. } if found == "echo@1.0.0"),
+        "{err}"
+    );
+    assert_eq!(
+        publish("echo", "1.0.1", echo.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        "describe-mismatch"
+    );
+    assert_eq!(
+        publish("echo", "1.0.0", b"junk".to_vec())
+            .await
+            .unwrap_err()
+            .code(),
+        "not-wasm"
+    );
+    let err = reg
+        .publish(
+            "nobody",
+            "x",
+            request("echo", "1.0.0", Visibility::Private, echo.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not-found");
+    assert!(reg.search("acme", &Search::default()).unwrap().is_empty());
+    assert!(
+        files_under(&dir.path().join("blobs")).is_empty(),
+        "no blob stored"
+    );
+
+    publish("echo", "1.0.0", echo).await.unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let err = reg
+        .create_flow("acme", "ops@acme", "f", vec![step("e", 9999, "echo")])
+        .unwrap_err();
+    assert_eq!(err.code(), "not-found");
+    let err = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "f",
+            vec![step("e", instance.id, "nope")],
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid-input");
+    let err = reg
+        .create_instance(
+            "acme",
+            "ops@acme",
+            install.id,
+            "x",
+            BTreeMap::from([("nope".into(), "1".into())]),
+            no_map(),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid-input");
+    assert!(reg.flows("acme").unwrap().is_empty());
+    assert_eq!(reg.instances("acme").unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flow_id, instance) = {
+        let reg = open(dir.path());
+        reg.create_org("acme").unwrap();
+        reg.publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Public, connector("echo")),
+        )
+        .await
+        .unwrap();
+        let install = reg
+            .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+            .unwrap();
+        let secrets = BTreeMap::from([("token".to_string(), "abc".to_string())]);
+        let instance = reg
+            .create_instance("acme", "ops@acme", install.id, "main", no_map(), secrets)
+            .unwrap();
+        let flow = reg
+            .create_flow(
+                "acme",
+                "ops@acme",
+                "ctx",
+                vec![step("c", instance.id, "context")],
+            )
+            .unwrap();
+        reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+        (flow.id, instance)
+    };
+    let reg = open(dir.path());
+    assert_eq!(
+        reg.search(
+            "acme",
+            &Search {
+                text: Some("echo".into()),
+                ..Search::default()
+            }
+        )
+        .unwrap()
+        .len(),
+        1
+    );
+    assert_eq!(reg.get_instance("acme", instance.id).unwrap(), instance);
+    assert_eq!(reg.runs("acme", flow_id).unwrap().len(), 1);
+    assert!(reg.audit_log("acme").unwrap().len() >= 4);
+    let run = reg.run_flow("acme", flow_id, json!({})).await.unwrap();
+    assert_eq!(
+        run.output,
+        Some(json!({"greeting": "hello", "token_length": 3})),
+        "secrets decrypt after reopening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_publish_leaves_all_or_nothing() {
+    for point in [FaultPoint::AfterBlobWrite, FaultPoint::BeforeCommit] {
+        let dir = tempfile::tempdir().unwrap();
+        let armed = Arc::new(AtomicBool::new(true));
+        let hook = {
+            let armed = armed.clone();
+            Arc::new(move |at: FaultPoint| at == point && armed.load(Ordering::SeqCst))
+        };
+        let reg = Registry::open(
+            RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                faults: Some(hook),
+            },
+            runtime().clone(),
+        )
+        .unwrap();
+        reg.create_org("acme").unwrap();
+        let err = reg
+            .publish(
+                "acme",
+                "dev@acme",
+                request("echo", "1.0.0", Visibility::Public, connector("echo")),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "storage", "{point:?}: {err}");
+        assert!(
+            reg.versions("acme", "acme", "echo").is_err(),
+            "{point:?}: no row"
+        );
+        assert!(
+            files_under(&dir.path().join("blobs")).is_empty(),
+            "{point:?}: no orphan blob"
+        );
+        assert!(reg.audit_log("acme").unwrap().is_empty());
+
+        armed.store(false, Ordering::SeqCst);
+        let (outcome, _) = reg
+            .publish(
+                "acme",
+                "dev@acme",
+                request("echo", "1.0.0", Visibility::Public, connector("echo")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, PublishOutcome::Created);
+        assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
+    }
+
+    // A crash between blob write and commit leaves an orphan file: reopening removes it.
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let orphan = gantry_host::Digest::of(b"orphan");
+    gantry_host::FsBlobStore::open(dir.path().join("blobs"))
+        .unwrap()
+        .put_blob(&orphan, b"orphan");
+    assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
+    drop(open(dir.path()));
+    assert!(files_under(&dir.path().join("blobs")).is_empty());
+}
+
+trait PutBlob {
+    fn put_blob(&self, digest: &gantry_host::Digest, bytes: &[u8]);
+}
+
+impl PutBlob for gantry_host::FsBlobStore {
+    fn put_blob(&self, digest: &gantry_host::Digest, bytes: &[u8]) {
+        gantry_host::BlobStore::put(self, digest, bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_of_one_version_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(open(dir.path()));
+    reg.create_org("acme").unwrap();
+    let bytes = connector("echo");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (reg, bytes) = (reg.clone(), bytes.clone());
+        tasks.push(tokio::spawn(async move {
+            reg.publish(
+                "acme",
+                &format!("dev{i}@acme"),
+                request("echo", "1.0.0", Visibility::Public, bytes),
+            )
+            .await
+            .unwrap()
+            .0
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == PublishOutcome::Created)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == PublishOutcome::Unchanged)
+            .count(),
+        19
+    );
+    assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
+    assert_eq!(reg.audit_log("acme").unwrap().len(), 1);
+    assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_appears_nowhere_but_inside_the_guest() {
+    const SECRET: &str = "sup3r-s3cret-value-7f3a9c";
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("acme").unwrap();
+    reg.publish(
+        "acme",
+        "dev@acme",
+        request("echo", "1.0.0", Visibility::Private, connector("echo")),
+    )
+    .await
+    .unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let secrets = BTreeMap::from([("token".to_string(), SECRET.to_string())]);
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), secrets)
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "ctx",
+            vec![step("c", instance.id, "context")],
+        )
+        .unwrap();
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(
+        run.output.as_ref().unwrap()["token_length"],
+        json!(SECRET.len()),
+        "the guest got it"
+    );
+
+    let returned = [
+        format!("{instance:?}"),
+        serde_json::to_string(&instance).unwrap(),
+        serde_json::to_string(&reg.instances("acme").unwrap()).unwrap(),
+        serde_json::to_string(&reg.audit_log("acme").unwrap()).unwrap(),
+        serde_json::to_string(&reg.runs("acme", flow.id).unwrap()).unwrap(),
+        serde_json::to_string(&reg.get_flow("acme", flow.id).unwrap()).unwrap(),
+    ];
+    for text in &returned {
+        assert!(!text.contains(SECRET), "leaked in {text}");
+    }
+    assert!(returned[1].contains("token"), "the key is listed");
+    for file in files_under(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret found in {}",
+            file.display()
+        );
+    }
+    assert!(dir.path().join("gantry.db-wal").exists() || dir.path().join("gantry.db").exists());
+    let _ = json("{}");
+}
