@@ -440,6 +440,8 @@ impl Registry {
             params![org, flow.id, if status == RunStatus::Succeeded { "succeeded" } else { "failed" }, started_at, (run.duration_us / 1000) as i64, serde_json::to_string(&run)?],
         )?;
         run.id = conn.last_insert_rowid();
+        tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
+            duration_us = run.duration_us, "flow run finished");
         Ok(run)
     }
 

@@ -756,6 +756,61 @@ impl Registry {
         Ok(VersionInfo { state, ..current })
     }
 
+    /// Delete every revision of `org/name@version` (the publisher's own only). Refused while
+    /// any install or flow step pins it, whether it is private or public.
+    pub fn delete_version(&self, org: &str, actor: &str, name: &str, version: &str) -> Result<()> {
+        let mut conn = self.db();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current = current_revision(&tx, org, name, version)?
+            .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
+        let installs: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM installs WHERE pkg_org = ?1 AND name = ?2 AND version = ?3",
+            params![org, name, version],
+            |r| r.get(0),
+        )?;
+        let steps: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM steps WHERE digest IN \
+             (SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3)",
+            params![org, name, version],
+            |r| r.get(0),
+        )?;
+        if installs > 0 || steps > 0 {
+            return Err(Error::Conflict(format!(
+                "{} is pinned by {installs} install(s) and {steps} flow step(s)",
+                current.reference()
+            )));
+        }
+        let digests: Vec<String> = tx
+            .prepare("SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3")?
+            .query_map(params![org, name, version], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        tx.execute(
+            "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
+            params![org, name, version],
+        )?;
+        audit(
+            &tx,
+            org,
+            actor,
+            "delete-version",
+            &current.reference(),
+            serde_json::json!({"digests": digests}),
+            Value::Null,
+        )?;
+        tx.commit()?;
+        for digest in digests {
+            let referenced: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
+                [&digest],
+                |r| r.get(0),
+            )?;
+            if !referenced && let Ok(d) = digest.parse::<Digest>() {
+                self.blobs.delete(&d)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every version of `pkg_org/name` that `viewer` may see, oldest first.
     pub fn versions(&self, viewer: &str, pkg_org: &str, name: &str) -> Result<Vec<VersionInfo>> {
         let versions = visible_versions(&self.db(), viewer, pkg_org, name)?;

@@ -298,6 +298,24 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
         error.message
     );
     assert_eq!(reg.runs("acme", flow.id).unwrap().len(), 2);
+
+    // A public version cannot be deleted while anything pins it; an unpinned one can.
+    let err = reg
+        .delete_version("vendor", "dev@vendor", "echo", "1.0.0")
+        .unwrap_err();
+    assert_eq!(err.code(), "conflict", "{err}");
+    assert!(
+        err.to_string().contains("1 install(s) and 1 flow step(s)"),
+        "{err}"
+    );
+    reg.delete_version("vendor", "dev@vendor", "echo", "2.0.0")
+        .unwrap();
+    assert_eq!(reg.versions("acme", "vendor", "echo").unwrap().len(), 1);
+    assert_eq!(
+        files_under(&dir.path().join("blobs")).len(),
+        1,
+        "v2's blob removed"
+    );
     let actions: Vec<_> = reg
         .audit_log("vendor")
         .unwrap()
@@ -372,7 +390,11 @@ async fn patchworks_setup(
     .unwrap();
     let install = reg.get_install("acme", install.id).unwrap();
     assert_eq!(
-        install.update_available.as_ref().map(|v| v.to_string()).as_deref(),
+        install
+            .update_available
+            .as_ref()
+            .map(|v| v.to_string())
+            .as_deref(),
         Some("2.0.0")
     );
     (install, instance, flow)
@@ -889,4 +911,65 @@ async fn a_credential_appears_nowhere_but_inside_the_guest() {
     }
     assert!(dir.path().join("gantry.db-wal").exists() || dir.path().join("gantry.db").exists());
     let _ = json("{}");
+}
+
+/// Collects everything `tracing` emits on this thread, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_credential_appears_in_no_log_line_at_any_level() {
+    const SECRET: &str = "log-probe-secret-91be4d";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("acme").unwrap();
+    reg.publish(
+        "acme",
+        "dev@acme",
+        request("echo", "1.0.0", Visibility::Private, connector("echo")),
+    )
+    .await
+    .unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let secrets = BTreeMap::from([("token".to_string(), SECRET.to_string())]);
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), secrets)
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "ctx",
+            vec![step("c", instance.id, "context")],
+        )
+        .unwrap();
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("connector loaded"),
+        "the capture works: {logs}"
+    );
+    assert!(!logs.contains(SECRET), "secret in logs: {logs}");
 }
