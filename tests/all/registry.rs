@@ -968,7 +968,7 @@ async fn a_credential_appears_in_no_log_line_at_any_level() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
-        logs.contains("connector loaded"),
+        logs.contains("flow run finished"),
         "the capture works: {logs}"
     );
     assert!(!logs.contains(SECRET), "secret in logs: {logs}");
