@@ -913,31 +913,10 @@ async fn a_credential_appears_nowhere_but_inside_the_guest() {
     let _ = json("{}");
 }
 
-/// Collects everything `tracing` emits on this thread, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_appears_in_no_log_line_at_any_level() {
     const SECRET: &str = "log-probe-secret-91be4d";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = crate::support::captured_logs();
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());
     reg.create_org("acme").unwrap();
@@ -966,7 +945,7 @@ async fn a_credential_appears_in_no_log_line_at_any_level() {
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("flow run finished"),
         "the capture works: {logs}"
