@@ -33,7 +33,7 @@ enum Command {
         json: bool,
     },
     /// Run one operation of a component in the sandbox and print its output.
-    Invoke(InvokeArgs),
+    Invoke(Box<InvokeArgs>),
 }
 
 #[derive(Args)]
@@ -51,6 +51,14 @@ struct InvokeArgs {
     /// A JSON object file of secrets for the call (never pass secrets on the command line).
     #[arg(long, value_name = "FILE")]
     secrets_file: Option<PathBuf>,
+    /// Grant an outbound origin, `scheme://host[:port]` with `*` wildcards (repeatable); the
+    /// connector must also declare it.
+    #[arg(long = "allow-host", value_name = "ORIGIN")]
+    allow_hosts: Vec<String>,
+    /// Let the connector reach this loopback/private address (repeatable), e.g. 127.0.0.1 for
+    /// a local stand-in.
+    #[arg(long = "allow-private", value_name = "IP")]
+    allow_private: Vec<std::net::IpAddr>,
     /// CPU time limit, in milliseconds.
     #[arg(long, value_name = "MS")]
     cpu_ms: Option<u64>,
@@ -106,7 +114,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Inspect { file, json } => inspect(&file, json).await,
-        Command::Invoke(args) => invoke(args).await,
+        Command::Invoke(args) => invoke(*args).await,
     }
 }
 
@@ -228,6 +236,10 @@ async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
         cache_dir,
         limits,
         max_instances: 4,
+        outbound: gantry_host::OutboundConfig {
+            allow_private: args.allow_private.clone(),
+            ..gantry_host::OutboundConfig::default()
+        },
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config).context("starting the runtime")?;
@@ -242,6 +254,7 @@ async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
         config: args.config.into_iter().collect(),
         secrets,
         limits: None,
+        outbound: args.allow_hosts.clone(),
     };
     let result = runtime
         .invoke(&connector, &args.operation, &input, &ctx)

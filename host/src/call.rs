@@ -10,9 +10,11 @@ use crate::capability::{CallContext, LogLine, Sandbox};
 use crate::connector::Connector;
 use crate::digest::Digest;
 use crate::limits::Limits;
+use crate::policy::OutboundPolicy;
 use crate::runtime::Runtime;
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -124,15 +126,26 @@ struct CpuDeadlineExceeded;
 /// Most bytes of guest stderr quoted in a trap.
 const STDERR_TAIL: usize = 2048;
 
+/// Call ids, for logs.
+static CALLS: AtomicU64 = AtomicU64::new(1);
+
 fn new_store(
     runtime: &Runtime,
     label: Arc<str>,
     ctx: &CallContext,
     limits: Limits,
+    declared_hosts: &[String],
 ) -> Store<Sandbox> {
     let tick = runtime.config().epoch_tick.max(Duration::from_millis(1));
     let ticks = (limits.cpu_time.as_nanos() / tick.as_nanos()).max(1) as u64;
-    let mut store = Store::new(runtime.engine(), Sandbox::new(label, ctx, limits, ticks));
+    let policy = Arc::new(OutboundPolicy::new(
+        declared_hosts,
+        &ctx.outbound,
+        runtime.config().outbound.clone(),
+    ));
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let sandbox = Sandbox::new(label, call, ctx, limits, ticks, policy);
+    let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Every tick the guest runs through, yield to the executor (so deadlines and other tasks
     // get their turn) and count one tick against the CPU budget.
@@ -185,7 +198,7 @@ pub(crate) async fn describe(
     pre: &PluginPre<Sandbox>,
     limits: Limits,
 ) -> Result<bindings::ConnectorInfo, CallError> {
-    let mut store = new_store(runtime, label, &CallContext::default(), limits);
+    let mut store = new_store(runtime, label, &CallContext::default(), limits, &[]);
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin
@@ -226,7 +239,13 @@ pub(crate) async fn invoke(
         .map_err(|e| CallError::InvalidInput(e.to_string()))?;
 
     let limits = ctx.limits.unwrap_or_else(|| runtime.default_limits());
-    let mut store = new_store(runtime, connector.label().clone(), ctx, limits);
+    let mut store = new_store(
+        runtime,
+        connector.label().clone(),
+        ctx,
+        limits,
+        &description.outbound_hosts,
+    );
     let run = async {
         let plugin = connector.pre.instantiate_async(&mut store).await?;
         plugin

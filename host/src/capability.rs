@@ -7,11 +7,16 @@
 //! - `wasi:config/store` serves the call's configuration; `secrets.get` the instance's
 //!   credentials ([`Secrets`] never prints its values).
 //! - `log.log` goes to `tracing`, tagged with the connector, bounded per call.
-//! - Outbound HTTP, through `http.send` and wasi:http alike, is refused: the outbound policy
-//!   (allow-list, DNS re-check) plugs in here.
+//! - Outbound HTTP, through `http.send` and wasi:http alike, goes through one
+//!   [`OutboundPolicy`] and one client ([`crate::outbound`]): declared ∩ granted origins,
+//!   addresses re-checked after DNS, size caps, no redirects followed.
 
 use crate::bindings::gantry::connector::{http, log, secrets, types};
 use crate::limits::{Limits, StoreLimiter};
+use crate::outbound::{self, OutboundError};
+use crate::policy::OutboundPolicy;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -72,6 +77,9 @@ pub struct CallContext {
     pub secrets: Secrets,
     /// Limits for this call; `None` uses the runtime's defaults.
     pub limits: Option<Limits>,
+    /// Outbound origins granted to this call (`scheme://host[:port]`, `*` wildcards); a request
+    /// must also match what the connector declares. Empty: no outbound HTTP.
+    pub outbound: Vec<String>,
 }
 
 /// One line a guest logged.
@@ -86,7 +94,7 @@ pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    http_hooks: DenyOutbound,
+    http_hooks: PolicyHooks,
     config: WasiConfigVariables,
     secrets: Secrets,
     pub(crate) limiter: StoreLimiter,
@@ -96,14 +104,17 @@ pub struct Sandbox {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_dropped: usize,
     connector: Arc<str>,
+    call: u64,
 }
 
 impl Sandbox {
     pub(crate) fn new(
         connector: Arc<str>,
+        call: u64,
         ctx: &CallContext,
         limits: Limits,
         cpu_ticks: u64,
+        policy: Arc<OutboundPolicy>,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         let mut wasi = WasiCtx::builder();
@@ -121,7 +132,11 @@ impl Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: DenyOutbound,
+            http_hooks: PolicyHooks {
+                policy,
+                connector: connector.clone(),
+                call,
+            },
             config,
             secrets: ctx.secrets.clone(),
             limiter: StoreLimiter::new(limits),
@@ -130,6 +145,7 @@ impl Sandbox {
             logs: Vec::new(),
             logs_dropped: 0,
             connector,
+            call,
         }
     }
 }
@@ -180,26 +196,26 @@ impl log::Host for Sandbox {
             }
             message.truncate(cut);
         }
-        let connector = &*self.connector;
+        let (connector, call) = (&*self.connector, self.call);
         let level = match level {
             types::Level::Trace => {
-                tracing::trace!(target: "gantry::guest", connector, "{message}");
+                tracing::trace!(target: "gantry::guest", connector, call, "{message}");
                 "trace"
             }
             types::Level::Debug => {
-                tracing::debug!(target: "gantry::guest", connector, "{message}");
+                tracing::debug!(target: "gantry::guest", connector, call, "{message}");
                 "debug"
             }
             types::Level::Info => {
-                tracing::info!(target: "gantry::guest", connector, "{message}");
+                tracing::info!(target: "gantry::guest", connector, call, "{message}");
                 "info"
             }
             types::Level::Warn => {
-                tracing::warn!(target: "gantry::guest", connector, "{message}");
+                tracing::warn!(target: "gantry::guest", connector, call, "{message}");
                 "warn"
             }
             types::Level::Error => {
-                tracing::error!(target: "gantry::guest", connector, "{message}");
+                tracing::error!(target: "gantry::guest", connector, call, "{message}");
                 "error"
             }
         };
@@ -219,13 +235,69 @@ impl http::Host for Sandbox {
         &mut self,
         request: http::Request,
     ) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
-        // No outbound grants exist yet: every destination is refused.
-        Ok(Err(http::HttpError::Denied(format!(
-            "outbound HTTP is not granted to this connector ({} {})",
-            request.method,
-            origin_of(&request.url)
-        ))))
+        let policy = self.http_hooks.policy.clone();
+        let origin = origin_of(&request.url).to_string();
+        let result = match build_request(request, &policy) {
+            Ok(req) => {
+                let limit = policy.config.max_response_bytes;
+                let exchange = async {
+                    let exchange = outbound::send(&policy, req).await?;
+                    outbound::read_body(exchange, limit).await
+                };
+                match tokio::time::timeout(policy.config.request_timeout, exchange).await {
+                    Ok(result) => result,
+                    Err(_) => Err(OutboundError::Timeout),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        Ok(match result {
+            Ok((parts, body)) => Ok(http::Response {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: body.to_vec(),
+            }),
+            Err(e) => {
+                self.http_hooks.report(&origin, &e);
+                Err(match e {
+                    OutboundError::Denied(m) => http::HttpError::Denied(m),
+                    OutboundError::InvalidRequest(m) => http::HttpError::InvalidRequest(m),
+                    OutboundError::Timeout => http::HttpError::Timeout,
+                    OutboundError::TooLarge(_) => http::HttpError::TooLarge,
+                    OutboundError::Transport(m) => http::HttpError::Transport(m),
+                })
+            }
+        })
     }
+}
+
+fn build_request(
+    request: http::Request,
+    policy: &OutboundPolicy,
+) -> Result<::http::Request<Full<Bytes>>, OutboundError> {
+    let invalid = |m: String| OutboundError::InvalidRequest(m);
+    let body = request.body.unwrap_or_default();
+    if body.len() > policy.config.max_request_bytes {
+        return Err(OutboundError::TooLarge(policy.config.max_request_bytes));
+    }
+    let method = ::http::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| invalid(format!("bad method `{}`", request.method.escape_debug())))?;
+    let mut builder = ::http::Request::builder().method(method).uri(&request.url);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// `scheme://host[:port]` of a URL, for messages; never the path or query (they may hold keys).
@@ -238,24 +310,130 @@ fn origin_of(url: &str) -> &str {
     &url[..end]
 }
 
-/// wasi:http hooks that refuse every outgoing request.
-struct DenyOutbound;
+/// wasi:http hooks that send through the call's outbound policy.
+struct PolicyHooks {
+    policy: Arc<OutboundPolicy>,
+    connector: Arc<str>,
+    call: u64,
+}
 
-impl WasiHttpHooks for DenyOutbound {
+impl PolicyHooks {
+    fn report(&self, origin: &str, error: &OutboundError) {
+        let (connector, call) = (&*self.connector, self.call);
+        match error {
+            OutboundError::Denied(why) => {
+                tracing::warn!(connector, call, origin, reason = %why, "outbound request denied")
+            }
+            other => {
+                tracing::info!(connector, call, origin, error = %other, "outbound request failed")
+            }
+        }
+    }
+}
+
+/// A request body that, when hyper is done with it early (e.g. `content-length: 0`), keeps
+/// reading what the guest still writes, so the guest's writes and `finish` succeed instead of
+/// finding the stream closed.
+struct DrainOnDrop(Option<Limited<wasmtime_wasi_http::WasiBody>>);
+
+impl http_body::Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take()
+            && !http_body::Body::is_end_stream(&body)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = body.collect().await;
+            });
+        }
+    }
+}
+
+type HttpResult<T> = wasmtime_wasi_http::Result<T>;
+type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl WasiHttpHooks for PolicyHooks {
     fn send_request(
         &mut self,
-        _request: ::http::Request<wasmtime_wasi_http::WasiBody>,
+        request: ::http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+        _fut: IoFuture,
     ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    ::http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
+        dyn Future<Output = HttpResult<(::http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>>
+            + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        use wasmtime_wasi_http::Error as E;
+        let policy = self.policy.clone();
+        let origin = request
+            .uri()
+            .authority()
+            .map(|a| format!("{}://{a}", request.uri().scheme_str().unwrap_or("https")))
+            .unwrap_or_default();
+        let (connector, call) = (self.connector.clone(), self.call);
+        Box::new(async move {
+            let limit = policy.config.max_request_bytes;
+            let request = request.map(|body| DrainOnDrop(Some(Limited::new(body, limit))));
+            let send = outbound::send(&policy, request);
+            let exchange = match tokio::time::timeout(policy.config.request_timeout, send).await {
+                Ok(Ok(exchange)) => exchange,
+                Ok(Err(e)) => {
+                    PolicyHooks {
+                        policy: policy.clone(),
+                        connector,
+                        call,
+                    }
+                    .report(&origin, &e);
+                    return Err(match e {
+                        OutboundError::Denied(_) => E::HttpRequestDenied,
+                        OutboundError::InvalidRequest(_) => E::HttpRequestUriInvalid,
+                        OutboundError::Timeout => E::ConnectionTimeout,
+                        OutboundError::TooLarge(_) => E::HttpRequestBodySize(None),
+                        OutboundError::Transport(m) => E::InternalError(Some(m)),
+                    });
+                }
+                Err(_) => return Err(E::ConnectionTimeout),
+            };
+            let response = exchange.response.map(|body| {
+                body.map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        E::HttpResponseBodySize(None)
+                    } else {
+                        E::InternalError(Some(e.to_string()))
+                    }
+                })
+                .boxed_unsync()
+            });
+            let connection = exchange.connection;
+            let io: IoFuture = Box::new(async move {
+                connection
+                    .await
+                    .map_err(|e| E::InternalError(Some(e.to_string())))
+            });
+            Ok((response, io))
+        })
     }
 }
 

@@ -500,6 +500,7 @@ impl Registry {
             config,
             secrets,
             limits: None,
+            outbound: install.outbound,
         })
     }
 

@@ -19,6 +19,8 @@ mod connector;
 mod digest;
 mod flow;
 mod limits;
+mod outbound;
+mod policy;
 mod registry;
 mod runtime;
 mod store;
@@ -32,6 +34,10 @@ pub use connector::{ConfigKey, Connector, Description, Operation, Origin, Secret
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec, map_input};
 pub use limits::{InvalidLimits, Limits};
+pub use outbound::OutboundError;
+pub use policy::{
+    Origin as OutboundOrigin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address,
+};
 pub use registry::{
     AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, Listing,
     PublishOutcome, PublishRequest, Registry, RegistryConfig, Search, UpdateMode, VersionInfo,

@@ -159,7 +159,7 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
 }
 
 /// Durations as whole milliseconds in config files and APIs.
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -231,6 +231,9 @@ pub struct Install {
     pub modified_at: Option<i64>,
     pub created_by: String,
     pub created_at: i64,
+    /// Outbound origins granted to this install (`scheme://host[:port]`, `*` wildcards). A
+    /// request must match one of these and one the connector declares.
+    pub outbound: Vec<String>,
     /// The newest active version above this one, if any.
     pub update_available: Option<semver::Version>,
 }
@@ -449,11 +452,14 @@ fn install_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Install> {
         modified_at: row.get(7)?,
         created_by: row.get(8)?,
         created_at: row.get(9)?,
+        outbound: serde_json::from_str(&row.get::<_, String>(10)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+        })?,
         update_available: None,
     })
 }
 
-const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, modified_at, created_by, created_at";
+const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, modified_at, created_by, created_at, outbound";
 
 pub(crate) fn load_install(conn: &Connection, org: &str, id: i64) -> Result<Install> {
     let mut install = conn
@@ -1007,6 +1013,36 @@ impl Registry {
             &format!("install {id}"),
             serde_json::to_value(&install.customisations)?,
             serde_json::to_value(&customisations)?,
+        )?;
+        tx.commit()?;
+        load_install(&conn, org, id)
+    }
+
+    /// Grant install `id` the outbound origins `hosts` (replacing earlier grants). Each must be
+    /// `scheme://host[:port]` with optional `*` wildcards.
+    pub fn grant_outbound(
+        &self,
+        org: &str,
+        actor: &str,
+        id: i64,
+        hosts: Vec<String>,
+    ) -> Result<Install> {
+        crate::policy::parse_patterns(&hosts).map_err(Error::InvalidInput)?;
+        let mut conn = self.db();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let install = load_install(&tx, org, id)?;
+        tx.execute(
+            "UPDATE installs SET outbound = ?3 WHERE org = ?1 AND id = ?2",
+            params![org, id, serde_json::to_string(&hosts)?],
+        )?;
+        audit(
+            &tx,
+            org,
+            actor,
+            "grant-outbound",
+            &format!("install {id}"),
+            serde_json::to_value(&install.outbound)?,
+            serde_json::to_value(&hosts)?,
         )?;
         tx.commit()?;
         load_install(&conn, org, id)

@@ -14,6 +14,7 @@ use crate::capability::{self, CallContext, Sandbox};
 use crate::connector::{Connector, Description, Origin};
 use crate::digest::Digest;
 use crate::limits::Limits;
+use crate::policy::OutboundConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +56,8 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest single linear memory, in bytes; no connector's memory cap may exceed it.
     pub max_memory_bytes: u64,
+    /// Operator settings of outbound HTTP (private addresses allowed, timeouts, size caps).
+    pub outbound: OutboundConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +71,7 @@ impl Default for RuntimeConfig {
             allocator: Allocator::Auto,
             max_instances: 500,
             max_memory_bytes: 1 << 30,
+            outbound: OutboundConfig::default(),
         }
     }
 }

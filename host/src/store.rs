@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs (
     id          TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -89,7 +90,10 @@ CREATE TABLE audit (
     after   TEXT NOT NULL
 );
 CREATE INDEX audit_org ON audit(org, id);
-"#];
+"#,
+    // 2: outbound origins granted to an install.
+    "ALTER TABLE installs ADD COLUMN outbound TEXT NOT NULL DEFAULT '[]';",
+];
 
 /// Open (creating and migrating) the database at `path`.
 pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {

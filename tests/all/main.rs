@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod connectors;
 mod load;
+mod outbound;
 mod registry;
 mod sandbox;
 mod support;

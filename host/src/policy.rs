@@ -1,0 +1,415 @@
+//! The outbound policy shared by both HTTP paths (`http.send` and wasi:http): which origins a
+//! call may reach, and which resolved addresses are off limits.
+//!
+//! A request is allowed only if its origin (`scheme://host[:port]`) matches a pattern the
+//! connector **declares** and a pattern the operator or install **grants**. After DNS, every
+//! address is checked again: loopback, private, link-local (cloud metadata), shared, multicast
+//! and unspecified addresses — also inside IPv4-mapped and NAT64 IPv6 — are refused unless the
+//! operator allows that exact address.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+/// An origin pattern: `scheme://host[:port]`, where a host label may be `*` (any one or more
+/// labels, e.g. `https://*.example.com`), the host may be `*` (anything), the port may be `*`,
+/// and a lone `*` matches every origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: Option<String>,
+    host: String,
+    port: Option<Option<u16>>,
+}
+
+/// A request's destination, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    /// Lowercase host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+impl Origin {
+    /// The origin of an absolute `http`/`https` URL.
+    pub fn of_url(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+        Self::of_uri(&uri)
+    }
+
+    pub fn of_uri(uri: &http::Uri) -> Result<Self, String> {
+        let scheme = uri
+            .scheme_str()
+            .ok_or("the URL has no scheme")?
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .or_else(|| default_port(&scheme))
+            .ok_or_else(|| format!("scheme `{scheme}` is not supported; use http or https"))?;
+        if default_port(&scheme).is_none() {
+            return Err(format!(
+                "scheme `{scheme}` is not supported; use http or https"
+            ));
+        }
+        let host = uri.host().ok_or("the URL has no host")?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        Ok(Self { scheme, host, port })
+    }
+}
+
+impl OriginPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let pattern = pattern.trim();
+        if pattern == "*" {
+            return Ok(Self {
+                scheme: None,
+                host: "*".into(),
+                port: Some(None),
+            });
+        }
+        let (scheme, rest) = pattern
+            .split_once("://")
+            .ok_or_else(|| format!("`{pattern}` must look like scheme://host[:port]"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if default_port(&scheme).is_none() && scheme != "*" {
+            return Err(format!("`{pattern}`: scheme must be http, https or *"));
+        }
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!("`{pattern}` must name only scheme, host and port"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{pattern}`: unclosed `[`"))?;
+            (host.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            None => None,
+            Some("*") => Some(None),
+            Some(p) => Some(Some(
+                p.parse()
+                    .map_err(|_| format!("`{pattern}`: bad port `{p}`"))?,
+            )),
+        };
+        if host.is_empty() {
+            return Err(format!("`{pattern}` has no host"));
+        }
+        Ok(Self {
+            scheme: (scheme != "*").then_some(scheme),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    pub fn matches(&self, origin: &Origin) -> bool {
+        if let Some(scheme) = &self.scheme
+            && *scheme != origin.scheme
+        {
+            return false;
+        }
+        let port_ok = match self.port {
+            Some(None) => true,
+            Some(Some(p)) => p == origin.port,
+            None => match &self.scheme {
+                Some(s) => default_port(s) == Some(origin.port),
+                None => true,
+            },
+        };
+        port_ok && host_matches(&self.host, &origin.host)
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+        None => pattern == host,
+    }
+}
+
+/// Parse a list of patterns, naming the first bad one.
+pub fn parse_patterns(patterns: &[String]) -> Result<Vec<OriginPattern>, String> {
+    patterns.iter().map(|p| OriginPattern::parse(p)).collect()
+}
+
+/// Operator-wide settings of outbound HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Addresses that may be reached although they are loopback/private/link-local (e.g.
+    /// `127.0.0.1` for a local stand-in). Empty by default.
+    pub allow_private: Vec<IpAddr>,
+    #[serde(with = "crate::limits::millis")]
+    pub connect_timeout: Duration,
+    /// Whole request, response body included (the call's wall-clock deadline applies as well).
+    #[serde(with = "crate::limits::millis")]
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            max_request_bytes: 4 << 20,
+            max_response_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why an address may not be reached.
+pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_v4(v4).map(|_| "an IPv4-mapped private or special address");
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                let v4 =
+                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+                return forbidden_v4(v4).map(|_| "a NAT64-mapped private or special address");
+            }
+            forbidden_v6(v6)
+        }
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_private() {
+        Some("a private address")
+    } else if ip.is_link_local() {
+        Some("a link-local address (cloud metadata lives here)")
+    } else if ip.is_unspecified() || a == 0 {
+        Some("an unspecified address")
+    } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
+        Some("a broadcast, multicast or reserved address")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("a shared (carrier-grade NAT) address")
+    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+        Some("an IETF protocol assignment address")
+    } else {
+        None
+    }
+}
+
+fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let first = ip.segments()[0];
+    if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address")
+    } else if first & 0xfe00 == 0xfc00 {
+        Some("a unique-local (private) address")
+    } else if first & 0xffc0 == 0xfe80 {
+        Some("a link-local address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else {
+        None
+    }
+}
+
+/// What one call may reach: the declared ∩ granted origins and the operator's settings.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    declared: Vec<OriginPattern>,
+    granted: Vec<OriginPattern>,
+    pub(crate) config: OutboundConfig,
+}
+
+impl OutboundPolicy {
+    /// A policy from what the connector declares and what is granted to this call.
+    pub fn new(declared: &[String], granted: &[String], config: OutboundConfig) -> Self {
+        let parse = |list: &[String]| {
+            list.iter()
+                .filter_map(|p| match OriginPattern::parse(p) {
+                    Ok(pattern) => Some(pattern),
+                    Err(e) => {
+                        tracing::warn!(pattern = %p, error = %e, "ignoring a malformed outbound pattern");
+                        None
+                    }
+                })
+                .collect()
+        };
+        Self {
+            declared: parse(declared),
+            granted: parse(granted),
+            config,
+        }
+    }
+
+    /// Whether `origin` may be requested at all (before DNS).
+    pub fn check_origin(&self, origin: &Origin) -> Result<(), String> {
+        if !self.declared.iter().any(|p| p.matches(origin)) {
+            return Err(format!(
+                "{origin} is not among the hosts the connector declares"
+            ));
+        }
+        if !self.granted.iter().any(|p| p.matches(origin)) {
+            return Err(format!("{origin} is not granted to this connector"));
+        }
+        Ok(())
+    }
+
+    /// Whether a resolved address may be connected to.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), String> {
+        match forbidden_address(ip) {
+            Some(why) if !self.config.allow_private.contains(&ip) => {
+                Err(format!("{ip} is {why}, which the operator does not allow"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(url: &str) -> Origin {
+        Origin::of_url(url).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_scheme_host_and_port() {
+        let p = OriginPattern::parse("https://api.worldbank.org").unwrap();
+        assert!(p.matches(&origin("https://api.worldbank.org/v2/country")));
+        assert!(p.matches(&origin("https://API.worldbank.org:443/")));
+        assert!(!p.matches(&origin("http://api.worldbank.org/")));
+        assert!(!p.matches(&origin("https://api.worldbank.org:8443/")));
+        assert!(!p.matches(&origin("https://api.worldbank.org.evil.com/")));
+
+        let wild = OriginPattern::parse("https://*.example.com").unwrap();
+        assert!(wild.matches(&origin("https://a.b.example.com/")));
+        assert!(!wild.matches(&origin("https://example.com/")));
+        assert!(!wild.matches(&origin("https://evilexample.com/")));
+
+        let any_port = OriginPattern::parse("http://127.0.0.1:*").unwrap();
+        assert!(any_port.matches(&origin("http://127.0.0.1:8080/x")));
+        assert!(
+            OriginPattern::parse("*")
+                .unwrap()
+                .matches(&origin("http://x:1/"))
+        );
+        let v6 = OriginPattern::parse("http://[::1]:8080").unwrap();
+        assert!(v6.matches(&origin("http://[::1]:8080/")));
+
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://",
+            "https://x:port",
+        ] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Origin::of_url("ftp://x/").is_err());
+    }
+
+    #[test]
+    fn addresses_that_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(forbidden_address(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+            assert!(forbidden_address(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn declared_and_granted_must_both_match() {
+        let policy = OutboundPolicy::new(
+            &[
+                "https://api.worldbank.org".into(),
+                "http://127.0.0.1:*".into(),
+            ],
+            &["http://127.0.0.1:*".into()],
+            OutboundConfig {
+                allow_private: vec!["127.0.0.1".parse().unwrap()],
+                ..OutboundConfig::default()
+            },
+        );
+        assert!(
+            policy
+                .check_origin(&origin("http://127.0.0.1:9000/"))
+                .is_ok()
+        );
+        let err = policy
+            .check_origin(&origin("https://api.worldbank.org/"))
+            .unwrap_err();
+        assert!(err.contains("not granted"), "{err}");
+        let err = policy
+            .check_origin(&origin("https://evil.com/"))
+            .unwrap_err();
+        assert!(err.contains("declares"), "{err}");
+        assert!(policy.check_address("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check_address("127.0.0.2".parse().unwrap()).is_err());
+        assert!(
+            policy
+                .check_address("::ffff:127.0.0.1".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            OutboundPolicy::default()
+                .check_origin(&origin("https://a.com/"))
+                .is_err(),
+            "empty = nothing"
+        );
+    }
+}
