@@ -132,6 +132,7 @@ static CALLS: AtomicU64 = AtomicU64::new(1);
 fn new_store(
     runtime: &Runtime,
     label: Arc<str>,
+    digest: &Digest,
     ctx: &CallContext,
     limits: Limits,
     declared_hosts: &[String],
@@ -144,7 +145,15 @@ fn new_store(
         runtime.config().outbound.clone(),
     ));
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let sandbox = Sandbox::new(label, call, ctx, limits, ticks, policy);
+    let sandbox = Sandbox::new(
+        label,
+        Arc::from(digest.to_string()),
+        call,
+        ctx,
+        limits,
+        ticks,
+        policy,
+    );
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Every tick the guest runs through, yield to the executor (so deadlines and other tasks
@@ -194,11 +203,12 @@ fn classify(error: wasmtime::Error, store: &Store<Sandbox>, limits: &Limits) -> 
 /// Call `describe()` in a fresh sandbox.
 pub(crate) async fn describe(
     runtime: &Runtime,
-    label: Arc<str>,
+    digest: &Digest,
     pre: &PluginPre<Sandbox>,
     limits: Limits,
 ) -> Result<bindings::ConnectorInfo, CallError> {
-    let mut store = new_store(runtime, label, &CallContext::default(), limits, &[]);
+    let label: Arc<str> = Arc::from("(describe)");
+    let mut store = new_store(runtime, label, digest, &CallContext::default(), limits, &[]);
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin
@@ -242,6 +252,7 @@ pub(crate) async fn invoke(
     let mut store = new_store(
         runtime,
         connector.label().clone(),
+        connector.digest(),
         ctx,
         limits,
         &description.outbound_hosts,

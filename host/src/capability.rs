@@ -104,12 +104,15 @@ pub struct Sandbox {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_dropped: usize,
     connector: Arc<str>,
+    digest: Arc<str>,
     call: u64,
 }
 
 impl Sandbox {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         connector: Arc<str>,
+        digest: Arc<str>,
         call: u64,
         ctx: &CallContext,
         limits: Limits,
@@ -135,6 +138,7 @@ impl Sandbox {
             http_hooks: PolicyHooks {
                 policy,
                 connector: connector.clone(),
+                digest: digest.clone(),
                 call,
             },
             config,
@@ -145,6 +149,7 @@ impl Sandbox {
             logs: Vec::new(),
             logs_dropped: 0,
             connector,
+            digest,
             call,
         }
     }
@@ -196,26 +201,26 @@ impl log::Host for Sandbox {
             }
             message.truncate(cut);
         }
-        let (connector, call) = (&*self.connector, self.call);
+        let (connector, digest, call) = (&*self.connector, &*self.digest, self.call);
         let level = match level {
             types::Level::Trace => {
-                tracing::trace!(target: "gantry::guest", connector, call, "{message}");
+                tracing::trace!(target: "gantry::guest", connector, digest, call, "{message}");
                 "trace"
             }
             types::Level::Debug => {
-                tracing::debug!(target: "gantry::guest", connector, call, "{message}");
+                tracing::debug!(target: "gantry::guest", connector, digest, call, "{message}");
                 "debug"
             }
             types::Level::Info => {
-                tracing::info!(target: "gantry::guest", connector, call, "{message}");
+                tracing::info!(target: "gantry::guest", connector, digest, call, "{message}");
                 "info"
             }
             types::Level::Warn => {
-                tracing::warn!(target: "gantry::guest", connector, call, "{message}");
+                tracing::warn!(target: "gantry::guest", connector, digest, call, "{message}");
                 "warn"
             }
             types::Level::Error => {
-                tracing::error!(target: "gantry::guest", connector, call, "{message}");
+                tracing::error!(target: "gantry::guest", connector, digest, call, "{message}");
                 "error"
             }
         };
@@ -314,18 +319,19 @@ fn origin_of(url: &str) -> &str {
 struct PolicyHooks {
     policy: Arc<OutboundPolicy>,
     connector: Arc<str>,
+    digest: Arc<str>,
     call: u64,
 }
 
 impl PolicyHooks {
     fn report(&self, origin: &str, error: &OutboundError) {
-        let (connector, call) = (&*self.connector, self.call);
+        let (connector, digest, call) = (&*self.connector, &*self.digest, self.call);
         match error {
             OutboundError::Denied(why) => {
-                tracing::warn!(connector, call, origin, reason = %why, "outbound request denied")
+                tracing::warn!(connector, digest, call, origin, reason = %why, "outbound request denied")
             }
             other => {
-                tracing::info!(connector, call, origin, error = %other, "outbound request failed")
+                tracing::info!(connector, digest, call, origin, error = %other, "outbound request failed")
             }
         }
     }
@@ -392,7 +398,7 @@ impl WasiHttpHooks for PolicyHooks {
             .authority()
             .map(|a| format!("{}://{a}", request.uri().scheme_str().unwrap_or("https")))
             .unwrap_or_default();
-        let (connector, call) = (self.connector.clone(), self.call);
+        let (connector, digest, call) = (self.connector.clone(), self.digest.clone(), self.call);
         Box::new(async move {
             let limit = policy.config.max_request_bytes;
             let request = request.map(|body| DrainOnDrop(Some(Limited::new(body, limit))));
@@ -403,6 +409,7 @@ impl WasiHttpHooks for PolicyHooks {
                     PolicyHooks {
                         policy: policy.clone(),
                         connector,
+                        digest,
                         call,
                     }
                     .report(&origin, &e);

@@ -343,8 +343,7 @@ impl Runtime {
         digest: &Digest,
         pre: &PluginPre<Sandbox>,
     ) -> Result<Description, LoadError> {
-        let name: Arc<str> = Arc::from(digest.to_string());
-        let info = call::describe(self, name, pre, self.inner.config.limits)
+        let info = call::describe(self, digest, pre, self.inner.config.limits)
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
         Description::try_from(info).map_err(LoadError::Describe)

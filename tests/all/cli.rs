@@ -34,6 +34,14 @@ fn inspect_shows_fit_and_operations() {
     );
     assert!(stdout.contains("template"), "{stdout}");
 
+    let out = gantry(&["inspect", &wasm("worldbank")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("outbound https://api.worldbank.org"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("config   base_url"), "{stdout}");
+
     let out = gantry(&["inspect", "--json", &wasm("echo")]);
     let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["fits"], true);

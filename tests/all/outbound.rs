@@ -297,6 +297,7 @@ async fn worldbank(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worldbank_reads_real_shaped_answers() {
+    let logs = captured_logs();
     let server = serve(None).await;
     let rt = loopback_runtime();
     let base = format!("http://{}/v2", server.addr);
@@ -380,6 +381,15 @@ async fn worldbank_reads_real_shaped_answers() {
         matches!(err, CallError::Guest(ConnectorError::InvalidInput(_))),
         "{err}"
     );
+
+    // The guest's log lines reach the host's log, tagged with connector, digest and call id.
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("gantry::guest") && l.contains("GET country/BRA"))
+        .expect("the guest's debug line was logged");
+    assert!(line.contains("connector=\"worldbank@1.0.0\""), "{line}");
+    assert!(line.contains("digest=\"sha256:") && line.contains("call="), "{line}");
 
     let prefixed = |p: &str| format!("http://{}/{p}/v2", server.addr);
     let err = worldbank(
@@ -482,6 +492,7 @@ async fn rest(rt: &Runtime, base: String, grants: &[&str], path: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_http_through_wstd_works_under_the_same_policy() {
+    let logs = captured_logs();
     let target = serve(None).await;
     let server = serve(Some(target.addr)).await;
     let rt = loopback_runtime();
@@ -559,6 +570,33 @@ async fn wasi_http_through_wstd_works_under_the_same_policy() {
         server.seen.all(),
         vec!["GET /headers".to_string()],
         "only the granted call arrived"
+    );
+    assert!(
+        !logs.text().contains("k3y-for-tests"),
+        "the API key is in no log line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_body_is_refused_before_sending() {
+    let server = serve(None).await;
+    let rt = loopback_runtime();
+    let c = rt.load(&connector("rest-json")).await.unwrap();
+    let context = ctx(
+        &[("base_url", format!("http://{}", server.addr))],
+        &[],
+        &["http://127.0.0.1:*"],
+    );
+    let input = json!({"path": "/headers", "body": "x".repeat(5 << 20)}).to_string();
+    let err = rt.invoke(&c, "post", &input, &context).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::Guest(ConnectorError::Upstream(_))),
+        "{err}"
+    );
+    assert!(
+        server.seen.all().is_empty(),
+        "nothing arrived: {:?}",
+        server.seen.all()
     );
 }
 
