@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod serve;
+
 #[derive(Parser)]
 #[command(
     name = "gantry",
@@ -34,6 +36,8 @@ enum Command {
     },
     /// Run one operation of a component in the sandbox and print its output.
     Invoke(Box<InvokeArgs>),
+    /// Serve the HTTP API on the embedded defaults (SQLite + blobs in the data directory).
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Args)]
@@ -115,6 +119,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Inspect { file, json } => inspect(&file, json).await,
         Command::Invoke(args) => invoke(*args).await,
+        Command::Serve(args) => serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -546,3 +546,64 @@ mod tests {
         );
     }
 }
+
+impl Registry {
+    /// Run `operation` of an instance directly, on the version its install runs now.
+    /// Blocked versions are refused; the call's own failure is the inner `Err`.
+    pub async fn invoke_instance(
+        &self,
+        org: &str,
+        instance: i64,
+        operation: &str,
+        input: &str,
+    ) -> Result<(
+        crate::connector::Description,
+        std::result::Result<crate::call::CallOutput, CallError>,
+    )> {
+        let (step, description) = {
+            let conn = self.db();
+            let found = load_instance(&conn, org, instance)?;
+            let install = load_install(&conn, org, found.install_id)?;
+            let version = visible_version(
+                &conn,
+                org,
+                &install.package_org,
+                &install.name,
+                &install.version.to_string(),
+            )?;
+            if version.state == VersionState::Blocked {
+                return Err(Error::Blocked(version.reference()));
+            }
+            let step = Step {
+                name: "direct".into(),
+                instance,
+                operation: operation.to_string(),
+                input: Value::Null,
+                digest: version.digest,
+            };
+            (step, version.description)
+        };
+        let ctx = self.call_context(org, &step)?;
+        let connector = self.connector(&step.digest).await?;
+        let result = self
+            .runtime
+            .invoke(&connector, operation, input, &ctx)
+            .await;
+        Ok((description, result))
+    }
+}
+
+impl Registry {
+    /// `(name, version)` of the connector with `digest`, for labels (metrics, logs).
+    pub fn label_of(&self, digest: &Digest) -> Option<(String, String)> {
+        self.db()
+            .query_row(
+                "SELECT name, version FROM versions WHERE digest = ?1 LIMIT 1",
+                [digest.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten()
+    }
+}

@@ -10,6 +10,8 @@
 //! [`Bindings`] maps names to connectors and swaps them atomically (hot swap). [`Registry`]
 //! holds what is published, installed, configured and bound, persistently, by organisation.
 
+mod api;
+mod auth;
 mod bindings;
 mod blob;
 mod cache;
@@ -27,6 +29,8 @@ mod store;
 mod swap;
 mod vault;
 
+pub use api::{ApiConfig, ApiError, router, serve};
+pub use auth::{Principal, Role};
 pub use blob::{BlobStore, FsBlobStore};
 pub use call::{CallError, CallOutput, ConnectorError};
 pub use capability::{CallContext, LogLine, Secrets};

@@ -93,6 +93,17 @@ CREATE INDEX audit_org ON audit(org, id);
 "#,
     // 2: outbound origins granted to an install.
     "ALTER TABLE installs ADD COLUMN outbound TEXT NOT NULL DEFAULT '[]';",
+    // 3: API tokens, stored as sha256 hashes.
+    r#"
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,
+    org        TEXT NOT NULL REFERENCES orgs(id),
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'publisher', 'operator', 'viewer')),
+    label      TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Open (creating and migrating) the database at `path`.

@@ -389,7 +389,10 @@ async fn worldbank_reads_real_shaped_answers() {
         .find(|l| l.contains("gantry::guest") && l.contains("GET country/BRA"))
         .expect("the guest's debug line was logged");
     assert!(line.contains("connector=\"worldbank@1.0.0\""), "{line}");
-    assert!(line.contains("digest=\"sha256:") && line.contains("call="), "{line}");
+    assert!(
+        line.contains("digest=\"sha256:") && line.contains("call="),
+        "{line}"
+    );
 
     let prefixed = |p: &str| format!("http://{}/{p}/v2", server.addr);
     let err = worldbank(

@@ -1,0 +1,726 @@
+//! The HTTP API (`/v1`, JSON, bearer tokens) over a [`Registry`]: one axum [`Router`], one
+//! [`ApiError`] shape (`{"error": {"code", "message"}}`) for every failure, `/healthz` and
+//! Prometheus `/metrics`.
+//!
+//! Another organisation's private objects answer 404 exactly like missing ones (the registry
+//! scopes every lookup). 5xx details are logged, never returned.
+
+use crate::auth::{Principal, Role};
+use crate::call::CallError;
+use crate::flow::StepSpec;
+use crate::registry::{
+    Error as RegistryError, PublishRequest, Registry, Search, UpdateMode, VersionState, Visibility,
+};
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Semaphore;
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest component upload, in bytes (413 beyond it, before the body is read past it).
+    pub max_upload_bytes: usize,
+    /// Largest JSON body, in bytes.
+    pub max_json_bytes: usize,
+    /// Calls (invokes and flow runs) in flight at once; 429 beyond.
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 32 << 20,
+            max_json_bytes: 4 << 20,
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+/// Every error the API returns: a status and a stable machine code with a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "internal error");
+            "internal error; see the server log".to_string()
+        } else {
+            self.message
+        };
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) | E::Deprecated(_) | E::Blocked(_) | E::AcknowledgementRequired(_) => {
+                StatusCode::CONFLICT
+            }
+            E::InvalidName { .. }
+            | E::InvalidVersion(_)
+            | E::InvalidInput(_)
+            | E::DescribeMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Load(crate::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            _ => "bad-request",
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-large"
+        } else {
+            "bad-request"
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+fn call_error(e: CallError) -> ApiError {
+    let status = match &e {
+        CallError::UnknownOperation { .. } => StatusCode::NOT_FOUND,
+        CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        CallError::Guest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CallError::CpuDeadline { .. } | CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let message = match &e {
+        CallError::Guest(guest) => {
+            serde_json::to_string(guest).unwrap_or_else(|_| guest.to_string())
+        }
+        other => other.to_string(),
+    };
+    ApiError {
+        status,
+        code: e.code(),
+        message,
+    }
+}
+
+/// JSON bodies, with rejections in the API's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct ApiJson<T>(T);
+
+/// The caller, from `Authorization: Bearer <token>`.
+struct Caller(Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        match state.registry.authenticate(token.trim())? {
+            Some(principal) => Ok(Caller(principal)),
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+impl Caller {
+    fn need(&self, role: Role) -> Result<&Principal, ApiError> {
+        if self.0.role.allows(role) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs the {role:?} role").to_lowercase(),
+            ))
+        }
+    }
+}
+
+/// Call counters and latency histograms for `/metrics`.
+#[derive(Default)]
+struct Metrics {
+    calls: Mutex<BTreeMap<(String, String, String, &'static str), Histogram>>,
+}
+
+const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    fn record(
+        &self,
+        connector: &str,
+        version: &str,
+        digest: &str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = calls
+            .entry((connector.into(), version.into(), digest.into(), outcome))
+            .or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    fn render(&self) -> String {
+        use std::fmt::Write;
+        let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = String::new();
+        out.push_str("# HELP gantry_calls_total Connector calls by outcome.\n# TYPE gantry_calls_total counter\n");
+        for ((c, v, d, o), h) in calls.iter() {
+            let _ = writeln!(
+                out,
+                "gantry_calls_total{{connector=\"{c}\",version=\"{v}\",digest=\"{d}\",outcome=\"{o}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP gantry_call_duration_seconds Connector call latency.\n# TYPE gantry_call_duration_seconds histogram\n");
+        for ((c, v, d, o), h) in calls.iter() {
+            let labels =
+                format!("connector=\"{c}\",version=\"{v}\",digest=\"{d}\",outcome=\"{o}\"");
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "gantry_call_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "gantry_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "gantry_call_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "gantry_call_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    calls: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    fn call_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-calls",
+                "too many calls in flight; retry shortly",
+            )
+        })
+    }
+}
+
+/// The API's router.
+pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
+    let state = AppState {
+        registry,
+        calls: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let publish = Router::new()
+        .route(
+            "/v1/connectors/{name}/versions/{version}",
+            post(publish).delete(delete_version),
+        )
+        .layer(DefaultBodyLimit::max(config.max_upload_bytes));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/connectors/{name}/versions/{version}/state",
+            post(set_state),
+        )
+        .route("/v1/marketplace", get(marketplace))
+        .route("/v1/connectors/{org}/{name}/versions", get(versions))
+        .route("/v1/installs", post(install).get(installs))
+        .route("/v1/installs/{id}", get(get_install))
+        .route("/v1/installs/{id}/customisations", put(customise))
+        .route("/v1/installs/{id}/outbound", put(grant_outbound))
+        .route("/v1/installs/{id}/update", post(update))
+        .route("/v1/installs/{id}/rebind", post(rebind_install))
+        .route("/v1/instances", post(create_instance).get(instances))
+        .route("/v1/instances/{id}", get(get_instance))
+        .route("/v1/instances/{id}/invoke/{operation}", post(invoke))
+        .route("/v1/flows", post(create_flow).get(flows))
+        .route("/v1/flows/{id}", get(get_flow))
+        .route("/v1/flows/{id}/runs", post(run_flow).get(runs))
+        .route("/v1/flows/{id}/steps/{step}/rebind", post(rebind_step))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/tokens", post(create_token))
+        .layer(DefaultBodyLimit::max(config.max_json_bytes))
+        .merge(publish)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
+        .with_state(state)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(value: impl serde::Serialize) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+fn created(value: impl serde::Serialize) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishQuery {
+    #[serde(default = "private")]
+    visibility: Visibility,
+    #[serde(default)]
+    tags: Option<String>,
+}
+
+fn private() -> Visibility {
+    Visibility::Private
+}
+
+async fn publish(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = caller.need(Role::Publisher)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/wasm" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "publish the component bytes with `Content-Type: application/wasm`",
+        ));
+    }
+    let bytes = body?;
+    let tags = query
+        .tags
+        .map(|t| {
+            t.split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = PublishRequest {
+        name,
+        version,
+        visibility: query.visibility,
+        tags,
+        bytes: bytes.to_vec(),
+    };
+    let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
+    let body = json!({"outcome": outcome, "version": info});
+    match outcome {
+        crate::PublishOutcome::Unchanged => ok(body),
+        _ => created(body),
+    }
+}
+
+async fn delete_version(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult {
+    let p = caller.need(Role::Publisher)?;
+    s.registry
+        .delete_version(&p.org, &p.actor(), &name, &version)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: VersionState,
+}
+
+async fn set_state(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+    ApiJson(body): ApiJson<StateBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Publisher)?;
+    ok(s.registry
+        .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
+}
+
+async fn marketplace(
+    State(s): State<AppState>,
+    caller: Caller,
+    query: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    let Query(search) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
+    ok(s.registry.search(&p.org, &search)?)
+}
+
+async fn versions(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.versions(&p.org, &org, &name)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    org: String,
+    name: String,
+    version: String,
+}
+
+async fn install(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<InstallBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    created(
+        s.registry
+            .install(&p.org, &p.actor(), &body.org, &body.name, &body.version)?,
+    )
+}
+
+async fn installs(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.installs(&p.org)?)
+}
+
+async fn get_install(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.get_install(&p.org, id)?)
+}
+
+async fn customise(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<BTreeMap<String, String>>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    ok(s.registry.customise(&p.org, &p.actor(), id, body)?)
+}
+
+async fn grant_outbound(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<Vec<String>>,
+) -> ApiResult {
+    let p = caller.need(Role::Admin)?;
+    ok(s.registry.grant_outbound(&p.org, &p.actor(), id, body)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    version: String,
+    #[serde(flatten)]
+    mode: UpdateMode,
+}
+
+async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Admin)?;
+    ok(s.registry
+        .update(&p.org, &p.actor(), id, &body.version, body.mode)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebindInstallBody {
+    instance: i64,
+}
+
+async fn rebind_install(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<RebindInstallBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    let moved = s
+        .registry
+        .rebind_install(&p.org, &p.actor(), id, body.instance)?;
+    ok(json!({"rebound_steps": moved}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceBody {
+    install: i64,
+    name: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+async fn create_instance(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<InstanceBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    created(s.registry.create_instance(
+        &p.org,
+        &p.actor(),
+        body.install,
+        &body.name,
+        body.config,
+        body.secrets,
+    )?)
+}
+
+async fn instances(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.instances(&p.org)?)
+}
+
+async fn get_instance(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.get_instance(&p.org, id)?)
+}
+
+async fn invoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, operation)): Path<(i64, String)>,
+    ApiJson(input): ApiJson<Value>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    let _permit = s.call_permit()?;
+    let started = std::time::Instant::now();
+    let (description, result) = s
+        .registry
+        .invoke_instance(&p.org, id, &operation, &input.to_string())
+        .await?;
+    let (name, version) = (description.name.as_str(), description.version.to_string());
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(out) => {
+            s.metrics
+                .record(name, &version, &out.digest.to_string(), "ok", seconds);
+            let output: Value = serde_json::from_str(&out.output).unwrap_or(Value::Null);
+            ok(
+                json!({"output": output, "digest": out.digest, "duration_us": out.duration.as_micros() as u64, "logs": out.logs}),
+            )
+        }
+        Err(e) => {
+            s.metrics.record(name, &version, "", e.code(), seconds);
+            Err(call_error(e))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowBody {
+    name: String,
+    steps: Vec<StepSpec>,
+}
+
+async fn create_flow(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<FlowBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    created(
+        s.registry
+            .create_flow(&p.org, &p.actor(), &body.name, body.steps)?,
+    )
+}
+
+async fn flows(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.flows(&p.org)?)
+}
+
+async fn get_flow(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.get_flow(&p.org, id)?)
+}
+
+async fn run_flow(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(input): ApiJson<Value>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    let _permit = s.call_permit()?;
+    let run = s.registry.run_flow(&p.org, id, input).await?;
+    for step in &run.steps {
+        let outcome = step.error.as_ref().map_or("ok", |_| "error");
+        let (name, version) = s.registry.label_of(&step.digest).unwrap_or_default();
+        s.metrics.record(
+            &name,
+            &version,
+            &step.digest.to_string(),
+            outcome,
+            step.duration_us as f64 / 1e6,
+        );
+    }
+    created(run)
+}
+
+async fn runs(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
+    let p = caller.need(Role::Viewer)?;
+    ok(s.registry.runs(&p.org, id)?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RebindStepBody {
+    #[serde(default)]
+    instance: Option<i64>,
+}
+
+async fn rebind_step(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, step)): Path<(i64, String)>,
+    ApiJson(body): ApiJson<RebindStepBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Operator)?;
+    ok(s.registry
+        .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
+}
+
+async fn audit_log(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    let p = caller.need(Role::Admin)?;
+    ok(s.registry.audit_log(&p.org)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    role: Role,
+    label: String,
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult {
+    let p = caller.need(Role::Admin)?;
+    let token = s
+        .registry
+        .create_token(&p.org, &p.actor(), body.role, &body.label)?;
+    created(json!({"token": token, "role": body.role, "label": body.label}))
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves; calls in flight finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
