@@ -192,9 +192,12 @@ impl Caller {
 }
 
 /// Call counters and latency histograms for `/metrics`.
+/// connector, version, digest, outcome.
+type CallLabels = (String, String, String, &'static str);
+
 #[derive(Default)]
 struct Metrics {
-    calls: Mutex<BTreeMap<(String, String, String, &'static str), Histogram>>,
+    calls: Mutex<BTreeMap<CallLabels, Histogram>>,
 }
 
 const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];

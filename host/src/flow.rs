@@ -527,26 +527,6 @@ impl Registry {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn input_mapping_replaces_whole_strings() {
-        let scope = json!({"input": {"user": {"name": "Ada"}, "ids": [4, 5]}, "steps": {"fetch": {"total": 3}}});
-        let template = json!({"who": "${input.user.name}", "second": "${input.ids.1}", "n": "${steps.fetch.total}", "keep": "plain ${x}", "all": "${input.ids}"});
-        assert_eq!(
-            map_input(&template, &scope).unwrap(),
-            json!({"who": "Ada", "second": 5, "n": 3, "keep": "plain ${x}", "all": [4, 5]})
-        );
-        assert!(
-            map_input(&json!("${steps.nope}"), &scope)
-                .unwrap_err()
-                .contains("steps.nope")
-        );
-    }
-}
-
 impl Registry {
     /// Run `operation` of an instance directly, on the version its install runs now.
     /// Blocked versions are refused; the call's own failure is the inner `Err`.
@@ -605,5 +585,25 @@ impl Registry {
             .optional()
             .ok()
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_mapping_replaces_whole_strings() {
+        let scope = json!({"input": {"user": {"name": "Ada"}, "ids": [4, 5]}, "steps": {"fetch": {"total": 3}}});
+        let template = json!({"who": "${input.user.name}", "second": "${input.ids.1}", "n": "${steps.fetch.total}", "keep": "plain ${x}", "all": "${input.ids}"});
+        assert_eq!(
+            map_input(&template, &scope).unwrap(),
+            json!({"who": "Ada", "second": 5, "n": 3, "keep": "plain ${x}", "all": [4, 5]})
+        );
+        assert!(
+            map_input(&json!("${steps.nope}"), &scope)
+                .unwrap_err()
+                .contains("steps.nope")
+        );
     }
 }
