@@ -513,11 +513,19 @@ async fn grant_outbound(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    Overwrite,
+    Alongside,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     version: String,
-    #[serde(flatten)]
-    mode: UpdateMode,
+    mode: Mode,
+    #[serde(default)]
+    acknowledge_customisations_lost: bool,
 }
 
 async fn update(
@@ -527,8 +535,14 @@ async fn update(
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> ApiResult {
     let p = caller.need(Role::Admin)?;
+    let mode = match body.mode {
+        Mode::Overwrite => UpdateMode::Overwrite {
+            acknowledge_customisations_lost: body.acknowledge_customisations_lost,
+        },
+        Mode::Alongside => UpdateMode::Alongside,
+    };
     ok(s.registry
-        .update(&p.org, &p.actor(), id, &body.version, body.mode)?)
+        .update(&p.org, &p.actor(), id, &body.version, mode)?)
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! Integration tests: real components built from `sample-connectors/`, one test binary with a
 //! module per feature.
 
+mod api;
 mod cache;
 mod cli;
 mod connectors;

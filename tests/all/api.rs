@@ -1,0 +1,852 @@
+//! The HTTP API through a real server on 127.0.0.1 with a real client (and `oneshot` for the
+//! router alone): the seeds' stories, the auth matrix, bad input, limits and restarts.
+
+use crate::support::{connector, runtime, small_runtime};
+use gantry_host::{ApiConfig, Registry, RegistryConfig, Role, Runtime};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Server {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    async fn start(dir: &Path, runtime: Runtime, config: ApiConfig) -> Self {
+        let registry = Arc::new(
+            Registry::open(
+                RegistryConfig {
+                    data_dir: dir.to_path_buf(),
+                    faults: None,
+                },
+                runtime,
+            )
+            .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = gantry_host::router(registry.clone(), config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gantry_host::serve(listener, router, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            addr,
+            registry,
+            client: Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+
+    fn token(&self, org: &str, role: Role) -> String {
+        self.registry.create_org(org).unwrap();
+        self.registry
+            .create_token(org, "test", role, &format!("{role:?}"))
+            .unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("http://{}{path}", self.addr));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn publish(
+        &self,
+        token: &str,
+        name: &str,
+        version: &str,
+        query: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!(
+                "http://{}/v1/connectors/{name}/versions/{version}?{query}",
+                self.addr
+            ))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_stories_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let (publisher, operator, admin) = (
+        s.token("acme", Role::Publisher),
+        s.token("acme", Role::Operator),
+        s.token("acme", Role::Admin),
+    );
+    let ok = |r: &(StatusCode, Value), status: StatusCode| assert_eq!(r.0, status, "{}", r.1);
+
+    // Choreo: publish public, immutable.
+    let echo = connector("echo");
+    let r = s
+        .publish(
+            &publisher,
+            "echo",
+            "1.0.0",
+            "visibility=public&tags=demo",
+            echo.clone(),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    assert_eq!(r.1["outcome"], "created");
+    ok(
+        &s.publish(
+            &publisher,
+            "echo",
+            "1.0.0",
+            "visibility=public",
+            echo.clone(),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    let mut other = echo.clone();
+    other.extend_from_slice(&[0, 3, 2, b'x', b'y']);
+    let r = s
+        .publish(&publisher, "echo", "1.0.0", "visibility=public", other)
+        .await;
+    assert_eq!((r.0, error_code(&r.1)), (StatusCode::CONFLICT, "conflict"));
+
+    // Install, instance with a credential, flow, run.
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&operator),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    let install = r.1["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("/v1/installs/{install}/customisations"),
+            Some(&operator),
+            Some(json!({"greeting": "hi"})),
+        )
+        .await;
+    ok(&r, StatusCode::OK);
+    assert!(r.1["modified_by"].as_str().unwrap().starts_with("token:"));
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&operator),
+            Some(json!({"install": install, "name": "main", "secrets": {"token": "http-s3cret"}})),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    assert!(!r.1.to_string().contains("http-s3cret"));
+    assert_eq!(r.1["secret_keys"], json!(["token"]));
+    let instance = r.1["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/flows",
+            Some(&operator),
+            Some(json!({"name": "ctx",
+        "steps": [{"name": "c", "instance": instance, "operation": "context", "input": {}}]})),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    let flow = r.1["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{flow}/runs"),
+            Some(&operator),
+            Some(json!({})),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    assert_eq!(r.1["output"], json!({"greeting": "hi", "token_length": 11}));
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{instance}/invoke/echo"),
+            Some(&operator),
+            Some(json!({"x": 1})),
+        )
+        .await;
+    ok(&r, StatusCode::OK);
+    assert_eq!(r.1["output"], json!({"x": 1}));
+
+    // Patchworks: a new version, update_available, overwrite needs acknowledgement.
+    ok(
+        &s.publish(
+            &publisher,
+            "echo",
+            "2.0.0",
+            "visibility=public",
+            connector("echo-v2"),
+        )
+        .await,
+        StatusCode::CREATED,
+    );
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/v1/installs/{install}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(r.1["update_available"], "2.0.0");
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/installs/{install}/update"),
+            Some(&admin),
+            Some(json!({"version": "2.0.0", "mode": "overwrite"})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::CONFLICT, "acknowledgement-required")
+    );
+    let r = s.call(Method::POST, &format!("/v1/installs/{install}/update"), Some(&admin),
+        Some(json!({"version": "2.0.0", "mode": "overwrite", "acknowledge_customisations_lost": true}))).await;
+    ok(&r, StatusCode::OK);
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{flow}/runs"),
+            Some(&operator),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        r.1["output"],
+        json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 11}})
+    );
+
+    // Deprecate the old version: listed as such; a new install of it is refused.
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/connectors/echo/versions/1.0.0/state",
+            Some(&publisher),
+            Some(json!({"state": "deprecated"})),
+        )
+        .await;
+    ok(&r, StatusCode::OK);
+    let r = s
+        .call(
+            Method::GET,
+            "/v1/marketplace?text=echo",
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(r.1[0]["latest"]["version"], "2.0.0");
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&operator),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::CONFLICT, "deprecated")
+    );
+
+    let r = s.call(Method::GET, "/v1/audit", Some(&admin), None).await;
+    ok(&r, StatusCode::OK);
+    assert!(r.1.as_array().unwrap().len() >= 8);
+    assert!(!r.1.to_string().contains("http-s3cret"));
+    let r = s.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        r.1.as_str()
+            .unwrap()
+            .contains("gantry_calls_total{connector=\"echo\",version=\"2.0.0\""),
+        "{}",
+        r.1
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let admin = s.token("acme", Role::Admin);
+    let viewer = s.token("acme", Role::Viewer);
+    let other = s.token("globex", Role::Admin);
+    let reg = &s.registry;
+    reg.publish(
+        "acme",
+        "t",
+        gantry_host::PublishRequest {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+            visibility: gantry_host::Visibility::Private,
+            tags: vec![],
+            bytes: connector("echo"),
+        },
+    )
+    .await
+    .unwrap();
+    let install = reg.install("acme", "t", "acme", "echo", "1.0.0").unwrap();
+    let instance = reg
+        .create_instance(
+            "acme",
+            "t",
+            install.id,
+            "i",
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "t",
+            "f",
+            vec![gantry_host::StepSpec {
+                name: "e".into(),
+                instance: instance.id,
+                operation: "echo".into(),
+                input: json!({}),
+            }],
+        )
+        .unwrap();
+    let (i, n, f) = (install.id, instance.id, flow.id);
+
+    // (method, path, body, role needed, whether another org gets 404 rather than an empty answer)
+    let routes: Vec<(Method, String, Option<Value>, Role, bool)> = vec![
+        (
+            Method::GET,
+            "/v1/marketplace".into(),
+            None,
+            Role::Viewer,
+            false,
+        ),
+        (
+            Method::GET,
+            "/v1/connectors/acme/echo/versions".into(),
+            None,
+            Role::Viewer,
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/connectors/echo/versions/1.0.0/state".into(),
+            Some(json!({"state": "active"})),
+            Role::Publisher,
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/installs".into(),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::GET,
+            "/v1/installs".into(),
+            None,
+            Role::Viewer,
+            false,
+        ),
+        (
+            Method::GET,
+            format!("/v1/installs/{i}"),
+            None,
+            Role::Viewer,
+            true,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/installs/{i}/customisations"),
+            Some(json!({})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/installs/{i}/outbound"),
+            Some(json!([])),
+            Role::Admin,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/v1/installs/{i}/update"),
+            Some(json!({"version": "1.0.0", "mode": "alongside"})),
+            Role::Admin,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/v1/installs/{i}/rebind"),
+            Some(json!({"instance": n})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/instances".into(),
+            Some(json!({"install": i, "name": "x"})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::GET,
+            "/v1/instances".into(),
+            None,
+            Role::Viewer,
+            false,
+        ),
+        (
+            Method::GET,
+            format!("/v1/instances/{n}"),
+            None,
+            Role::Viewer,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/v1/instances/{n}/invoke/echo"),
+            Some(json!({})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/flows".into(),
+            Some(
+                json!({"name": "g", "steps": [{"name": "e", "instance": n, "operation": "echo"}]}),
+            ),
+            Role::Operator,
+            true,
+        ),
+        (Method::GET, "/v1/flows".into(), None, Role::Viewer, false),
+        (
+            Method::GET,
+            format!("/v1/flows/{f}"),
+            None,
+            Role::Viewer,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/v1/flows/{f}/runs"),
+            Some(json!({})),
+            Role::Operator,
+            true,
+        ),
+        (
+            Method::GET,
+            format!("/v1/flows/{f}/runs"),
+            None,
+            Role::Viewer,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/v1/flows/{f}/steps/e/rebind"),
+            Some(json!({})),
+            Role::Operator,
+            true,
+        ),
+        (Method::GET, "/v1/audit".into(), None, Role::Admin, false),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"role": "viewer", "label": "x"})),
+            Role::Admin,
+            false,
+        ),
+    ];
+    let forged = format!("gty_{}", "0".repeat(64));
+    for (method, path, body, needed, hidden) in &routes {
+        let r = s.call(method.clone(), path, None, body.clone()).await;
+        assert_eq!(
+            (r.0, error_code(&r.1)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{method} {path} without a token"
+        );
+        let r = s
+            .call(method.clone(), path, Some(&forged), body.clone())
+            .await;
+        assert_eq!(
+            r.0,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a forged token"
+        );
+        if *needed != Role::Viewer {
+            let r = s
+                .call(method.clone(), path, Some(&viewer), body.clone())
+                .await;
+            assert_eq!(
+                (r.0, error_code(&r.1)),
+                (StatusCode::FORBIDDEN, "forbidden"),
+                "{method} {path} as viewer"
+            );
+        }
+        let r = s
+            .call(method.clone(), path, Some(&other), body.clone())
+            .await;
+        if *hidden {
+            assert_eq!(
+                r.0,
+                StatusCode::NOT_FOUND,
+                "{method} {path} from another org: {}",
+                r.1
+            );
+        } else {
+            assert!(
+                r.0.is_success(),
+                "{method} {path} from another org: {}",
+                r.1
+            );
+            assert!(
+                !r.1.to_string().contains("\"org\":\"acme\""),
+                "{method} {path} leaks acme: {}",
+                r.1
+            );
+        }
+        let r = s
+            .call(method.clone(), path, Some(&admin), body.clone())
+            .await;
+        // The admin passes authentication and authorisation (the operation itself may still be
+        // refused, e.g. updating an install to the version it is on).
+        assert!(
+            ![
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::NOT_FOUND
+            ]
+            .contains(&r.0),
+            "{method} {path} as admin: {} {}",
+            r.0,
+            r.1
+        );
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_edge_limits_are_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApiConfig {
+        max_upload_bytes: 1 << 20,
+        max_concurrent_calls: 1,
+        ..ApiConfig::default()
+    };
+    let s = Server::start(dir.path(), runtime().clone(), config).await;
+    let admin = s.token("acme", Role::Admin);
+    let url = |p: &str| format!("http://{}{p}", s.addr);
+
+    let r = s
+        .client
+        .post(url("/v1/installs"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&r.json().await.unwrap()), "bad-request");
+    let r = s
+        .client
+        .post(url("/v1/installs"))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        error_code(&r.json().await.unwrap()),
+        "unsupported-media-type"
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&admin),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0", "extra": 1})),
+        )
+        .await;
+    assert_eq!(
+        r.0,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown field: {}",
+        r.1
+    );
+    error_code(&r.1);
+    let r = s.call(Method::GET, "/v1/nope", Some(&admin), None).await;
+    assert_eq!((r.0, error_code(&r.1)), (StatusCode::NOT_FOUND, "no-route"));
+
+    let r = s
+        .client
+        .post(url("/v1/connectors/echo/versions/1.0.0"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(connector("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = s
+        .publish(&admin, "echo", "1.0.0", "", vec![0u8; 2 << 20])
+        .await;
+    assert_eq!(r.0, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.1);
+    assert_eq!(error_code(&r.1), "too-large");
+    let r = s
+        .publish(&admin, "../echo", "1.0.0", "", connector("echo"))
+        .await;
+    assert_eq!(
+        r.0,
+        StatusCode::NOT_FOUND,
+        "a path trick never reaches a handler: {}",
+        r.1
+    );
+    let r = s.publish(&admin, "echo", "v1", "", connector("echo")).await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid-version")
+    );
+    let r = s
+        .publish(
+            &admin,
+            "echo",
+            "1.0.0",
+            "visibility=secret",
+            connector("echo"),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::BAD_REQUEST);
+
+    // One call in flight at most: the second gets 429.
+    s.publish(&admin, "echo", "1.0.0", "", connector("echo"))
+        .await;
+    let install = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&admin),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
+        )
+        .await
+        .1["id"]
+        .clone();
+    let instance = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&admin),
+            Some(json!({"install": install, "name": "i"})),
+        )
+        .await
+        .1["id"]
+        .as_i64()
+        .unwrap();
+    let slow = {
+        let (client, path, token) = (
+            s.client.clone(),
+            url(&format!("/v1/instances/{instance}/invoke/delay")),
+            admin.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(path)
+                .bearer_auth(token)
+                .json(&json!({"ms": 600}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{instance}/invoke/echo"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::TOO_MANY_REQUESTS, "too-many-calls")
+    );
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{instance}/invoke/nope"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::NOT_FOUND, "unknown-operation")
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_everything_and_serves_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (token, flow) = {
+        let s = Server::start(
+            dir.path(),
+            small_runtime(Some(cache.clone())),
+            ApiConfig::default(),
+        )
+        .await;
+        let admin = s.token("acme", Role::Admin);
+        s.publish(
+            &admin,
+            "json-transform",
+            "1.0.0",
+            "",
+            connector("json-transform"),
+        )
+        .await;
+        let install = s
+            .call(
+                Method::POST,
+                "/v1/installs",
+                Some(&admin),
+                Some(json!({"org": "acme", "name": "json-transform", "version": "1.0.0"})),
+            )
+            .await
+            .1["id"]
+            .clone();
+        let instance = s
+            .call(
+                Method::POST,
+                "/v1/instances",
+                Some(&admin),
+                Some(json!({"install": install, "name": "i"})),
+            )
+            .await
+            .1["id"]
+            .clone();
+        let flow = s
+            .call(
+                Method::POST,
+                "/v1/flows",
+                Some(&admin),
+                Some(
+                    json!({"name": "greet", "steps": [{"name": "t", "instance": instance,
+            "operation": "template", "input": {"template": "Hi {{who}}", "data": "${input}"}}]}),
+                ),
+            )
+            .await
+            .1["id"]
+            .as_i64()
+            .unwrap();
+        s.shutdown().await;
+        (admin, flow)
+    };
+    let runtime = small_runtime(Some(cache));
+    let s = Server::start(dir.path(), runtime.clone(), ApiConfig::default()).await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{flow}/runs"),
+            Some(&token),
+            Some(json!({"who": "Ada"})),
+        )
+        .await;
+    assert_eq!(r.1["output"], json!({"text": "Hi Ada"}), "{}", r.1);
+    assert_eq!(
+        runtime.stats().compiled,
+        0,
+        "the first call came from the precompiled cache"
+    );
+    assert_eq!(runtime.stats().cache_hits, 1);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_alone_answers_health_and_refuses_anonymous_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(
+        Registry::open(
+            RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                faults: None,
+            },
+            runtime().clone(),
+        )
+        .unwrap(),
+    );
+    let router = gantry_host::router(registry, ApiConfig::default());
+    let request = |uri: &str| {
+        axum::http::Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let response = router.clone().oneshot(request("/healthz")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = router.oneshot(request("/v1/flows")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
