@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -85,7 +86,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     eprintln!("gantry listening on http://{}", listener.local_addr()?);
-    gantry_host::serve(listener, router, async {
+    gantry_host::serve(listener, router, Duration::from_secs(10), async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down; letting calls in flight finish");
     })

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Settings of the HTTP API.
@@ -34,6 +35,8 @@ pub struct ApiConfig {
     pub max_json_bytes: usize,
     /// Calls (invokes and flow runs) in flight at once; 429 beyond.
     pub max_concurrent_calls: usize,
+    /// Longest a client may take to send a request body.
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +45,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 32 << 20,
             max_json_bytes: 4 << 20,
             max_concurrent_calls: 64,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -332,6 +336,9 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .route("/v1/tokens", post(create_token))
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
         .merge(publish)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            config.body_timeout,
+        ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .with_state(state)
 }
@@ -731,13 +738,43 @@ async fn create_token(
     created(json!({"token": token, "role": body.role, "label": body.label}))
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves; calls in flight finish first.
+/// Serve `router` on `listener` until `shutdown` resolves; connections then finish what they
+/// are doing. A client that has not sent its request headers within `header_timeout` is cut off
+/// (the body has its own timeout, [`ApiConfig::body_timeout`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }

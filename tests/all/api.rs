@@ -35,9 +35,14 @@ impl Server {
         let router = gantry_host::router(registry.clone(), config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            gantry_host::serve(listener, router, async {
-                let _ = stopped.await;
-            })
+            gantry_host::serve(
+                listener,
+                router,
+                std::time::Duration::from_millis(500),
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .unwrap();
         });
@@ -849,4 +854,107 @@ async fn the_router_alone_answers_health_and_refuses_anonymous_calls() {
     assert_eq!(response.status(), StatusCode::OK);
     let response = router.oneshot(request("/v1/flows")).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApiConfig {
+        body_timeout: std::time::Duration::from_millis(500),
+        ..ApiConfig::default()
+    };
+    let s = Server::start(dir.path(), runtime().clone(), config).await;
+    let admin = s.token("acme", Role::Admin);
+    let started = std::time::Instant::now();
+
+    // Headers that never end: the connection is closed after the header timeout (500 ms here).
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("the server cut the slow client off")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.contains("408"), "{answer}");
+
+    // A body that never ends: refused after the body timeout.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/installs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"org\""
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("the server answered or closed in time")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+
+    // The server still serves others.
+    let r = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.0, StatusCode::OK);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_calls_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let admin = s.token("acme", Role::Admin);
+    s.publish(&admin, "echo", "1.0.0", "", connector("echo"))
+        .await;
+    let install = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&admin),
+            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
+        )
+        .await
+        .1["id"]
+        .clone();
+    let instance = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&admin),
+            Some(json!({"install": install, "name": "i"})),
+        )
+        .await
+        .1["id"]
+        .as_i64()
+        .unwrap();
+    let in_flight = {
+        let (client, url, token) = (
+            s.client.clone(),
+            format!("http://{}/v1/instances/{instance}/invoke/delay", s.addr),
+            admin.clone(),
+        );
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"ms": 500}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let addr = s.addr;
+    s.shutdown().await;
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["output"], json!({"ms": 500}));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }
