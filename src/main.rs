@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod client;
 mod serve;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: client::Remote,
 }
 
 #[derive(Subcommand)]
@@ -30,14 +33,13 @@ enum Command {
     Inspect {
         /// The component (.wasm).
         file: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Run one operation of a component in the sandbox and print its output.
     Invoke(Box<InvokeArgs>),
     /// Serve the HTTP API on the embedded defaults (SQLite + blobs in the data directory).
     Serve(Box<serve::ServeArgs>),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 #[derive(Args)]
@@ -78,12 +80,9 @@ struct InvokeArgs {
     /// Compile every time; keep nothing on disk.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
-    /// Print the result (or error) as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),
@@ -117,9 +116,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Inspect { file, json } => inspect(&file, json).await,
-        Command::Invoke(args) => invoke(*args).await,
+        Command::Inspect { file } => inspect(&file, cli.remote.json).await,
+        Command::Invoke(args) => invoke(*args, cli.remote.json).await,
         Command::Serve(args) => serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Client(command) => client::run(cli.remote, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -201,7 +203,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("gantry").join("artifacts"))
 }
 
-async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
     let bytes = read_component(&args.file)?;
     let input = if args.input == "-" {
         let mut text = String::new();
@@ -272,7 +274,7 @@ async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     );
     match result {
         Ok(out) => {
-            if args.json {
+            if json {
                 let value = serde_json::json!({
                     "output": serde_json::from_str::<serde_json::Value>(&out.output)?,
                     "digest": out.digest,
@@ -298,7 +300,7 @@ async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            report_call_error(&error, &label, args.json)?;
+            report_call_error(&error, &label, json)?;
             Ok(ExitCode::from(1))
         }
     }

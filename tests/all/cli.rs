@@ -115,3 +115,192 @@ fn invoke_prints_output_or_the_typed_error() {
     assert_eq!(report["error"]["code"], "connector-error");
     assert_eq!(report["error"]["detail"]["kind"], "invalid-input");
 }
+
+/// Run `gantry` against a live server, feeding `stdin`.
+fn remote(server: &str, token: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["--server", server, "--token", token])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_whole_story_against_a_live_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = std::sync::Arc::new(
+        gantry_host::Registry::open(
+            gantry_host::RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                faults: None,
+            },
+            crate::support::runtime().clone(),
+        )
+        .unwrap(),
+    );
+    registry.create_org("acme").unwrap();
+    let token = registry
+        .create_token("acme", "test", gantry_host::Role::Admin, "cli")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let router = gantry_host::router(registry, gantry_host::ApiConfig::default());
+    tokio::spawn(gantry_host::serve(
+        listener,
+        router,
+        std::time::Duration::from_secs(5),
+        std::future::pending(),
+    ));
+
+    let run = |args: Vec<String>, stdin: String| {
+        let (server, token) = (server.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (ok, out, err) = remote(&server, &token, &args, &stdin);
+            assert!(ok, "gantry {args:?} failed:\n{out}\n{err}");
+            out
+        })
+    };
+    let a = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let out = run(
+        a(&["publish", &wasm("echo"), "--public", "--tags", "demo"]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.starts_with("created acme/echo@1.0.0 revision 1 sha256:"),
+        "{out}"
+    );
+    let out = run(a(&["install", "acme/echo@1.0.0"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "install 1 of acme/echo@1.0.0");
+    let out = run(
+        a(&[
+            "instance",
+            "create",
+            "--install",
+            "1",
+            "--name",
+            "main",
+            "--secrets",
+            "-",
+        ]),
+        r#"{"token":"abc"}"#.into(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("instance 1 `main`") && !out.contains("abc\""),
+        "{out}"
+    );
+
+    let flow_file = dir.path().join("flow.json");
+    std::fs::write(
+        &flow_file,
+        r#"{"name":"ctx","steps":[{"name":"c","instance":1,"operation":"context"}]}"#,
+    )
+    .unwrap();
+    let out = run(
+        a(&["flow", "create", flow_file.to_str().unwrap()]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("flow 1 `ctx`") && out.contains("PINNED DIGEST"),
+        "{out}"
+    );
+    let out = run(a(&["flow", "run", "1"]), String::new()).await.unwrap();
+    assert!(
+        out.contains("run 1 succeeded") && out.contains("\"token_length\": 3"),
+        "{out}"
+    );
+
+    run(a(&["publish", &wasm("echo-v2"), "--public"]), String::new())
+        .await
+        .unwrap();
+    let out = run(a(&["update", "1", "2.0.0", "--alongside"]), String::new())
+        .await
+        .unwrap();
+    assert!(out.contains("install 2 now runs echo@2.0.0"), "{out}");
+    run(
+        a(&[
+            "instance",
+            "create",
+            "--install",
+            "2",
+            "--name",
+            "v2",
+            "--secrets",
+            "-",
+        ]),
+        r#"{"token":"abcdef"}"#.into(),
+    )
+    .await
+    .unwrap();
+    let out = run(
+        a(&["flow", "rebind", "1", "c", "--instance", "2"]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("now pinned to sha256:"), "{out}");
+    let out = run(a(&["flow", "run", "1", "--json"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        json(&out)["output"],
+        serde_json::json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 6}})
+    );
+
+    let out = run(a(&["state", "echo@1.0.0", "deprecated"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "echo@1.0.0 is deprecated");
+    let out = run(a(&["search", "echo"]), String::new()).await.unwrap();
+    assert!(
+        out.contains("acme/echo") && out.contains("1.0.0 (deprecated)"),
+        "{out}"
+    );
+    let out = run(a(&["versions", "acme/echo", "--json"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(json(&out).as_array().unwrap().len(), 2);
+    let out = run(
+        a(&["instance", "invoke", "2", "echo", r#"{"x":1}"#]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("\"x\": 1"), "{out}");
+    let out = run(a(&["audit"]), String::new()).await.unwrap();
+    assert!(
+        out.contains("rebind-step") && !out.contains("abcdef"),
+        "{out}"
+    );
+
+    // Errors are the server's typed errors, with a non-zero exit.
+    let (ok, _, err) = remote(&server, &token, &["install", "acme/echo@1.0.0"], "");
+    assert!(!ok && err.contains("[deprecated]"), "{err}");
+    let (ok, _, err) = remote(&server, "gty_bad", &["search"], "");
+    assert!(!ok && err.contains("[unauthorized]"), "{err}");
+}
