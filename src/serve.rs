@@ -14,45 +14,135 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Directory holding the database, blobs, secrets key and artifact cache.
-    #[arg(long, env = "GANTRY_DATA_DIR", default_value = "gantry-data")]
-    data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "GANTRY_BIND", default_value = "127.0.0.1:8080")]
-    bind: SocketAddr,
+    /// A TOML config file; flags and environment variables override what it says.
+    #[arg(long, env = "GANTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding the database, blobs, secrets key and artifact cache [default: gantry-data].
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "GANTRY_BIND")]
+    bind: Option<SocketAddr>,
     /// Where the built sample connectors are, for the demo organisation.
     #[arg(long, default_value = "sample-connectors/target/wasm32-wasip2/release")]
     samples: PathBuf,
     /// Do not seed the demo organisation.
     #[arg(long)]
     no_demo: bool,
-    /// Largest component upload, in MiB.
-    #[arg(long, env = "GANTRY_MAX_UPLOAD_MIB", default_value_t = 32)]
-    max_upload_mib: usize,
-    /// Calls in flight at once before the API answers 429.
-    #[arg(long, env = "GANTRY_MAX_CONCURRENT_CALLS", default_value_t = 64)]
-    max_concurrent_calls: usize,
+    /// Largest component upload, in MiB [default: 32].
+    #[arg(long, env = "GANTRY_MAX_UPLOAD_MIB")]
+    max_upload_mib: Option<usize>,
+    /// Calls in flight at once before the API answers 429 [default: 64].
+    #[arg(long, env = "GANTRY_MAX_CONCURRENT_CALLS")]
+    max_concurrent_calls: Option<usize>,
+}
+
+/// The config file (`gantry serve --config gantry.toml`). Every key is optional.
+///
+/// ```toml
+/// data_dir = "gantry-data"
+/// bind = "127.0.0.1:8080"
+/// max_upload_mib = 32
+/// max_concurrent_calls = 64
+/// header_timeout_ms = 10000
+/// body_timeout_ms = 30000
+///
+/// [limits]            # default per-call limits (gantry_host::Limits)
+/// cpu_time = 5000
+/// memory_bytes = 134217728
+///
+/// [outbound]          # operator settings of outbound HTTP (gantry_host::OutboundConfig)
+/// allow_private = ["127.0.0.1"]
+/// ```
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    data_dir: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    max_upload_mib: Option<usize>,
+    max_concurrent_calls: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    limits: Option<gantry_host::Limits>,
+    outbound: Option<gantry_host::OutboundConfig>,
+}
+
+/// Settings after merging flags and environment over the file over the defaults.
+#[derive(Debug)]
+struct Settings {
+    data_dir: PathBuf,
+    bind: SocketAddr,
+    api: ApiConfig,
+    header_timeout: Duration,
+    limits: gantry_host::Limits,
+    outbound: gantry_host::OutboundConfig,
+}
+
+fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
+    let defaults = ApiConfig::default();
+    Settings {
+        data_dir: args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "gantry-data".into()),
+        bind: args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        api: ApiConfig {
+            max_upload_bytes: args
+                .max_upload_mib
+                .or(file.max_upload_mib)
+                .map_or(defaults.max_upload_bytes, |m| m << 20),
+            max_concurrent_calls: args
+                .max_concurrent_calls
+                .or(file.max_concurrent_calls)
+                .unwrap_or(defaults.max_concurrent_calls),
+            body_timeout: file
+                .body_timeout_ms
+                .map_or(defaults.body_timeout, Duration::from_millis),
+            ..defaults
+        },
+        header_timeout: Duration::from_millis(file.header_timeout_ms.unwrap_or(10_000)),
+        limits: file.limits.unwrap_or_default(),
+        outbound: file.outbound.unwrap_or_default(),
+    }
+}
+
+fn read_config(path: Option<&Path>) -> Result<ServeConfig> {
+    let Some(path) = path else {
+        return Ok(ServeConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid gantry config", path.display()))
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let settings = settings(&args, read_config(args.config.as_deref())?);
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(args.data_dir.join("cache")),
+        cache_dir: Some(data_dir.join("cache")),
+        limits: settings.limits,
+        outbound: settings.outbound.clone(),
         ..RuntimeConfig::default()
     })
     .context("starting the runtime")?;
     let registry = Registry::open(
         RegistryConfig {
-            data_dir: args.data_dir.clone(),
+            data_dir: data_dir.clone(),
             faults: None,
         },
         runtime,
     )
-    .with_context(|| format!("opening the registry in {}", args.data_dir.display()))?;
+    .with_context(|| format!("opening the registry in {}", data_dir.display()))?;
     let registry = Arc::new(registry);
 
-    let token_file = args.data_dir.join("admin.token");
+    let token_file = data_dir.join("admin.token");
     if !token_file.exists() {
         registry.create_org("demo")?;
         let token =
@@ -74,19 +164,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }
     }
 
-    let router = gantry_host::router(
-        registry,
-        ApiConfig {
-            max_upload_bytes: args.max_upload_mib << 20,
-            max_concurrent_calls: args.max_concurrent_calls,
-            ..ApiConfig::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(args.bind)
+    let router = gantry_host::router(registry, settings.api.clone());
+    let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
-        .with_context(|| format!("binding {}", args.bind))?;
+        .with_context(|| format!("binding {}", settings.bind))?;
     eprintln!("gantry listening on http://{}", listener.local_addr()?);
-    gantry_host::serve(listener, router, Duration::from_secs(10), async {
+    gantry_host::serve(listener, router, settings.header_timeout, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down; letting calls in flight finish");
     })
@@ -150,4 +233,39 @@ async fn seed_demo(registry: &Registry, samples: &Path) -> Result<i64> {
         }],
     )?;
     Ok(flow.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: ServeConfig = toml::from_str(
+            "bind = \"127.0.0.1:9000\"\nmax_upload_mib = 8\nbody_timeout_ms = 1500\n[outbound]\nallow_private = [\"127.0.0.1\"]\n[limits]\ncpu_time = 250\n",
+        )
+        .unwrap();
+        let args = Wrap::parse_from(["x", "--max-upload-mib", "2"]).args;
+        let s = settings(&args, file);
+        assert_eq!(s.bind, "127.0.0.1:9000".parse().unwrap(), "from the file");
+        assert_eq!(s.api.max_upload_bytes, 2 << 20, "the flag wins");
+        assert_eq!(s.api.body_timeout, Duration::from_millis(1500));
+        assert_eq!(s.limits.cpu_time, Duration::from_millis(250));
+        assert_eq!(
+            s.outbound.allow_private,
+            vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(s.data_dir, PathBuf::from("gantry-data"), "the default");
+        assert!(
+            toml::from_str::<ServeConfig>("bnd = 1").is_err(),
+            "unknown keys are refused"
+        );
+    }
 }

@@ -304,3 +304,69 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
     let (ok, _, err) = remote(&server, "gty_bad", &["search"], "");
     assert!(!ok && err.contains("[unauthorized]"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gantry.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nbind = \"127.0.0.1:0\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--samples"])
+        .arg(sample_dir())
+        .env_remove("GANTRY_DATA_DIR")
+        .env_remove("GANTRY_BIND")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("gantry serve said where it listens");
+        if let Some(addr) = line.strip_prefix("gantry listening on ") {
+            break addr.to_string();
+        }
+        seen.push(line);
+    };
+    assert!(seen.iter().any(|l| l.contains("admin token")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("demo: published")),
+        "{seen:?}"
+    );
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let run = client
+        .post(format!("{addr}/v1/flows/1/runs"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(&run.text().await.unwrap())["output"],
+        serde_json::json!({"text": "Hello Ada!"})
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
