@@ -7,9 +7,10 @@
 
 use crate::auth::{Principal, Role};
 use crate::call::CallError;
-use crate::flow::StepSpec;
+use crate::flow::{Flow, Run, StepSpec};
 use crate::registry::{
-    Error as RegistryError, PublishRequest, Registry, Search, UpdateMode, VersionState, Visibility,
+    AuditEntry, Error as RegistryError, Install, Instance, Listing, PublishRequest, Registry,
+    Search, UpdateMode, VersionInfo, VersionState, Visibility,
 };
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
@@ -146,6 +147,47 @@ fn call_error(e: CallError) -> ApiError {
         status,
         code: e.code(),
         message,
+    }
+}
+
+/// The body of every error response.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not-found`, `conflict`, `acknowledgement-required`.
+    code: String,
+    message: String,
+}
+
+/// The OpenAPI document of this API, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Gantry", description = "A WebAssembly host for integration connectors"),
+    paths(metrics, publish, delete_version, set_state, marketplace, versions, install, installs,
+        get_install, customise, grant_outbound, update, rebind_install, create_instance, instances,
+        get_instance, invoke, create_flow, flows, get_flow, run_flow, runs, rebind_step, audit_log,
+        create_token),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -314,6 +356,10 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route(
+            "/openapi.json",
+            get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+        )
+        .route(
             "/v1/connectors/{name}/versions/{version}/state",
             post(set_state),
         )
@@ -353,6 +399,7 @@ fn created(value: impl serde::Serialize) -> ApiResult {
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops",  responses((status = 200, description = "Prometheus text: gantry_calls_total and gantry_call_duration_seconds by connector, version, digest, outcome")))]
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -374,6 +421,7 @@ fn private() -> Visibility {
     Visibility::Private
 }
 
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Object), (status = 200, description = "Same bytes: unchanged", body = Object), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn publish(
     State(s): State<AppState>,
     caller: Caller,
@@ -421,6 +469,7 @@ async fn publish(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 204, description = "Deleted"), (status = 409, description = "Pinned", body = ErrorBody)))]
 async fn delete_version(
     State(s): State<AppState>,
     caller: Caller,
@@ -432,12 +481,13 @@ async fn delete_version(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StateBody {
     state: VersionState,
 }
 
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateBody, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
 async fn set_state(
     State(s): State<AppState>,
     caller: Caller,
@@ -449,6 +499,7 @@ async fn set_state(
         .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
 }
 
+#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
 async fn marketplace(
     State(s): State<AppState>,
     caller: Caller,
@@ -460,6 +511,7 @@ async fn marketplace(
     ok(s.registry.search(&p.org, &search)?)
 }
 
+#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
 async fn versions(
     State(s): State<AppState>,
     caller: Caller,
@@ -469,7 +521,7 @@ async fn versions(
     ok(s.registry.versions(&p.org, &org, &name)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InstallBody {
     org: String,
@@ -477,6 +529,7 @@ struct InstallBody {
     version: String,
 }
 
+#[utoipa::path(post, path = "/v1/installs", tag = "installs", security(("bearer" = [])), request_body = InstallBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Install), (status = 409, description = "Deprecated or blocked", body = ErrorBody)))]
 async fn install(
     State(s): State<AppState>,
     caller: Caller,
@@ -489,16 +542,19 @@ async fn install(
     )
 }
 
+#[utoipa::path(get, path = "/v1/installs", tag = "installs", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Install>)))]
 async fn installs(State(s): State<AppState>, caller: Caller) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.installs(&p.org)?)
 }
 
+#[utoipa::path(get, path = "/v1/installs/{id}", tag = "installs", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 404, body = ErrorBody)))]
 async fn get_install(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.get_install(&p.org, id)?)
 }
 
+#[utoipa::path(put, path = "/v1/installs/{id}/customisations", tag = "installs", security(("bearer" = [])), request_body = BTreeMap<String, String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
 async fn customise(
     State(s): State<AppState>,
     caller: Caller,
@@ -509,6 +565,7 @@ async fn customise(
     ok(s.registry.customise(&p.org, &p.actor(), id, body)?)
 }
 
+#[utoipa::path(put, path = "/v1/installs/{id}/outbound", tag = "installs", security(("bearer" = [])), request_body = Vec<String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
 async fn grant_outbound(
     State(s): State<AppState>,
     caller: Caller,
@@ -519,14 +576,14 @@ async fn grant_outbound(
     ok(s.registry.grant_outbound(&p.org, &p.actor(), id, body)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 enum Mode {
     Overwrite,
     Alongside,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     version: String,
@@ -535,6 +592,7 @@ struct UpdateBody {
     acknowledge_customisations_lost: bool,
 }
 
+#[utoipa::path(post, path = "/v1/installs/{id}/update", tag = "installs", security(("bearer" = [])), request_body = UpdateBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 409, description = "Customisations not acknowledged, or target deprecated", body = ErrorBody)))]
 async fn update(
     State(s): State<AppState>,
     caller: Caller,
@@ -552,12 +610,13 @@ async fn update(
         .update(&p.org, &p.actor(), id, &body.version, mode)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RebindInstallBody {
     instance: i64,
 }
 
+#[utoipa::path(post, path = "/v1/installs/{id}/rebind", tag = "installs", security(("bearer" = [])), request_body = RebindInstallBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object)))]
 async fn rebind_install(
     State(s): State<AppState>,
     caller: Caller,
@@ -571,7 +630,7 @@ async fn rebind_install(
     ok(json!({"rebound_steps": moved}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InstanceBody {
     install: i64,
@@ -582,6 +641,7 @@ struct InstanceBody {
     secrets: BTreeMap<String, String>,
 }
 
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])), request_body = InstanceBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Instance)))]
 async fn create_instance(
     State(s): State<AppState>,
     caller: Caller,
@@ -598,16 +658,19 @@ async fn create_instance(
     )?)
 }
 
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
 async fn instances(State(s): State<AppState>, caller: Caller) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.instances(&p.org)?)
 }
 
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Instance), (status = 404, body = ErrorBody)))]
 async fn get_instance(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.get_instance(&p.org, id)?)
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
 async fn invoke(
     State(s): State<AppState>,
     caller: Caller,
@@ -639,13 +702,14 @@ async fn invoke(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FlowBody {
     name: String,
     steps: Vec<StepSpec>,
 }
 
+#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
 async fn create_flow(
     State(s): State<AppState>,
     caller: Caller,
@@ -658,16 +722,19 @@ async fn create_flow(
     )
 }
 
+#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
 async fn flows(State(s): State<AppState>, caller: Caller) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.flows(&p.org)?)
 }
 
+#[utoipa::path(get, path = "/v1/flows/{id}", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 404, body = ErrorBody)))]
 async fn get_flow(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.get_flow(&p.org, id)?)
 }
 
+#[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
 async fn run_flow(
     State(s): State<AppState>,
     caller: Caller,
@@ -691,18 +758,20 @@ async fn run_flow(
     created(run)
 }
 
+#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
 async fn runs(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
     let p = caller.need(Role::Viewer)?;
     ok(s.registry.runs(&p.org, id)?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RebindStepBody {
     #[serde(default)]
     instance: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepBody, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
 async fn rebind_step(
     State(s): State<AppState>,
     caller: Caller,
@@ -714,18 +783,20 @@ async fn rebind_step(
         .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<AuditEntry>)))]
 async fn audit_log(State(s): State<AppState>, caller: Caller) -> ApiResult {
     let p = caller.need(Role::Admin)?;
     ok(s.registry.audit_log(&p.org)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
     role: Role,
     label: String,
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "ops", security(("bearer" = [])), request_body = TokenBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Object)))]
 async fn create_token(
     State(s): State<AppState>,
     caller: Caller,

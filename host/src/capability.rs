@@ -83,7 +83,7 @@ pub struct CallContext {
 }
 
 /// One line a guest logged.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub level: &'static str,
     pub message: String,

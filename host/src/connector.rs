@@ -19,16 +19,18 @@ pub enum Origin {
 }
 
 /// One operation a connector offers, with JSON Schemas of its input and output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Operation {
     pub name: String,
     pub description: String,
+    #[schema(value_type = Object)]
     pub input_schema: serde_json::Value,
+    #[schema(value_type = Object)]
     pub output_schema: serde_json::Value,
 }
 
 /// A configuration key a connector reads through `wasi:config/store`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigKey {
     pub name: String,
     pub description: String,
@@ -37,7 +39,7 @@ pub struct ConfigKey {
 }
 
 /// A credential a connector reads through `secrets.get`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretKey {
     pub name: String,
     pub description: String,
@@ -45,9 +47,10 @@ pub struct SecretKey {
 }
 
 /// What a connector says about itself, checked when it is loaded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Description {
     pub name: String,
+    #[schema(value_type = String)]
     pub version: semver::Version,
     pub description: String,
     pub operations: Vec<Operation>,

@@ -20,13 +20,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 /// A step as a caller writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     pub name: String,
     pub instance: i64,
     pub operation: String,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub input: Value,
 }
 
@@ -35,16 +36,18 @@ fn empty_object() -> Value {
 }
 
 /// A bound step: its spec and the digest it is pinned to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Step {
     pub name: String,
     pub instance: i64,
     pub operation: String,
+    #[schema(value_type = Object)]
     pub input: Value,
+    #[schema(value_type = String)]
     pub digest: Digest,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Flow {
     pub id: i64,
     pub org: String,
@@ -54,7 +57,7 @@ pub struct Flow {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
     Succeeded,
@@ -62,17 +65,19 @@ pub enum RunStatus {
 }
 
 /// What one step of a run did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRun {
     pub name: String,
+    #[schema(value_type = String)]
     pub digest: Digest,
     pub duration_us: u64,
+    #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub error: Option<RunError>,
 }
 
 /// Why a run failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunError {
     pub step: String,
     pub code: String,
@@ -80,7 +85,7 @@ pub struct RunError {
 }
 
 /// A recorded run of a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     pub flow_id: i64,
@@ -88,6 +93,7 @@ pub struct Run {
     pub started_at: i64,
     pub duration_us: u64,
     pub steps: Vec<StepRun>,
+    #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub error: Option<RunError>,
 }

@@ -88,7 +88,7 @@ impl From<serde_json::Error> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Who may see a published version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Visibility {
     /// Only the publishing organisation; may be republished (a new revision).
@@ -98,7 +98,7 @@ pub enum Visibility {
 }
 
 /// Lifecycle state of a version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VersionState {
     Active,
@@ -143,12 +143,14 @@ pub struct RegistryConfig {
 }
 
 /// A published version (one revision of it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub org: String,
     pub name: String,
+    #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,
     pub revision: u32,
+    #[schema(value_type = String, example = "sha256:…")]
     pub digest: Digest,
     pub size: u64,
     pub visibility: Visibility,
@@ -167,7 +169,7 @@ impl VersionInfo {
 }
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PublishOutcome {
     /// A new version.
@@ -189,7 +191,7 @@ pub struct PublishRequest {
 }
 
 /// A connector in the marketplace: its newest version and every version's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Listing {
     pub org: String,
     pub name: String,
@@ -197,10 +199,12 @@ pub struct Listing {
     pub versions: Vec<VersionSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionSummary {
+    #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,
     pub revision: u32,
+    #[schema(value_type = String, example = "sha256:…")]
     pub digest: Digest,
     pub visibility: Visibility,
     pub state: VersionState,
@@ -218,12 +222,13 @@ pub struct Search {
 }
 
 /// A package version taken into an organisation, with its customisations.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Install {
     pub id: i64,
     pub org: String,
     pub package_org: String,
     pub name: String,
+    #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,
     /// Overlay on the connector's default config.
     pub customisations: BTreeMap<String, String>,
@@ -235,6 +240,7 @@ pub struct Install {
     /// request must match one of these and one the connector declares.
     pub outbound: Vec<String>,
     /// The newest active version above this one, if any.
+    #[schema(value_type = Option<String>)]
     pub update_available: Option<semver::Version>,
 }
 
@@ -260,7 +266,7 @@ pub enum UpdateMode {
 
 /// Configuration and credentials for an install: an "authenticated connection". Secrets are
 /// write-only: only their keys are ever returned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Instance {
     pub id: i64,
     pub org: String,
@@ -273,7 +279,7 @@ pub struct Instance {
 }
 
 /// One entry of the audit log. Never holds a secret value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub org: String,
@@ -281,7 +287,9 @@ pub struct AuditEntry {
     pub at: i64,
     pub action: String,
     pub subject: String,
+    #[schema(value_type = Object)]
     pub before: Value,
+    #[schema(value_type = Object)]
     pub after: Value,
 }
 
