@@ -680,7 +680,7 @@ async fn invoke(
     let p = caller.need(Role::Operator)?;
     let _permit = s.call_permit()?;
     let started = std::time::Instant::now();
-    let (description, result) = s
+    let (description, digest, result) = s
         .registry
         .invoke_instance(&p.org, id, &operation, &input.to_string())
         .await?;
@@ -696,7 +696,8 @@ async fn invoke(
             )
         }
         Err(e) => {
-            s.metrics.record(name, &version, "", e.code(), seconds);
+            s.metrics
+                .record(name, &version, &digest.to_string(), e.code(), seconds);
             Err(call_error(e))
         }
     }

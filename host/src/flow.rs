@@ -544,6 +544,7 @@ impl Registry {
         input: &str,
     ) -> Result<(
         crate::connector::Description,
+        Digest,
         std::result::Result<crate::call::CallOutput, CallError>,
     )> {
         let (step, description) = {
@@ -575,7 +576,7 @@ impl Registry {
             .runtime
             .invoke(&connector, operation, input, &ctx)
             .await;
-        Ok((description, result))
+        Ok((description, step.digest, result))
     }
 }
 

@@ -311,6 +311,96 @@ async fn the_seed_stories_over_http() {
         (StatusCode::CONFLICT, "deprecated")
     );
 
+    // Choreo, private: republishing makes a new revision; a flow keeps its pin until rebound.
+    let jt = connector("json-transform");
+    ok(
+        &s.publish(&publisher, "json-transform", "1.0.0", "", jt.clone())
+            .await,
+        StatusCode::CREATED,
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&operator),
+            Some(json!({"org": "acme", "name": "json-transform", "version": "1.0.0"})),
+        )
+        .await;
+    let jt_install = r.1["id"].clone();
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&operator),
+            Some(json!({"install": jt_install, "name": "jt"})),
+        )
+        .await;
+    let jt_instance = r.1["id"].clone();
+    let r = s.call(Method::POST, "/v1/flows", Some(&operator), Some(json!({"name": "tpl", "steps": [{"name": "t",
+        "instance": jt_instance, "operation": "template", "input": {"template": "Hi {{who}}", "data": "${input}"}}]}))).await;
+    ok(&r, StatusCode::CREATED);
+    let (tpl, first_pin) = (
+        r.1["id"].as_i64().unwrap(),
+        r.1["steps"][0]["digest"].clone(),
+    );
+    let mut rebuilt = jt.clone();
+    rebuilt.extend_from_slice(&[0, 3, 2, b'r', b'2']);
+    let r = s
+        .publish(&publisher, "json-transform", "1.0.0", "", rebuilt)
+        .await;
+    ok(&r, StatusCode::CREATED);
+    assert_eq!(
+        (r.1["outcome"].clone(), r.1["version"]["revision"].clone()),
+        (json!("new-revision"), json!(2))
+    );
+    let second_pin = r.1["version"]["digest"].clone();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{tpl}/runs"),
+            Some(&operator),
+            Some(json!({"who": "Ada"})),
+        )
+        .await;
+    assert_eq!(
+        (r.1["steps"][0]["digest"].clone(), r.1["output"].clone()),
+        (first_pin, json!({"text": "Hi Ada"}))
+    );
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{tpl}/steps/t/rebind"),
+            Some(&operator),
+            Some(json!({})),
+        )
+        .await;
+    ok(&r, StatusCode::OK);
+    assert_eq!(r.1["steps"][0]["digest"], second_pin);
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{tpl}/runs"),
+            Some(&operator),
+            Some(json!({"who": "Bo"})),
+        )
+        .await;
+    assert_eq!(
+        (r.1["steps"][0]["digest"].clone(), r.1["output"].clone()),
+        (second_pin, json!({"text": "Hi Bo"}))
+    );
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{jt_instance}/invoke/template"),
+            Some(&operator),
+            Some(json!({"template": "{{x}}", "data": {}})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "connector-error")
+    );
+
     let r = s.call(Method::GET, "/v1/audit", Some(&admin), None).await;
     ok(&r, StatusCode::OK);
     assert!(r.1.as_array().unwrap().len() >= 8);
