@@ -563,17 +563,25 @@ impl Registry {
     fn sweep_orphans(&self) -> Result<()> {
         let conn = self.db();
         for digest in self.blobs.sweep()? {
-            let referenced: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
-                [digest.to_string()],
-                |r| r.get(0),
-            )?;
-            if !referenced {
-                tracing::warn!(%digest, "removing orphan blob");
-                self.blobs.delete(&digest)?;
+            if self.delete_blob_if_unreferenced(&conn, &digest)? {
+                tracing::warn!(%digest, "removed an orphan blob");
             }
         }
         Ok(())
+    }
+
+    /// Delete the blob of `digest` unless a version row still references it; `true` if deleted.
+    /// Call with the database lock held, so no publish commits a row for it meanwhile.
+    fn delete_blob_if_unreferenced(&self, conn: &Connection, digest: &Digest) -> Result<bool> {
+        let referenced: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
+            [digest.to_string()],
+            |r| r.get(0),
+        )?;
+        if !referenced {
+            self.blobs.delete(digest)?;
+        }
+        Ok(!referenced)
     }
 
     fn fault(&self, point: FaultPoint) -> Result<()> {
@@ -640,14 +648,7 @@ impl Registry {
         let result = self.publish_locked(&mut conn, org, actor, &request, &version, &connector);
         if result.is_err() {
             // Nothing committed: remove the blob unless another row already uses it.
-            let referenced: bool = conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
-                    [digest.to_string()],
-                    |r| r.get(0),
-                )
-                .unwrap_or(true);
-            if !referenced && let Err(e) = self.blobs.delete(&digest) {
+            if let Err(e) = self.delete_blob_if_unreferenced(&conn, &digest) {
                 tracing::error!(%digest, error = %e, "cannot remove blob of a failed publish");
             }
         }
@@ -812,15 +813,8 @@ impl Registry {
             Value::Null,
         )?;
         tx.commit()?;
-        for digest in digests {
-            let referenced: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
-                [&digest],
-                |r| r.get(0),
-            )?;
-            if !referenced && let Ok(d) = digest.parse::<Digest>() {
-                self.blobs.delete(&d)?;
-            }
+        for digest in digests.iter().filter_map(|d| d.parse::<Digest>().ok()) {
+            self.delete_blob_if_unreferenced(&conn, &digest)?;
         }
         Ok(())
     }
@@ -1307,13 +1301,8 @@ impl Registry {
                    WHERE w.org = versions.org AND w.name = versions.name AND w.version = versions.version)",
                 [&digest],
             )?;
-            let referenced: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
-                [&digest],
-                |r| r.get(0),
-            )?;
-            if !referenced && let Ok(d) = digest.parse::<Digest>() {
-                self.blobs.delete(&d)?;
+            if let Ok(digest) = digest.parse::<Digest>() {
+                self.delete_blob_if_unreferenced(&conn, &digest)?;
             }
         }
         let pinned: std::collections::HashSet<String> = conn

@@ -1,6 +1,6 @@
 //! Bad bytes are refused at load with a message that says why, and nothing is cached.
 
-use crate::support::{connector, small_runtime};
+use crate::support::{connector, files_under, small_runtime};
 use gantry_host::LoadError;
 
 /// A component that exports a plain function instead of the connector interface.
@@ -16,19 +16,6 @@ const UNKNOWN_IMPORT: &str = r#"
 (component
   (import "acme:evil/backdoor@1.0.0" (instance (export "open" (func))))
 )"#;
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_are_refused_with_a_reason_and_nothing_is_cached() {

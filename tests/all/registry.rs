@@ -1,7 +1,7 @@
 //! The registry and the lifecycle rules of the seeds (Choreo, Patchworks), tenancy, bad input,
 //! durability and secrets — through the `gantry-host` library, on a real SQLite file.
 
-use crate::support::{connector, json, runtime};
+use crate::support::{connector, files_under, json, runtime};
 use gantry_host::{
     FaultPoint, PublishOutcome, PublishRequest, Registry, RegistryConfig, RegistryError, RunStatus,
     Search, StepSpec, UpdateMode, VersionState, Visibility,
@@ -58,21 +58,6 @@ fn step(name: &str, instance: i64, operation: &str) -> StepSpec {
         operation: operation.into(),
         input: json!("${input}"),
     }
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                out.extend(files_under(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,3 +119,19 @@ pub fn captured_logs() -> &'static CapturedLogs {
         CapturedLogs(buffer)
     })
 }
+
+/// Every file below `dir` (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
