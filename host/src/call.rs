@@ -132,7 +132,7 @@ static CALLS: AtomicU64 = AtomicU64::new(1);
 fn new_store(
     runtime: &Runtime,
     label: Arc<str>,
-    digest: &Digest,
+    digest: Arc<str>,
     ctx: &CallContext,
     limits: Limits,
     declared_hosts: &[String],
@@ -145,15 +145,7 @@ fn new_store(
         runtime.config().outbound.clone(),
     ));
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let sandbox = Sandbox::new(
-        label,
-        Arc::from(digest.to_string()),
-        call,
-        ctx,
-        limits,
-        ticks,
-        policy,
-    );
+    let sandbox = Sandbox::new(label, digest, call, ctx, limits, ticks, policy);
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Every tick the guest runs through, yield to the executor (so deadlines and other tasks
@@ -208,6 +200,7 @@ pub(crate) async fn describe(
     limits: Limits,
 ) -> Result<bindings::ConnectorInfo, CallError> {
     let label: Arc<str> = Arc::from("(describe)");
+    let digest = Arc::from(digest.to_string());
     let mut store = new_store(runtime, label, digest, &CallContext::default(), limits, &[]);
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
@@ -252,7 +245,7 @@ pub(crate) async fn invoke(
     let mut store = new_store(
         runtime,
         connector.label().clone(),
-        connector.digest(),
+        connector.digest_text().clone(),
         ctx,
         limits,
         &description.outbound_hosts,

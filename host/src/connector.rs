@@ -134,6 +134,7 @@ pub struct Connector {
     size: usize,
     description: Description,
     label: std::sync::Arc<str>,
+    digest_text: std::sync::Arc<str>,
     pub(crate) pre: PluginPre<Sandbox>,
     origin: Origin,
 }
@@ -148,6 +149,7 @@ impl Connector {
     ) -> Self {
         let label = format!("{}@{}", description.name, description.version).into();
         Self {
+            digest_text: digest.to_string().into(),
             digest,
             size,
             description,
@@ -178,6 +180,11 @@ impl Connector {
     /// `name@version`, for logs.
     pub(crate) fn label(&self) -> &std::sync::Arc<str> {
         &self.label
+    }
+
+    /// `sha256:<hex>`, for logs (kept so a call does not format it again).
+    pub(crate) fn digest_text(&self) -> &std::sync::Arc<str> {
+        &self.digest_text
     }
 }
 
