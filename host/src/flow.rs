@@ -129,28 +129,49 @@ pub fn map_input(template: &Value, scope: &Value) -> std::result::Result<Value, 
     })
 }
 
-/// Rebind every step bound through `install`'s instances to `digest` (overwrite update).
+/// Rebind every step bound through `install`'s instances to `target` (overwrite update).
+/// Refused, changing nothing, when `target` lacks an operation one of those steps uses.
 pub(crate) fn rebind_install_steps(
     tx: &Transaction<'_>,
     org: &str,
     install: i64,
-    digest: &Digest,
-) -> rusqlite::Result<Vec<Value>> {
+    target: &crate::registry::VersionInfo,
+) -> Result<Vec<Value>> {
     let mut stmt = tx.prepare(
-        "SELECT s.flow_id, s.name, s.digest FROM steps s JOIN flows f ON f.id = s.flow_id \
+        "SELECT s.flow_id, s.name, s.operation, s.digest FROM steps s JOIN flows f ON f.id = s.flow_id \
          WHERE f.org = ?1 AND s.instance_id IN (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2)",
     )?;
-    let moved = stmt
+    let steps = stmt
         .query_map(params![org, install], |r| {
-            Ok(json!({"flow": r.get::<_, i64>(0)?, "step": r.get::<_, String>(1)?, "from": r.get::<_, String>(2)?, "to": digest}))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let missing: Vec<String> = steps
+        .iter()
+        .filter(|(_, _, operation, _)| target.description.operation(operation).is_none())
+        .map(|(flow, step, operation, _)| format!("flow {flow} step `{step}` uses `{operation}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Conflict(format!(
+            "{} lacks operations bound flows use ({}); install it alongside and rebind instead",
+            target.reference(),
+            missing.join("; ")
+        )));
+    }
     tx.execute(
         "UPDATE steps SET digest = ?3 WHERE flow_id IN (SELECT id FROM flows WHERE org = ?1) \
          AND instance_id IN (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2)",
-        params![org, install, digest.to_string()],
+        params![org, install, target.digest.to_string()],
     )?;
-    Ok(moved)
+    Ok(steps
+        .into_iter()
+        .map(|(flow, step, _, from)| json!({"flow": flow, "step": step, "from": from, "to": target.digest}))
+        .collect())
 }
 
 /// The digest a new binding to `instance` gets, checking the operation exists and the version

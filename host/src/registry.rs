@@ -1107,7 +1107,7 @@ impl Registry {
                     params![org, id, target.version.to_string()],
                 )?;
                 // Rebind every step bound through this install's instances, as part of the update.
-                let rebound = crate::flow::rebind_install_steps(&tx, org, id, &target.digest)?;
+                let rebound = crate::flow::rebind_install_steps(&tx, org, id, &target)?;
                 audit(
                     &tx,
                     org,

@@ -440,6 +440,37 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let (install, _, flow) = patchworks_setup(&reg).await;
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "3.0.0", Visibility::Public, connector("echo-v3")),
+    )
+    .await
+    .unwrap();
+    let overwrite = UpdateMode::Overwrite {
+        acknowledge_customisations_lost: true,
+    };
+    let err = reg
+        .update("acme", "ops@acme", install.id, "3.0.0", overwrite)
+        .unwrap_err();
+    assert_eq!(err.code(), "conflict");
+    assert!(err.to_string().contains("step `c` uses `context`"), "{err}");
+    assert_eq!(
+        reg.get_install("acme", install.id)
+            .unwrap()
+            .version
+            .to_string(),
+        "1.0.0"
+    );
+    let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "nothing moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());
