@@ -163,6 +163,8 @@ struct Inner {
     config: RuntimeConfig,
     cache: Option<ArtifactCache>,
     loaded: Mutex<HashMap<Digest, Weak<Connector>>>,
+    /// One lock per digest being loaded, so concurrent loads of new bytes compile them once.
+    loading: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     compiled: AtomicU64,
     cache_hits: AtomicU64,
     _ticker: EpochTicker,
@@ -194,6 +196,7 @@ impl Runtime {
                 config,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
+                loading: Mutex::new(HashMap::new()),
                 compiled: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
                 _ticker: ticker,
@@ -251,7 +254,29 @@ impl Runtime {
         if let Some(loaded) = self.lookup(&digest) {
             return Ok(loaded);
         }
+        let gate = self
+            .inner
+            .loading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(digest)
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        // Whoever held the gate before us may have loaded it.
+        if let Some(loaded) = self.lookup(&digest) {
+            return Ok(loaded);
+        }
+        let result = self.load_new(digest, bytes).await;
+        self.inner
+            .loading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&digest);
+        result
+    }
 
+    async fn load_new(&self, digest: Digest, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
         let (component, origin) = match self.cached(&digest) {
             Some(component) => (component, Origin::Cache),
             None => (self.compile(bytes).await?, Origin::Compiled),

@@ -57,3 +57,23 @@ async fn a_damaged_artifact_is_recompiled() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_loads_of_new_bytes_compile_them_once() {
+    let rt = small_runtime(None);
+    let bytes = connector("json-transform");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (rt, bytes) = (rt.clone(), bytes.clone());
+        tasks.push(tokio::spawn(async move { rt.load(&bytes).await.unwrap() }));
+    }
+    let mut loaded = Vec::new();
+    for task in tasks {
+        loaded.push(task.await.unwrap());
+    }
+    assert_eq!(rt.stats().compiled, 1);
+    assert!(
+        loaded.iter().all(|c| std::sync::Arc::ptr_eq(c, &loaded[0])),
+        "one connector for all"
+    );
+}
