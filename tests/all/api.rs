@@ -807,14 +807,14 @@ async fn bad_input_and_edge_limits_are_json_errors() {
             client
                 .post(path)
                 .bearer_auth(token)
-                .json(&json!({"ms": 600}))
+                .json(&json!({"ms": 2000}))
                 .send()
                 .await
                 .unwrap()
                 .status()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let r = s
         .call(
             Method::POST,
@@ -1030,19 +1030,19 @@ async fn shutdown_lets_calls_in_flight_finish() {
             let r = client
                 .post(url)
                 .bearer_auth(token)
-                .json(&json!({"ms": 500}))
+                .json(&json!({"ms": 1500}))
                 .send()
                 .await
                 .unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let addr = s.addr;
     s.shutdown().await;
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["output"], json!({"ms": 500}));
+    assert_eq!(body["output"], json!({"ms": 1500}));
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"

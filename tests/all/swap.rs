@@ -69,6 +69,7 @@ async fn a_call_in_flight_finishes_on_the_version_it_started_on() {
     let bindings = Arc::new(Bindings::new());
     bindings.bind("slow", v1.clone());
 
+    let held_before = Arc::strong_count(&v1);
     let in_flight = {
         let bindings = bindings.clone();
         tokio::spawn(async move {
@@ -83,7 +84,10 @@ async fn a_call_in_flight_finishes_on_the_version_it_started_on() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the call has resolved its binding (it holds one more `Arc` of v1).
+    while Arc::strong_count(&v1) == held_before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let previous = bindings.bind("slow", v2.clone()).unwrap();
     assert_eq!(previous.digest(), v1.digest());
 
