@@ -136,6 +136,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         RegistryConfig {
             data_dir: data_dir.clone(),
             faults: None,
+            blobs: None,
         },
         runtime,
     )

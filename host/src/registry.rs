@@ -140,6 +140,9 @@ pub struct RegistryConfig {
     pub data_dir: PathBuf,
     /// Fault injection, for tests; `None` in production.
     pub faults: Option<FaultHook>,
+    /// Where component bytes go; `None` keeps them in `<data_dir>/blobs` ([`FsBlobStore`]). An
+    /// object-store implementation of [`BlobStore`] plugs in here.
+    pub blobs: Option<Arc<dyn BlobStore>>,
 }
 
 /// A published version (one revision of it).
@@ -349,7 +352,7 @@ pub fn parse_version(version: &str) -> Result<semver::Version> {
 /// The registry: metadata, blobs, sealed secrets, and the runtime that runs what it holds.
 pub struct Registry {
     pub(crate) db: Mutex<Connection>,
-    pub(crate) blobs: Box<dyn BlobStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) vault: Vault,
     pub(crate) runtime: Runtime,
     faults: Option<FaultHook>,
@@ -531,11 +534,14 @@ impl Registry {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
         let conn = crate::store::open(&dir.join("gantry.db"))?;
-        let blobs = FsBlobStore::open(dir.join("blobs"))?;
+        let blobs: Arc<dyn BlobStore> = match config.blobs {
+            Some(blobs) => blobs,
+            None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
+        };
         let vault = Vault::open_or_create(&dir.join("secrets.key"))?;
         let registry = Self {
             db: Mutex::new(conn),
-            blobs: Box::new(blobs),
+            blobs,
             vault,
             runtime,
             faults: config.faults,

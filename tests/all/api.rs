@@ -25,6 +25,7 @@ impl Server {
                 RegistryConfig {
                     data_dir: dir.to_path_buf(),
                     faults: None,
+                    blobs: None,
                 },
                 runtime,
             )
@@ -928,6 +929,7 @@ async fn the_router_alone_answers_health_and_refuses_anonymous_calls() {
             RegistryConfig {
                 data_dir: dir.path().to_path_buf(),
                 faults: None,
+                blobs: None,
             },
             runtime().clone(),
         )

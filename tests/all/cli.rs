@@ -149,6 +149,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
             gantry_host::RegistryConfig {
                 data_dir: dir.path().to_path_buf(),
                 faults: None,
+                blobs: None,
             },
             crate::support::runtime().clone(),
         )

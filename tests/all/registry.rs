@@ -17,6 +17,7 @@ fn open(dir: &Path) -> Registry {
         RegistryConfig {
             data_dir: dir.to_path_buf(),
             faults: None,
+            blobs: None,
         },
         runtime().clone(),
     )
@@ -767,6 +768,7 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
             RegistryConfig {
                 data_dir: dir.path().to_path_buf(),
                 faults: Some(hook),
+                blobs: None,
             },
             runtime().clone(),
         )
@@ -967,4 +969,73 @@ async fn a_credential_appears_in_no_log_line_at_any_level() {
         "the capture works: {logs}"
     );
     assert!(!logs.contains(SECRET), "secret in logs: {logs}");
+}
+
+/// Blobs in memory: stands in for an object store behind the `BlobStore` seam.
+#[derive(Default)]
+struct MemoryBlobs(std::sync::Mutex<std::collections::HashMap<gantry_host::Digest, Vec<u8>>>);
+
+impl gantry_host::BlobStore for MemoryBlobs {
+    fn put(&self, digest: &gantry_host::Digest, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().insert(*digest, bytes.to_vec());
+        Ok(())
+    }
+    fn get(&self, digest: &gantry_host::Digest) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(digest).cloned())
+    }
+    fn delete(&self, digest: &gantry_host::Digest) -> std::io::Result<()> {
+        self.0.lock().unwrap().remove(digest);
+        Ok(())
+    }
+    fn sweep(&self) -> std::io::Result<Vec<gantry_host::Digest>> {
+        Ok(self.0.lock().unwrap().keys().copied().collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_blob_store_plugs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Arc::new(MemoryBlobs::default());
+    let reg = Registry::open(
+        RegistryConfig {
+            data_dir: dir.path().to_path_buf(),
+            faults: None,
+            blobs: Some(blobs.clone()),
+        },
+        runtime().clone(),
+    )
+    .unwrap();
+    reg.create_org("acme").unwrap();
+    let (_, v) = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, connector("echo")),
+        )
+        .await
+        .unwrap();
+    assert!(blobs.0.lock().unwrap().contains_key(&v.digest));
+    assert!(
+        files_under(&dir.path().join("blobs")).is_empty(),
+        "nothing on the local disk"
+    );
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "relay",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+    let run = reg
+        .run_flow("acme", flow.id, json!({"via": "memory"}))
+        .await
+        .unwrap();
+    assert_eq!(run.output, Some(json!({"via": "memory"})));
 }
