@@ -50,7 +50,9 @@ impl Server {
         Server {
             addr,
             registry,
-            client: Client::new(),
+            // A fresh connection per request: a server that answers without reading a body (413,
+            // 404) closes that connection, and a pooled client could race it on the next POST.
+            client: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
             stop: Some(stop),
             task: Some(task),
         }
