@@ -492,9 +492,10 @@ async fn set_state(
     State(s): State<AppState>,
     caller: Caller,
     Path((name, version)): Path<(String, String)>,
-    ApiJson(body): ApiJson<StateBody>,
+    body: Result<ApiJson<StateBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Publisher)?;
+    let ApiJson(body) = body?;
     ok(s.registry
         .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
 }
@@ -533,9 +534,10 @@ struct InstallBody {
 async fn install(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<InstallBody>,
+    body: Result<ApiJson<InstallBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     created(
         s.registry
             .install(&p.org, &p.actor(), &body.org, &body.name, &body.version)?,
@@ -559,9 +561,10 @@ async fn customise(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    ApiJson(body): ApiJson<BTreeMap<String, String>>,
+    body: Result<ApiJson<BTreeMap<String, String>>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     ok(s.registry.customise(&p.org, &p.actor(), id, body)?)
 }
 
@@ -570,9 +573,10 @@ async fn grant_outbound(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    ApiJson(body): ApiJson<Vec<String>>,
+    body: Result<ApiJson<Vec<String>>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Admin)?;
+    let ApiJson(body) = body?;
     ok(s.registry.grant_outbound(&p.org, &p.actor(), id, body)?)
 }
 
@@ -597,9 +601,10 @@ async fn update(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    ApiJson(body): ApiJson<UpdateBody>,
+    body: Result<ApiJson<UpdateBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Admin)?;
+    let ApiJson(body) = body?;
     let mode = match body.mode {
         Mode::Overwrite => UpdateMode::Overwrite {
             acknowledge_customisations_lost: body.acknowledge_customisations_lost,
@@ -621,9 +626,10 @@ async fn rebind_install(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    ApiJson(body): ApiJson<RebindInstallBody>,
+    body: Result<ApiJson<RebindInstallBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     let moved = s
         .registry
         .rebind_install(&p.org, &p.actor(), id, body.instance)?;
@@ -645,9 +651,10 @@ struct InstanceBody {
 async fn create_instance(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<InstanceBody>,
+    body: Result<ApiJson<InstanceBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     created(s.registry.create_instance(
         &p.org,
         &p.actor(),
@@ -675,9 +682,10 @@ async fn invoke(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, operation)): Path<(i64, String)>,
-    ApiJson(input): ApiJson<Value>,
+    input: Result<ApiJson<Value>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(input) = input?;
     let _permit = s.call_permit()?;
     let started = std::time::Instant::now();
     let (description, digest, result) = s
@@ -714,9 +722,10 @@ struct FlowBody {
 async fn create_flow(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<FlowBody>,
+    body: Result<ApiJson<FlowBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     created(
         s.registry
             .create_flow(&p.org, &p.actor(), &body.name, body.steps)?,
@@ -740,9 +749,10 @@ async fn run_flow(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    ApiJson(input): ApiJson<Value>,
+    input: Result<ApiJson<Value>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(input) = input?;
     let _permit = s.call_permit()?;
     let run = s.registry.run_flow(&p.org, id, input).await?;
     for step in &run.steps {
@@ -777,9 +787,10 @@ async fn rebind_step(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, step)): Path<(i64, String)>,
-    ApiJson(body): ApiJson<RebindStepBody>,
+    body: Result<ApiJson<RebindStepBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
+    let ApiJson(body) = body?;
     ok(s.registry
         .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
 }
@@ -801,9 +812,10 @@ struct TokenBody {
 async fn create_token(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<TokenBody>,
+    body: Result<ApiJson<TokenBody>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Admin)?;
+    let ApiJson(body) = body?;
     let token = s
         .registry
         .create_token(&p.org, &p.actor(), body.role, &body.label)?;

@@ -678,6 +678,17 @@ async fn the_auth_matrix() {
             r.1
         );
     }
+    // The role is checked before the body is read: a viewer learns nothing from validation.
+    let r = s
+        .client
+        .post(format!("http://{}/v1/installs", s.addr))
+        .bearer_auth(&viewer)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     s.shutdown().await;
 }
 
