@@ -10,7 +10,7 @@ use crate::capability::{CallContext, LogLine, Sandbox};
 use crate::connector::Connector;
 use crate::digest::Digest;
 use crate::limits::Limits;
-use crate::policy::OutboundPolicy;
+use crate::policy::{OriginPattern, OutboundPolicy};
 use crate::runtime::Runtime;
 use serde::Serialize;
 use std::sync::Arc;
@@ -135,14 +135,14 @@ fn new_store(
     digest: Arc<str>,
     ctx: &CallContext,
     limits: Limits,
-    declared_hosts: &[String],
+    declared_hosts: Arc<[OriginPattern]>,
 ) -> Store<Sandbox> {
     let tick = runtime.config().epoch_tick.max(Duration::from_millis(1));
     let ticks = (limits.cpu_time.as_nanos() / tick.as_nanos()).max(1) as u64;
-    let policy = Arc::new(OutboundPolicy::new(
+    let policy = Arc::new(OutboundPolicy::for_call(
         declared_hosts,
         &ctx.outbound,
-        runtime.config().outbound.clone(),
+        runtime.outbound().clone(),
     ));
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let sandbox = Sandbox::new(label, digest, call, ctx, limits, ticks, policy);
@@ -201,7 +201,14 @@ pub(crate) async fn describe(
 ) -> Result<bindings::ConnectorInfo, CallError> {
     let label: Arc<str> = Arc::from("(describe)");
     let digest = Arc::from(digest.to_string());
-    let mut store = new_store(runtime, label, digest, &CallContext::default(), limits, &[]);
+    let mut store = new_store(
+        runtime,
+        label,
+        digest,
+        &CallContext::default(),
+        limits,
+        Arc::from([]),
+    );
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin
@@ -248,7 +255,7 @@ pub(crate) async fn invoke(
         connector.digest_text().clone(),
         ctx,
         limits,
-        &description.outbound_hosts,
+        connector.declared_hosts().clone(),
     );
     let run = async {
         let plugin = connector.pre.instantiate_async(&mut store).await?;

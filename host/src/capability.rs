@@ -14,7 +14,7 @@
 use crate::bindings::gantry::connector::{http, log, secrets, types};
 use crate::limits::{Limits, StoreLimiter};
 use crate::outbound::{self, OutboundError};
-use crate::policy::OutboundPolicy;
+use crate::policy::{Origin, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use std::collections::BTreeMap;
@@ -103,9 +103,6 @@ pub struct Sandbox {
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_dropped: usize,
-    connector: Arc<str>,
-    digest: Arc<str>,
-    call: u64,
 }
 
 impl Sandbox {
@@ -137,9 +134,11 @@ impl Sandbox {
             http: WasiHttpCtx::new(),
             http_hooks: PolicyHooks {
                 policy,
-                connector: connector.clone(),
-                digest: digest.clone(),
-                call,
+                tag: Arc::new(CallTag {
+                    connector,
+                    digest,
+                    call,
+                }),
             },
             config,
             secrets: ctx.secrets.clone(),
@@ -148,9 +147,6 @@ impl Sandbox {
             stderr,
             logs: Vec::new(),
             logs_dropped: 0,
-            connector,
-            digest,
-            call,
         }
     }
 }
@@ -201,7 +197,8 @@ impl log::Host for Sandbox {
             }
             message.truncate(cut);
         }
-        let (connector, digest, call) = (&*self.connector, &*self.digest, self.call);
+        let tag = &self.http_hooks.tag;
+        let (connector, digest, call) = (&*tag.connector, &*tag.digest, tag.call);
         let level = match level {
             types::Level::Trace => {
                 tracing::trace!(target: "gantry::guest", connector, digest, call, "{message}");
@@ -241,7 +238,7 @@ impl http::Host for Sandbox {
         request: http::Request,
     ) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
         let policy = self.http_hooks.policy.clone();
-        let origin = origin_of(&request.url).to_string();
+        let origin = origin_text(Origin::of_url(&request.url));
         let result = match build_request(request, &policy) {
             Ok(req) => {
                 let limit = policy.config.max_response_bytes;
@@ -272,7 +269,7 @@ impl http::Host for Sandbox {
                 body: body.to_vec(),
             }),
             Err(e) => {
-                self.http_hooks.report(&origin, &e);
+                self.http_hooks.tag.report(&origin, &e);
                 Err(match e {
                     OutboundError::Denied(m) => http::HttpError::Denied(m),
                     OutboundError::InvalidRequest(m) => http::HttpError::InvalidRequest(m),
@@ -305,25 +302,19 @@ fn build_request(
         .map_err(|e| invalid(e.to_string()))
 }
 
-/// `scheme://host[:port]` of a URL, for messages; never the path or query (they may hold keys).
-fn origin_of(url: &str) -> &str {
-    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map(|i| after_scheme + i)
-        .unwrap_or(url.len());
-    &url[..end]
+/// The origin of a request, for logs: never its path or query (they may hold keys).
+fn origin_text(origin: Result<Origin, String>) -> String {
+    origin.map_or_else(|e| format!("({e})"), |o| o.to_string())
 }
 
-/// wasi:http hooks that send through the call's outbound policy.
-struct PolicyHooks {
-    policy: Arc<OutboundPolicy>,
+/// Who a guest log line or an outbound report is about.
+struct CallTag {
     connector: Arc<str>,
     digest: Arc<str>,
     call: u64,
 }
 
-impl PolicyHooks {
+impl CallTag {
     fn report(&self, origin: &str, error: &OutboundError) {
         let (connector, digest, call) = (&*self.connector, &*self.digest, self.call);
         match error {
@@ -335,6 +326,12 @@ impl PolicyHooks {
             }
         }
     }
+}
+
+/// wasi:http hooks that send through the call's outbound policy.
+struct PolicyHooks {
+    policy: Arc<OutboundPolicy>,
+    tag: Arc<CallTag>,
 }
 
 /// A request body that, when hyper is done with it early (e.g. `content-length: 0`), keeps
@@ -393,12 +390,8 @@ impl WasiHttpHooks for PolicyHooks {
     > {
         use wasmtime_wasi_http::Error as E;
         let policy = self.policy.clone();
-        let origin = request
-            .uri()
-            .authority()
-            .map(|a| format!("{}://{a}", request.uri().scheme_str().unwrap_or("https")))
-            .unwrap_or_default();
-        let (connector, digest, call) = (self.connector.clone(), self.digest.clone(), self.call);
+        let origin = origin_text(Origin::of_uri(request.uri()));
+        let tag = self.tag.clone();
         Box::new(async move {
             let limit = policy.config.max_request_bytes;
             let request = request.map(|body| DrainOnDrop(Some(Limited::new(body, limit))));
@@ -406,13 +399,7 @@ impl WasiHttpHooks for PolicyHooks {
             let exchange = match tokio::time::timeout(policy.config.request_timeout, send).await {
                 Ok(Ok(exchange)) => exchange,
                 Ok(Err(e)) => {
-                    PolicyHooks {
-                        policy: policy.clone(),
-                        connector,
-                        digest,
-                        call,
-                    }
-                    .report(&origin, &e);
+                    tag.report(&origin, &e);
                     return Err(match e {
                         OutboundError::Denied(_) => E::HttpRequestDenied,
                         OutboundError::InvalidRequest(_) => E::HttpRequestUriInvalid,
@@ -459,15 +446,5 @@ mod tests {
             ..CallContext::default()
         };
         assert!(!format!("{ctx:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn origin_drops_path_and_query() {
-        assert_eq!(
-            origin_of("https://api.example.com/v2?key=s3cret"),
-            "https://api.example.com"
-        );
-        assert_eq!(origin_of("http://h:8080"), "http://h:8080");
-        assert_eq!(origin_of("no-scheme/path"), "no-scheme");
     }
 }

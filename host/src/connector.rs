@@ -135,6 +135,8 @@ pub struct Connector {
     description: Description,
     label: std::sync::Arc<str>,
     digest_text: std::sync::Arc<str>,
+    /// `outbound_hosts`, parsed once for every call's policy.
+    declared_hosts: std::sync::Arc<[crate::policy::OriginPattern]>,
     pub(crate) pre: PluginPre<Sandbox>,
     origin: Origin,
 }
@@ -150,6 +152,7 @@ impl Connector {
         let label = format!("{}@{}", description.name, description.version).into();
         Self {
             digest_text: digest.to_string().into(),
+            declared_hosts: crate::policy::parse_lenient(&description.outbound_hosts).into(),
             digest,
             size,
             description,
@@ -180,6 +183,11 @@ impl Connector {
     /// `name@version`, for logs.
     pub(crate) fn label(&self) -> &std::sync::Arc<str> {
         &self.label
+    }
+
+    /// The outbound origins the connector declares, parsed.
+    pub(crate) fn declared_hosts(&self) -> &std::sync::Arc<[crate::policy::OriginPattern]> {
+        &self.declared_hosts
     }
 
     /// `sha256:<hex>`, for logs (kept so a call does not format it again).

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An origin pattern: `scheme://host[:port]`, where a host label may be `*` (any one or more
@@ -251,28 +252,43 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// What one call may reach: the declared ∩ granted origins and the operator's settings.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
-    declared: Vec<OriginPattern>,
+    /// Parsed once per connector; shared by all its calls.
+    declared: Arc<[OriginPattern]>,
     granted: Vec<OriginPattern>,
-    pub(crate) config: OutboundConfig,
+    /// The operator's settings, shared by every call of a runtime.
+    pub(crate) config: Arc<OutboundConfig>,
+}
+
+/// Parse patterns, logging and skipping malformed ones (a connector's declaration or an
+/// install's grants must not make every call fail).
+pub(crate) fn parse_lenient(list: &[String]) -> Vec<OriginPattern> {
+    list.iter()
+        .filter_map(|p| match OriginPattern::parse(p) {
+            Ok(pattern) => Some(pattern),
+            Err(e) => {
+                tracing::warn!(pattern = %p, error = %e, "ignoring a malformed outbound pattern");
+                None
+            }
+        })
+        .collect()
 }
 
 impl OutboundPolicy {
     /// A policy from what the connector declares and what is granted to this call.
     pub fn new(declared: &[String], granted: &[String], config: OutboundConfig) -> Self {
-        let parse = |list: &[String]| {
-            list.iter()
-                .filter_map(|p| match OriginPattern::parse(p) {
-                    Ok(pattern) => Some(pattern),
-                    Err(e) => {
-                        tracing::warn!(pattern = %p, error = %e, "ignoring a malformed outbound pattern");
-                        None
-                    }
-                })
-                .collect()
-        };
+        Self::for_call(parse_lenient(declared).into(), granted, Arc::new(config))
+    }
+
+    /// The policy of one call: the connector's pre-parsed declaration, this call's grants (an
+    /// empty list costs nothing), the runtime's shared settings.
+    pub(crate) fn for_call(
+        declared: Arc<[OriginPattern]>,
+        granted: &[String],
+        config: Arc<OutboundConfig>,
+    ) -> Self {
         Self {
-            declared: parse(declared),
-            granted: parse(granted),
+            declared,
+            granted: parse_lenient(granted),
             config,
         }
     }
@@ -311,6 +327,11 @@ mod tests {
 
     #[test]
     fn patterns_match_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://api.example.com/v2?key=s3cret").to_string(),
+            "https://api.example.com:443",
+            "an origin never carries the path or query"
+        );
         let p = OriginPattern::parse("https://api.worldbank.org").unwrap();
         assert!(p.matches(&origin("https://api.worldbank.org/v2/country")));
         assert!(p.matches(&origin("https://API.worldbank.org:443/")));

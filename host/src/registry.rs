@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -549,11 +549,6 @@ impl Registry {
         };
         registry.sweep_orphans()?;
         Ok(registry)
-    }
-
-    /// The data directory layout's default: `./gantry-data`.
-    pub fn default_data_dir() -> &'static Path {
-        Path::new("gantry-data")
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -1194,7 +1189,7 @@ impl Registry {
             params![org, install_id, name, serde_json::to_string(&config)?, serde_json::to_string(&secret_keys)?, actor, created_at],
         )?;
         let id = tx.last_insert_rowid();
-        let plaintext = zeroizing_json(&secrets)?;
+        let plaintext = serde_json::to_string(&secrets)?;
         let sealed = self.vault.seal(org, id, plaintext.as_bytes())?;
         tx.execute(
             "UPDATE instances SET secrets = ?2 WHERE id = ?1",
@@ -1381,11 +1376,6 @@ pub(crate) fn load_instance(conn: &Connection, org: &str, id: i64) -> Result<Ins
     )
     .optional()?
     .ok_or_else(|| Error::NotFound(format!("instance {id}")))
-}
-
-/// Secrets serialised for sealing (kept in one place so the plaintext never outlives the seal).
-fn zeroizing_json(secrets: &BTreeMap<String, String>) -> Result<String> {
-    Ok(serde_json::to_string(secrets)?)
 }
 
 #[cfg(test)]

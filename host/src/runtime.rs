@@ -162,6 +162,8 @@ struct Inner {
     linker: Linker<Sandbox>,
     config: RuntimeConfig,
     cache: Option<ArtifactCache>,
+    /// `config.outbound`, shared by every call's policy without copying it.
+    outbound: Arc<OutboundConfig>,
     loaded: Mutex<HashMap<Digest, Weak<Connector>>>,
     /// One lock per digest being loaded, so concurrent loads of new bytes compile them once.
     loading: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
@@ -193,6 +195,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                outbound: Arc::new(config.outbound.clone()),
                 config,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
@@ -415,6 +418,10 @@ impl Runtime {
             exports,
             fits,
         })
+    }
+
+    pub(crate) fn outbound(&self) -> &Arc<OutboundConfig> {
+        &self.inner.outbound
     }
 
     pub(crate) fn default_limits(&self) -> Limits {

@@ -581,7 +581,7 @@ async fn wasi_http_through_wstd_works_under_the_same_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_request_body_is_refused_before_sending() {
+async fn an_oversized_request_body_is_refused() {
     let server = serve(None).await;
     let rt = loopback_runtime();
     let c = rt.load(&connector("rest-json")).await.unwrap();
