@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod bench;
 mod client;
 mod serve;
 
@@ -38,6 +39,9 @@ enum Command {
     Invoke(Box<InvokeArgs>),
     /// Serve the HTTP API on the embedded defaults (SQLite + blobs in the data directory).
     Serve(Box<serve::ServeArgs>),
+    /// Measure call latency (p50/p90/p99/max), throughput, cold starts, hot swap and many
+    /// loaded versions against a native function and a hand-rolled wasmtime host.
+    Bench(Box<bench::BenchArgs>),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -98,6 +102,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Bench(args) = cli.command {
+        // The report runs its own thread pool and async runtime.
+        return match bench::bench(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -119,6 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { file } => inspect(&file, cli.remote.json).await,
         Command::Invoke(args) => invoke(*args, cli.remote.json).await,
         Command::Serve(args) => serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(_) => unreachable!("handled before the async runtime starts"),
         Command::Client(command) => client::run(cli.remote, command)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -371,3 +371,110 @@ async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn bench_reports_every_path_of_a_users_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"order": 42}"#).unwrap();
+    let out = gantry(&[
+        "bench",
+        "--connector",
+        &wasm("echo"),
+        "--operation",
+        "echo",
+        "--input",
+        input.to_str().unwrap(),
+        "--duration-ms",
+        "50",
+        "--callers",
+        "2",
+        "--loaded",
+        "1,3",
+        "--cold-runs",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("echo.echo — echo.echo on 13 B of input"),
+        "{stdout}"
+    );
+    for path in [
+        "wasmtime, live instance",
+        "wasmtime, fresh instance",
+        "gantry in-process",
+        "gantry instance (registry)",
+        "gantry over HTTP",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(path))
+            .unwrap_or_else(|| panic!("no row for {path}:\n{stdout}"));
+        // p50 … then calls/s, ratios and, last, the failed calls: none.
+        assert!(line.contains(" µs") || line.contains(" ms"), "{line}");
+        assert!(line.ends_with(" 0"), "failed calls in {line}");
+    }
+    assert!(
+        !stdout.contains("native fn"),
+        "a user's connector has no native baseline"
+    );
+    assert!(stdout.contains("publish → first call"), "{stdout}");
+    assert!(stdout.contains("restart → first call"), "{stdout}");
+    assert!(stdout.contains("swapping"), "{stdout}");
+    assert!(stdout.contains("3 loaded"), "{stdout}");
+    let swap = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("swapping"))
+        .unwrap();
+    assert!(swap.ends_with(" 0 failed"), "{swap}");
+}
+
+#[test]
+fn bench_refuses_bad_arguments_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("input.txt");
+    std::fs::write(&not_json, "not json").unwrap();
+    let echo = wasm("echo");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "bench",
+                "--connector",
+                &echo,
+                "--operation",
+                "echo",
+                "--input",
+                not_json.to_str().unwrap(),
+            ],
+            "the input is not JSON",
+        ),
+        (&["bench", "--operation", "echo"], "--connector"),
+        (&["bench", "--callers", "0"], "--callers must be 1 to 1024"),
+    ];
+    for (args, reason) in cases {
+        let out = gantry(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, "{}").unwrap();
+    let out = gantry(&[
+        "bench",
+        "--connector",
+        &echo,
+        "--operation",
+        "nope",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("echo.nope: the call fails"), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+}

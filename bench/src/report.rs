@@ -1,0 +1,435 @@
+//! The latency report (`gantry bench`): every path of every case at 1 and N callers, the cold
+//! paths, the hot swap and many loaded versions, with ratios to the baselines from the same run.
+
+use crate::cases::{self, Case};
+use crate::raw::RawHost;
+use crate::scenario::{self, Deployment, HttpServer};
+use crate::stats::{Load, Summary, closed_loop_tasks, closed_loop_threads, fmt};
+use anyhow::{Context, Result};
+use gantry_host::{CallContext, Runtime};
+use std::hint::black_box;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to measure and how hard.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The standard cases (echo 100 B and 10 KB, `json-transform` pick on 1 KB), or one case of
+    /// the user's own connector.
+    pub cases: Vec<Case>,
+    /// Where each case's connector bytes come from.
+    pub connectors: Vec<(String, Vec<u8>)>,
+    /// Concurrent callers of the "N callers" column.
+    pub callers: usize,
+    /// Measured window of each path, after a warm-up of a fifth of it.
+    pub duration: Duration,
+    /// Loaded-version counts to measure per-call cost at.
+    pub loaded: Vec<usize>,
+    /// How often the hot-swap run rebinds.
+    pub swap_every: Duration,
+    /// Repetitions of each cold path.
+    pub cold_runs: usize,
+}
+
+impl Options {
+    /// The standard cases on the sample connectors built in `samples` (the directory of
+    /// `echo.wasm` and `json_transform.wasm`).
+    pub fn standard(samples: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| -> Result<(String, Vec<u8>)> {
+            let path = samples.join(format!("{}.wasm", name.replace('-', "_")));
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!(
+                    "reading {} (build the samples: cargo build --release --target wasm32-wasip2 \
+                     --manifest-path sample-connectors/Cargo.toml)",
+                    path.display()
+                )
+            })?;
+            Ok((name.to_string(), bytes))
+        };
+        Ok(Self::with(
+            cases::standard(),
+            vec![read("echo")?, read("json-transform")?],
+        ))
+    }
+
+    /// One case of a user's connector: `operation` on `input`.
+    pub fn custom(path: PathBuf, operation: String, input: String) -> Result<Self> {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str::<serde_json::Value>(&input).context("the input is not JSON")?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "connector".into());
+        let case = Case {
+            name: format!("{name}.{operation}"),
+            connector: name.clone(),
+            operation,
+            input,
+            native: None,
+        };
+        Ok(Self::with(vec![case], vec![(name, bytes)]))
+    }
+
+    fn with(cases: Vec<Case>, connectors: Vec<(String, Vec<u8>)>) -> Self {
+        Self {
+            cases,
+            connectors,
+            callers: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            duration: Duration::from_secs(1),
+            loaded: vec![1, 10, 100],
+            swap_every: Duration::from_millis(2),
+            cold_runs: 5,
+        }
+    }
+
+    fn bytes(&self, connector: &str) -> Result<&[u8]> {
+        self.connectors
+            .iter()
+            .find(|(name, _)| name == connector)
+            .map(|(_, bytes)| bytes.as_slice())
+            .with_context(|| format!("no bytes for connector {connector}"))
+    }
+
+    fn load(&self, callers: usize) -> Load {
+        Load {
+            callers,
+            warmup: self.duration / 5,
+            duration: self.duration,
+        }
+    }
+}
+
+/// One path of one case, at one caller and at N.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub path: &'static str,
+    pub one: Summary,
+    pub many: Summary,
+}
+
+/// Everything the report measured.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub cases: Vec<(Case, Vec<Row>)>,
+    pub publish_first_call: Vec<Duration>,
+    pub restart_first_call: Vec<Duration>,
+    /// (steady, swapping, rebinds)
+    pub hot_swap: Option<(Summary, Summary, usize)>,
+    /// (loaded versions, one-caller summary)
+    pub loaded: Vec<(usize, Summary)>,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
+}
+
+pub const NATIVE: &str = "native fn";
+pub const RAW_LIVE: &str = "wasmtime, live instance";
+pub const RAW_FRESH: &str = "wasmtime, fresh instance";
+pub const GANTRY: &str = "gantry in-process";
+pub const GANTRY_INSTANCE: &str = "gantry instance (registry)";
+pub const GANTRY_HTTP: &str = "gantry over HTTP";
+
+/// Measure everything in `options`, printing progress to `progress`.
+pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let raw = RawHost::new()?;
+    let dir = tempfile::tempdir()?;
+    let runtime = scenario::runtime_in(dir.path())?;
+    let mut results = Results::default();
+
+    for case in &options.cases {
+        writeln!(progress, "measuring {} …", case.name)?;
+        let bytes = options.bytes(&case.connector)?;
+        let mut rows = Vec::new();
+        let (op, input) = (case.operation.as_str(), case.input.as_str());
+        // One call first: a case that fails is reported as such, not measured.
+        let connector = tokio.block_on(runtime.load(bytes))?;
+        tokio
+            .block_on(runtime.invoke(&connector, op, input, &CallContext::default()))
+            .with_context(|| format!("{}: the call fails", case.name))?;
+        if let Some(native) = case.native {
+            rows.push(row(NATIVE, options, |load| {
+                closed_loop_threads(load, || {
+                    move || {
+                        black_box(native(black_box(input)));
+                        true
+                    }
+                })
+            }));
+        }
+        match raw.load(bytes) {
+            Ok(component) => {
+                rows.push(row(RAW_LIVE, options, |load| {
+                    closed_loop_threads(load, || {
+                        let mut live = component.live().expect("instantiating");
+                        move || live.call(op, input).is_ok()
+                    })
+                }));
+                rows.push(row(RAW_FRESH, options, |load| {
+                    closed_loop_threads(load, || || component.call_fresh(op, input).is_ok())
+                }));
+            }
+            Err(e) => results.notes.push(format!(
+                "{}: no hand-rolled wasmtime baseline ({e:#})",
+                case.name
+            )),
+        }
+        rows.push(row(GANTRY, options, |load| {
+            tokio.block_on(gantry_calls(&runtime, &connector, op, input, load))
+        }));
+
+        let case_dir = tempfile::tempdir()?;
+        let deployment =
+            tokio.block_on(Deployment::new(case_dir.path(), runtime.clone(), bytes))?;
+        let deployment = Arc::new(deployment);
+        rows.push(row(GANTRY_INSTANCE, options, |load| {
+            let (deployment, op, input) = (
+                deployment.clone(),
+                Arc::<str>::from(op),
+                Arc::<str>::from(input),
+            );
+            tokio.block_on(closed_loop_tasks(load, move || {
+                let (deployment, op, input) = (deployment.clone(), op.clone(), input.clone());
+                async move { deployment.invoke(&op, &input).await.is_ok() }
+            }))
+        }));
+        let server = Arc::new(tokio.block_on(HttpServer::start(&deployment, op))?);
+        rows.push(row(GANTRY_HTTP, options, |load| {
+            let (server, input) = (server.clone(), Arc::<str>::from(input));
+            tokio.block_on(closed_loop_tasks(load, move || {
+                let (server, input) = (server.clone(), input.clone());
+                async move { server.call(&input).await.is_ok() }
+            }))
+        }));
+        if let Ok(server) = Arc::try_unwrap(server) {
+            tokio.block_on(server.stop())?;
+        }
+        results.cases.push((case.clone(), rows));
+    }
+
+    let first = &options.cases[0];
+    let bytes = options.bytes(&first.connector)?;
+    let (op, input) = (first.operation.as_str(), first.input.as_str());
+
+    writeln!(progress, "measuring the cold paths …")?;
+    let cold_dir = tempfile::tempdir()?;
+    let deployment = tokio.block_on(Deployment::new(
+        cold_dir.path(),
+        scenario::runtime_in(cold_dir.path())?,
+        bytes,
+    ))?;
+    for n in 0..options.cold_runs {
+        let fresh = scenario::variant(bytes, 1_000_000 + n as u64);
+        results
+            .publish_first_call
+            .push(tokio.block_on(scenario::publish_then_call(&deployment, fresh, op, input))?);
+    }
+    let (data_dir, instance) = (deployment.data_dir.clone(), deployment.instance);
+    drop(deployment);
+    for _ in 0..options.cold_runs {
+        results
+            .restart_first_call
+            .push(tokio.block_on(scenario::restart_then_call(&data_dir, instance, op, input))?);
+    }
+
+    writeln!(progress, "measuring the hot swap …")?;
+    let a = tokio.block_on(runtime.load(bytes))?;
+    let b = tokio.block_on(runtime.load(&scenario::variant(bytes, 1)))?;
+    let load = options.load(options.callers);
+    let (steady, _) = tokio.block_on(scenario::hot_swap(
+        &runtime,
+        a.clone(),
+        b.clone(),
+        op,
+        input,
+        load,
+        None,
+    ));
+    let (swapping, swaps) = tokio.block_on(scenario::hot_swap(
+        &runtime,
+        a,
+        b,
+        op,
+        input,
+        load,
+        Some(options.swap_every),
+    ));
+    results.hot_swap = Some((steady, swapping, swaps));
+
+    for &count in &options.loaded {
+        writeln!(progress, "measuring with {count} loaded versions …")?;
+        let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
+        let loaded = Arc::new(loaded);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (runtime, op, input) = (
+            runtime.clone(),
+            Arc::<str>::from(op),
+            Arc::<str>::from(input),
+        );
+        let ctx = Arc::new(CallContext::default());
+        let summary = tokio.block_on(closed_loop_tasks(options.load(1), move || {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % loaded.len();
+            let (runtime, connector, op, input, ctx) = (
+                runtime.clone(),
+                loaded[i].clone(),
+                op.clone(),
+                input.clone(),
+                ctx.clone(),
+            );
+            async move { runtime.invoke(&connector, &op, &input, &ctx).await.is_ok() }
+        }));
+        results.loaded.push((count, summary));
+    }
+    Ok(results)
+}
+
+fn row(path: &'static str, options: &Options, mut run: impl FnMut(Load) -> Summary) -> Row {
+    let one = run(options.load(1));
+    let many = run(options.load(options.callers));
+    Row { path, one, many }
+}
+
+async fn gantry_calls(
+    runtime: &Runtime,
+    connector: &Arc<gantry_host::Connector>,
+    op: &str,
+    input: &str,
+    load: Load,
+) -> Summary {
+    let (runtime, connector) = (runtime.clone(), connector.clone());
+    let (op, input) = (Arc::<str>::from(op), Arc::<str>::from(input));
+    let ctx = Arc::new(CallContext::default());
+    closed_loop_tasks(load, move || {
+        let (runtime, connector, op, input, ctx) = (
+            runtime.clone(),
+            connector.clone(),
+            op.clone(),
+            input.clone(),
+            ctx.clone(),
+        );
+        async move { runtime.invoke(&connector, &op, &input, &ctx).await.is_ok() }
+    })
+    .await
+}
+
+/// Print `results` as tables with ratios to the baselines.
+pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Result<()> {
+    let n = options.callers;
+    writeln!(
+        out,
+        "Gantry latency report: {} CPUs, {} callers in the ×{n} column, {} ms per window",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        n,
+        options.duration.as_millis()
+    )?;
+    for (case, rows) in &results.cases {
+        let base = |path: &str| rows.iter().find(|r| r.path == path).map(|r| r.one.p50);
+        let (fresh, live) = (base(RAW_FRESH), base(RAW_LIVE));
+        writeln!(
+            out,
+            "\n{} — {}.{} on {} B of input",
+            case.name,
+            case.connector,
+            case.operation,
+            case.input.len()
+        )?;
+        writeln!(
+            out,
+            "{:<26} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10} {:>6}",
+            "path",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "calls/s ×1",
+            format!("calls/s ×{n}"),
+            "÷ fresh",
+            "÷ live",
+            "fails"
+        )?;
+        for r in rows {
+            let ratio = |b: Option<Duration>| {
+                b.map_or("-".into(), |b| {
+                    format!("{:.2}×", r.one.p50.as_secs_f64() / b.as_secs_f64())
+                })
+            };
+            writeln!(
+                out,
+                "{:<26} {:>10} {:>10} {:>10} {:>10} {:>12.0} {:>12.0} {:>10} {:>10} {:>6}",
+                r.path,
+                fmt(r.one.p50),
+                fmt(r.one.p90),
+                fmt(r.one.p99),
+                fmt(r.one.max),
+                r.one.per_second(),
+                r.many.per_second(),
+                ratio(fresh),
+                ratio(live),
+                r.one.failures + r.many.failures
+            )?;
+        }
+    }
+    let quantiles = |samples: &[Duration]| {
+        let s = Summary::new(samples.to_vec(), 0, Duration::from_secs(1));
+        format!("p50 {}, max {} ({} runs)", fmt(s.p50), fmt(s.max), s.calls)
+    };
+    writeln!(out, "\ncold paths ({})", options.cases[0].name)?;
+    writeln!(
+        out,
+        "  publish → first call (compile):    {}",
+        quantiles(&results.publish_first_call)
+    )?;
+    writeln!(
+        out,
+        "  restart → first call (cache):      {}   target < 5 ms",
+        quantiles(&results.restart_first_call)
+    )?;
+    if let Some((steady, swapping, swaps)) = &results.hot_swap {
+        writeln!(
+            out,
+            "\nhot swap ({}, {n} callers, a rebind every {} ms: {swaps} rebinds)",
+            options.cases[0].name,
+            options.swap_every.as_millis()
+        )?;
+        for (label, s) in [("steady", steady), ("swapping", swapping)] {
+            writeln!(
+                out,
+                "  {label:<9} p50 {:>10}  p99 {:>10}  max {:>10}  {:>8} calls  {} failed",
+                fmt(s.p50),
+                fmt(s.p99),
+                fmt(s.max),
+                s.calls,
+                s.failures
+            )?;
+        }
+        writeln!(
+            out,
+            "  p99 swapping ÷ steady: {:.2}×   target ≤ 2×, zero failed",
+            swapping.p99.as_secs_f64() / steady.p99.as_secs_f64().max(f64::EPSILON)
+        )?;
+    }
+    if !results.loaded.is_empty() {
+        writeln!(
+            out,
+            "\nloaded versions ({}, gantry in-process, 1 caller)",
+            options.cases[0].name
+        )?;
+        let first = results.loaded[0].1.p50;
+        for (count, s) in &results.loaded {
+            writeln!(
+                out,
+                "  {count:>4} loaded: p50 {:>10}  p99 {:>10}  ({:.2}× the first)",
+                fmt(s.p50),
+                fmt(s.p99),
+                s.p50.as_secs_f64() / first.as_secs_f64().max(f64::EPSILON)
+            )?;
+        }
+    }
+    for note in &results.notes {
+        writeln!(out, "\nnote: {note}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Gantry set up the way each measured path needs it: a data directory with a connector
+//! published, installed and instantiated; the HTTP API on 127.0.0.1; the cold paths; the hot
+//! swap under load; many loaded versions.
+
+use crate::stats::{Load, Summary, closed_loop_tasks};
+use anyhow::{Context, Result, ensure};
+use gantry_host::{
+    ApiConfig, Bindings, CallContext, Connector, PublishRequest, Registry, RegistryConfig, Role,
+    Runtime, RuntimeConfig, Visibility,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The organisation and actor every scenario uses.
+pub const ORG: &str = "bench";
+
+/// A runtime whose artifact cache lives in `dir/cache`.
+pub fn runtime_in(dir: &Path) -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.join("cache")),
+        ..RuntimeConfig::default()
+    })?)
+}
+
+/// A registry in `dir` with `bytes` published (under the name and version its `describe()`
+/// gives), installed, and one instance of it.
+pub struct Deployment {
+    pub registry: Arc<Registry>,
+    pub data_dir: PathBuf,
+    pub instance: i64,
+}
+
+impl Deployment {
+    pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8]) -> Result<Self> {
+        let registry = open_registry(dir, runtime)?;
+        registry.create_org(ORG)?;
+        let (name, version) = {
+            let connector = registry.runtime().load(bytes).await?;
+            let d = connector.description();
+            (d.name.clone(), d.version.to_string())
+        };
+        registry
+            .publish(
+                ORG,
+                ORG,
+                PublishRequest {
+                    name: name.clone(),
+                    version: version.clone(),
+                    visibility: Visibility::Private,
+                    tags: Vec::new(),
+                    bytes: bytes.to_vec(),
+                },
+            )
+            .await?;
+        let install = registry.install(ORG, ORG, ORG, &name, &version)?;
+        let instance = registry.create_instance(
+            ORG,
+            ORG,
+            install.id,
+            "bench",
+            Default::default(),
+            Default::default(),
+        )?;
+        Ok(Self {
+            registry: Arc::new(registry),
+            data_dir: dir.to_path_buf(),
+            instance: instance.id,
+        })
+    }
+
+    /// Run `operation` of the instance through the registry (what the API does per call).
+    pub async fn invoke(&self, operation: &str, input: &str) -> Result<gantry_host::CallOutput> {
+        let (_, _, result) = self
+            .registry
+            .invoke_instance(ORG, self.instance, operation, input)
+            .await?;
+        Ok(result?)
+    }
+}
+
+fn open_registry(dir: &Path, runtime: Runtime) -> Result<Registry> {
+    Ok(Registry::open(
+        RegistryConfig {
+            data_dir: dir.to_path_buf(),
+            ..RegistryConfig::default()
+        },
+        runtime,
+    )?)
+}
+
+/// The HTTP API serving a deployment on 127.0.0.1, and a keep-alive client for it.
+pub struct HttpServer {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpServer {
+    /// Serve `deployment` and prepare calls of `operation` on its instance.
+    pub async fn start(deployment: &Deployment, operation: &str) -> Result<Self> {
+        let token = deployment
+            .registry
+            .create_token(ORG, ORG, Role::Operator, "bench")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let router = gantry_host::router(
+            deployment.registry.clone(),
+            ApiConfig {
+                max_concurrent_calls: 4096,
+                ..ApiConfig::default()
+            },
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gantry_host::serve(
+            listener,
+            router,
+            Duration::from_secs(10),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            client: reqwest::Client::new(),
+            url: format!(
+                "http://{addr}/v1/instances/{}/invoke/{operation}",
+                deployment.instance
+            ),
+            token,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// One request; `Ok` with the response body when the call succeeded.
+    pub async fn call(&self, input: &str) -> Result<String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(input.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status.is_success(), "HTTP {status}: {body}");
+        Ok(body)
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` with a custom section appended: the same component, but a new digest, so it is
+/// stored and compiled anew (for cold starts and for many loaded versions).
+pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"gantry-bench-variant";
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name);
+    contents.extend_from_slice(&n.to_le_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
+}
+
+/// Publish → first call: publish `bytes` as a new private revision of the deployed version
+/// (compiling it), then call the instance, which now runs it. Returns the time to the result.
+pub async fn publish_then_call(
+    deployment: &Deployment,
+    bytes: Vec<u8>,
+    operation: &str,
+    input: &str,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let connector = deployment.registry.runtime().load(&bytes).await?;
+    let (name, version) = {
+        let d = connector.description();
+        (d.name.clone(), d.version.to_string())
+    };
+    let digest = *connector.digest();
+    drop(connector);
+    deployment
+        .registry
+        .publish(
+            ORG,
+            ORG,
+            PublishRequest {
+                name,
+                version,
+                visibility: Visibility::Private,
+                tags: Vec::new(),
+                bytes,
+            },
+        )
+        .await?;
+    let output = deployment.invoke(operation, input).await?;
+    let elapsed = started.elapsed();
+    ensure!(
+        output.digest == digest,
+        "the call did not run the new revision"
+    );
+    Ok(elapsed)
+}
+
+/// Restart → first call: a new runtime (engine, pool, cache) and registry on an existing
+/// data directory, then one call of `instance`. Returns the time to the first result.
+pub async fn restart_then_call(
+    data_dir: &Path,
+    instance: i64,
+    operation: &str,
+    input: &str,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let runtime = runtime_in(data_dir)?;
+    let registry = open_registry(data_dir, runtime)?;
+    let (_, _, result) = registry
+        .invoke_instance(ORG, instance, operation, input)
+        .await?;
+    result.context("the first call after the restart failed")?;
+    let elapsed = started.elapsed();
+    ensure!(
+        registry.runtime().stats().compiled == 0,
+        "the restart compiled instead of loading the cached artifact"
+    );
+    Ok(elapsed)
+}
+
+/// Calls through a hot-swap binding under `load`; with `swap_every`, a task rebinds the name
+/// between `a` and `b` at that interval for the whole run. Returns what the callers saw and
+/// how many rebinds happened.
+pub async fn hot_swap(
+    runtime: &Runtime,
+    a: Arc<Connector>,
+    b: Arc<Connector>,
+    operation: &str,
+    input: &str,
+    load: Load,
+    swap_every: Option<Duration>,
+) -> (Summary, usize) {
+    let bindings = Arc::new(Bindings::new());
+    bindings.bind("connector", a.clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let swapper = swap_every.map(|every| {
+        let (bindings, done, swaps) = (bindings.clone(), done.clone(), swaps.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut next_is_b = true;
+            while !done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                bindings.bind("connector", if next_is_b { b.clone() } else { a.clone() });
+                next_is_b = !next_is_b;
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let (runtime, operation, input) = (
+        runtime.clone(),
+        Arc::<str>::from(operation),
+        Arc::<str>::from(input),
+    );
+    let ctx = Arc::new(CallContext::default());
+    let summary = closed_loop_tasks(load, move || {
+        let (bindings, runtime, operation, input, ctx) = (
+            bindings.clone(),
+            runtime.clone(),
+            operation.clone(),
+            input.clone(),
+            ctx.clone(),
+        );
+        async move {
+            bindings
+                .invoke(&runtime, "connector", &operation, &input, &ctx)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    if let Some(swapper) = swapper {
+        let _ = swapper.await;
+    }
+    (summary, swaps.load(Ordering::Relaxed))
+}
+
+/// Load `count` distinct variants of `bytes` (each its own digest and compiled code).
+pub async fn load_versions(
+    runtime: &Runtime,
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<Arc<Connector>>> {
+    let mut loaded = Vec::with_capacity(count);
+    for n in 0..count {
+        loaded.push(runtime.load(&variant(bytes, n as u64)).await?);
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_appends_one_well_formed_custom_section() {
+        let base = b"\0asm\x0d\0\x01\0".to_vec();
+        let v = variant(&base, 7);
+        assert_eq!(&v[..base.len()], &base[..]);
+        let section = &v[base.len()..];
+        assert_eq!(section[0], 0, "custom section id");
+        assert_eq!(usize::from(section[1]), section.len() - 2, "declared size");
+        assert_eq!(usize::from(section[2]), b"gantry-bench-variant".len());
+        assert_ne!(variant(&base, 8), v);
+    }
+}
