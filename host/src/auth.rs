@@ -102,18 +102,15 @@ impl Registry {
         }
         let row = self
             .db()
-            .query_row(
-                "SELECT id, org, role, label FROM tokens WHERE hash = ?1",
-                [hash(token)],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
+            .prepare_cached("SELECT id, org, role, label FROM tokens WHERE hash = ?1")?
+            .query_row([hash(token)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
             .optional()?;
         Ok(row.and_then(|(token_id, org, role, label)| {
             Some(Principal {

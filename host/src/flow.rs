@@ -10,8 +10,8 @@ use crate::call::CallError;
 use crate::capability::{CallContext, Secrets};
 use crate::digest::Digest;
 use crate::registry::{
-    Error, Registry, Result, VersionState, audit, check_bindable, load_install, load_instance,
-    now_ms, validate_label, visible_version,
+    Error, Registry, Result, VersionState, audit, check_bindable, load_install, load_install_row,
+    load_instance, now_ms, validate_label, visible_version,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -499,21 +499,18 @@ impl Registry {
     fn call_context(&self, org: &str, step: &Step) -> Result<CallContext> {
         let conn = self.db();
         let pinned = conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM versions WHERE digest = ?1 ORDER BY revision DESC LIMIT 1",
-                    crate::registry::VERSION_COLUMNS
-                ),
-                [step.digest.to_string()],
-                crate::registry::version_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM versions WHERE digest = ?1 ORDER BY revision DESC LIMIT 1",
+                crate::registry::VERSION_COLUMNS
+            ))?
+            .query_row([step.digest.to_string()], crate::registry::version_row)
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("connector version {}", step.digest)))?;
         if pinned.state == VersionState::Blocked {
             return Err(Error::Blocked(pinned.reference()));
         }
         let instance = load_instance(&conn, org, step.instance)?;
-        let install = load_install(&conn, org, instance.install_id)?;
+        let install = load_install_row(&conn, org, instance.install_id)?;
         let mut config: BTreeMap<String, String> = pinned
             .description
             .config
@@ -571,7 +568,7 @@ impl Registry {
         let (step, description) = {
             let conn = self.db();
             let found = load_instance(&conn, org, instance)?;
-            let install = load_install(&conn, org, found.install_id)?;
+            let install = load_install_row(&conn, org, found.install_id)?;
             let version = visible_version(
                 &conn,
                 org,

@@ -402,14 +402,11 @@ pub(crate) fn current_revision(
     name: &str,
     version: &str,
 ) -> rusqlite::Result<Option<VersionInfo>> {
-    conn.query_row(
-        &format!(
-            "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3 \
-             ORDER BY revision DESC LIMIT 1"
-        ),
-        params![org, name, version],
-        version_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3 \
+         ORDER BY revision DESC LIMIT 1"
+    ))?
+    .query_row(params![org, name, version], version_row)
     .optional()
 }
 
@@ -473,16 +470,20 @@ fn install_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Install> {
 const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, modified_at, created_by, created_at, outbound";
 
 pub(crate) fn load_install(conn: &Connection, org: &str, id: i64) -> Result<Install> {
-    let mut install = conn
-        .query_row(
-            &format!("SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 AND id = ?2"),
-            params![org, id],
-            install_row,
-        )
-        .optional()?
-        .ok_or_else(|| Error::NotFound(format!("install {id}")))?;
+    let mut install = load_install_row(conn, org, id)?;
     install.update_available = newest_above(conn, org, &install)?;
     Ok(install)
+}
+
+/// An install without `update_available` (which reads every version of the connector): what
+/// the call path needs.
+pub(crate) fn load_install_row(conn: &Connection, org: &str, id: i64) -> Result<Install> {
+    conn.prepare_cached(&format!(
+        "SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 AND id = ?2"
+    ))?
+    .query_row(params![org, id], install_row)
+    .optional()?
+    .ok_or_else(|| Error::NotFound(format!("install {id}")))
 }
 
 /// All versions of `pkg_org/name` that `viewer` may see (current revisions only).
@@ -1240,11 +1241,8 @@ impl Registry {
         id: i64,
     ) -> Result<BTreeMap<String, String>> {
         let sealed: Vec<u8> = conn
-            .query_row(
-                "SELECT secrets FROM instances WHERE org = ?1 AND id = ?2",
-                params![org, id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT secrets FROM instances WHERE org = ?1 AND id = ?2")?
+            .query_row(params![org, id], |r| r.get(0))
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("instance {id}")))?;
         let plaintext = self
@@ -1355,25 +1353,24 @@ fn insert_install(
 }
 
 pub(crate) fn load_instance(conn: &Connection, org: &str, id: i64) -> Result<Instance> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id, org, install_id, name, config, secret_keys, created_by, created_at \
          FROM instances WHERE org = ?1 AND id = ?2",
-        params![org, id],
-        |r| {
-            let config: String = r.get(4)?;
-            let keys: String = r.get(5)?;
-            Ok(Instance {
-                id: r.get(0)?,
-                org: r.get(1)?,
-                install_id: r.get(2)?,
-                name: r.get(3)?,
-                config: serde_json::from_str(&config).unwrap_or_default(),
-                secret_keys: serde_json::from_str(&keys).unwrap_or_default(),
-                created_by: r.get(6)?,
-                created_at: r.get(7)?,
-            })
-        },
-    )
+    )?
+    .query_row(params![org, id], |r| {
+        let config: String = r.get(4)?;
+        let keys: String = r.get(5)?;
+        Ok(Instance {
+            id: r.get(0)?,
+            org: r.get(1)?,
+            install_id: r.get(2)?,
+            name: r.get(3)?,
+            config: serde_json::from_str(&config).unwrap_or_default(),
+            secret_keys: serde_json::from_str(&keys).unwrap_or_default(),
+            created_by: r.get(6)?,
+            created_at: r.get(7)?,
+        })
+    })
     .optional()?
     .ok_or_else(|| Error::NotFound(format!("instance {id}")))
 }
