@@ -16,8 +16,12 @@ fn peers(c: &mut Criterion) {
         .build()
         .unwrap();
     let plugin_bytes = gantry_extism_bench::extism_plugin();
-    let mut plugin = extism::Plugin::new(extism::Manifest::new([extism::Wasm::data(plugin_bytes)]), [], false)
-        .expect("loading the Extism plugin");
+    let mut plugin = extism::Plugin::new(
+        extism::Manifest::new([extism::Wasm::data(plugin_bytes)]),
+        [],
+        false,
+    )
+    .expect("loading the Extism plugin");
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let raw = RawHost::new().unwrap();
     let ctx = CallContext::default();
@@ -49,9 +53,10 @@ fn peers(c: &mut Criterion) {
                 black_box(out.len())
             })
         });
-        group.bench_function(BenchmarkId::from_parameter("wasmtime-fresh-instance"), |b| {
-            b.iter(|| black_box(component.call_fresh(op, black_box(input)).unwrap()))
-        });
+        group.bench_function(
+            BenchmarkId::from_parameter("wasmtime-fresh-instance"),
+            |b| b.iter(|| black_box(component.call_fresh(op, black_box(input)).unwrap())),
+        );
         group.bench_function(BenchmarkId::from_parameter("gantry-invoke"), |b| {
             b.to_async(&tokio).iter(|| async {
                 black_box(runtime.invoke(&connector, op, input, &ctx).await.unwrap())
