@@ -40,17 +40,9 @@ pub struct BenchArgs {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let mut options = match (args.connector, args.operation, args.input) {
-        (Some(connector), Some(operation), Some(input)) => {
-            let input = std::fs::read_to_string(&input)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", input.display()))?;
-            Options::custom(connector, operation, input)?
-        }
-        _ => Options::standard(&args.samples)?,
-    };
+    // Flags first: a bad flag is reported before any file is read.
     if let Some(callers) = args.callers {
         ensure!((1..=1024).contains(&callers), "--callers must be 1 to 1024");
-        options.callers = callers;
     }
     ensure!(args.duration_ms >= 10, "--duration-ms must be at least 10");
     ensure!(
@@ -62,6 +54,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "--swap-every-ms must be at least 1"
     );
     ensure!(args.cold_runs >= 1, "--cold-runs must be at least 1");
+    let mut options = match (args.connector, args.operation, args.input) {
+        (Some(connector), Some(operation), Some(input)) => {
+            let input = std::fs::read_to_string(&input)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", input.display()))?;
+            Options::custom(connector, operation, input)?
+        }
+        _ => Options::standard(&args.samples)?,
+    };
+    if let Some(callers) = args.callers {
+        options.callers = callers;
+    }
     options.duration = Duration::from_millis(args.duration_ms);
     options.loaded = args.loaded;
     options.swap_every = Duration::from_millis(args.swap_every_ms);
