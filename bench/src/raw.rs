@@ -124,23 +124,19 @@ impl RawHost {
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok(RawComponent {
-            engine: self.engine.clone(),
-            pre,
-        })
+        Ok(RawComponent { pre })
     }
 }
 
 /// A component ready to instantiate.
 pub struct RawComponent {
-    engine: Engine,
     pre: PluginPre<State>,
 }
 
 impl RawComponent {
     /// A fresh store and instance per call, dropped after it.
     pub fn call_fresh(&self, operation: &str, input: &str) -> Result<String> {
-        let mut store = Store::new(&self.engine, State::new());
+        let mut store = Store::new(self.pre.engine(), State::new());
         let plugin = self
             .pre
             .instantiate(&mut store)
@@ -150,7 +146,7 @@ impl RawComponent {
 
     /// An instance kept alive for many calls.
     pub fn live(&self) -> Result<LiveInstance> {
-        let mut store = Store::new(&self.engine, State::new());
+        let mut store = Store::new(self.pre.engine(), State::new());
         let plugin = self
             .pre
             .instantiate(&mut store)

@@ -6,11 +6,12 @@ use crate::raw::RawHost;
 use crate::scenario::{self, Deployment, HttpServer};
 use crate::stats::{Load, Summary, closed_loop_tasks, closed_loop_threads, fmt};
 use anyhow::{Context, Result};
-use gantry_host::{CallContext, Runtime};
+use gantry_host::{CallContext, Connector, Runtime};
 use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What to measure and how hard.
@@ -177,8 +178,9 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 case.name
             )),
         }
+        let one = vec![connector];
         rows.push(row(GANTRY, options, |load| {
-            tokio.block_on(gantry_calls(&runtime, &connector, op, input, load))
+            tokio.block_on(gantry_calls(&runtime, &one, op, input, load))
         }));
 
         let case_dir = tempfile::tempdir()?;
@@ -262,25 +264,7 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
-        let loaded = Arc::new(loaded);
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (runtime, op, input) = (
-            runtime.clone(),
-            Arc::<str>::from(op),
-            Arc::<str>::from(input),
-        );
-        let ctx = Arc::new(CallContext::default());
-        let summary = tokio.block_on(closed_loop_tasks(options.load(1), move || {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % loaded.len();
-            let (runtime, connector, op, input, ctx) = (
-                runtime.clone(),
-                loaded[i].clone(),
-                op.clone(),
-                input.clone(),
-                ctx.clone(),
-            );
-            async move { runtime.invoke(&connector, &op, &input, &ctx).await.is_ok() }
-        }));
+        let summary = tokio.block_on(gantry_calls(&runtime, &loaded, op, input, options.load(1)));
         results.loaded.push((count, summary));
     }
     Ok(results)
@@ -292,20 +276,23 @@ fn row(path: &'static str, options: &Options, mut run: impl FnMut(Load) -> Summa
     Row { path, one, many }
 }
 
+/// `Runtime::invoke` under `load`, each call on the next of `connectors` in turn.
 async fn gantry_calls(
     runtime: &Runtime,
-    connector: &Arc<gantry_host::Connector>,
+    connectors: &[Arc<Connector>],
     op: &str,
     input: &str,
     load: Load,
 ) -> Summary {
-    let (runtime, connector) = (runtime.clone(), connector.clone());
+    let (runtime, connectors) = (runtime.clone(), Arc::<[Arc<Connector>]>::from(connectors));
     let (op, input) = (Arc::<str>::from(op), Arc::<str>::from(input));
     let ctx = Arc::new(CallContext::default());
+    let next = AtomicUsize::new(0);
     closed_loop_tasks(load, move || {
+        let i = next.fetch_add(1, Ordering::Relaxed) % connectors.len();
         let (runtime, connector, op, input, ctx) = (
             runtime.clone(),
-            connector.clone(),
+            connectors[i].clone(),
             op.clone(),
             input.clone(),
             ctx.clone(),

@@ -30,14 +30,18 @@ pub struct Deployment {
     pub registry: Arc<Registry>,
     pub data_dir: PathBuf,
     pub instance: i64,
+    /// The connector's name and version, as `describe()` gives them.
+    pub name: String,
+    pub version: String,
 }
 
 impl Deployment {
     pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8]) -> Result<Self> {
         let registry = open_registry(dir, runtime)?;
         registry.create_org(ORG)?;
+        // Held until the publish, which then finds it loaded instead of loading it again.
+        let connector = registry.runtime().load(bytes).await?;
         let (name, version) = {
-            let connector = registry.runtime().load(bytes).await?;
             let d = connector.description();
             (d.name.clone(), d.version.to_string())
         };
@@ -54,6 +58,7 @@ impl Deployment {
                 },
             )
             .await?;
+        drop(connector);
         let install = registry.install(ORG, ORG, ORG, &name, &version)?;
         let instance = registry.create_instance(
             ORG,
@@ -67,6 +72,8 @@ impl Deployment {
             registry: Arc::new(registry),
             data_dir: dir.to_path_buf(),
             instance: instance.id,
+            name,
+            version,
         })
     }
 
@@ -189,30 +196,25 @@ pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
     out
 }
 
-/// Publish → first call: publish `bytes` as a new private revision of the deployed version
-/// (compiling it), then call the instance, which now runs it. Returns the time to the result.
+/// Publish → first call: publish `bytes` (a [`variant`] of the deployed connector) as a new
+/// private revision of the deployed version (compiling it), then call the instance, which now
+/// runs it. Returns the time to the result.
 pub async fn publish_then_call(
     deployment: &Deployment,
     bytes: Vec<u8>,
     operation: &str,
     input: &str,
 ) -> Result<Duration> {
+    let digest = gantry_host::Digest::of(&bytes);
     let started = Instant::now();
-    let connector = deployment.registry.runtime().load(&bytes).await?;
-    let (name, version) = {
-        let d = connector.description();
-        (d.name.clone(), d.version.to_string())
-    };
-    let digest = *connector.digest();
-    drop(connector);
     deployment
         .registry
         .publish(
             ORG,
             ORG,
             PublishRequest {
-                name,
-                version,
+                name: deployment.name.clone(),
+                version: deployment.version.clone(),
                 visibility: Visibility::Private,
                 tags: Vec::new(),
                 bytes,

@@ -10,8 +10,8 @@ use crate::call::CallError;
 use crate::capability::{CallContext, Secrets};
 use crate::digest::Digest;
 use crate::registry::{
-    Error, Registry, Result, VersionState, audit, check_bindable, load_install, load_install_row,
-    load_instance, now_ms, validate_label, visible_version,
+    Error, Install, Instance, Registry, Result, VersionInfo, VersionState, audit, check_bindable,
+    load_install_row, load_instance, now_ms, validate_label, visible_version,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -178,7 +178,7 @@ pub(crate) fn rebind_install_steps(
 /// may be bound.
 fn bind(conn: &Connection, org: &str, instance: i64, operation: &str) -> Result<Digest> {
     let instance = load_instance(conn, org, instance)?;
-    let install = load_install(conn, org, instance.install_id)?;
+    let install = load_install_row(conn, org, instance.install_id)?;
     let version = visible_version(
         conn,
         org,
@@ -369,7 +369,7 @@ impl Registry {
     pub fn rebind_install(&self, org: &str, actor: &str, from: i64, to: i64) -> Result<usize> {
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        load_install(&tx, org, from)?;
+        load_install_row(&tx, org, from)?; // it must exist
         let steps: Vec<(i64, String, String, i64, String)> = tx
             .prepare(
                 "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest FROM steps s JOIN flows f ON f.id = s.flow_id \
@@ -511,7 +511,21 @@ impl Registry {
         }
         let instance = load_instance(&conn, org, step.instance)?;
         let install = load_install_row(&conn, org, instance.install_id)?;
-        let mut config: BTreeMap<String, String> = pinned
+        self.context_of(&conn, org, &pinned, instance, install)
+    }
+
+    /// The context of a call of `instance` (of `install`) running `version`: config
+    /// (connector defaults, then the install's customisations, then the instance's), secrets
+    /// and outbound grants.
+    fn context_of(
+        &self,
+        conn: &Connection,
+        org: &str,
+        version: &VersionInfo,
+        instance: Instance,
+        install: Install,
+    ) -> Result<CallContext> {
+        let mut config: BTreeMap<String, String> = version
             .description
             .config
             .iter()
@@ -519,7 +533,7 @@ impl Registry {
             .collect();
         config.extend(install.customisations);
         config.extend(instance.config);
-        let secrets = Secrets::new(self.open_secrets(&conn, org, instance.id)?);
+        let secrets = Secrets::new(self.open_secrets(conn, org, instance.id)?);
         Ok(CallContext {
             config,
             secrets,
@@ -565,7 +579,7 @@ impl Registry {
         Digest,
         std::result::Result<crate::call::CallOutput, CallError>,
     )> {
-        let (step, description) = {
+        let (version, ctx) = {
             let conn = self.db();
             let found = load_instance(&conn, org, instance)?;
             let install = load_install_row(&conn, org, found.install_id)?;
@@ -579,22 +593,15 @@ impl Registry {
             if version.state == VersionState::Blocked {
                 return Err(Error::Blocked(version.reference()));
             }
-            let step = Step {
-                name: "direct".into(),
-                instance,
-                operation: operation.to_string(),
-                input: Value::Null,
-                digest: version.digest,
-            };
-            (step, version.description)
+            let ctx = self.context_of(&conn, org, &version, found, install)?;
+            (version, ctx)
         };
-        let ctx = self.call_context(org, &step)?;
-        let connector = self.connector(&step.digest).await?;
+        let connector = self.connector(&version.digest).await?;
         let result = self
             .runtime
             .invoke(&connector, operation, input, &ctx)
             .await;
-        Ok((description, step.digest, result))
+        Ok((version.description, version.digest, result))
     }
 }
 

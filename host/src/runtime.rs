@@ -470,9 +470,10 @@ fn new_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
         // Keep a little of each slot resident so reusing it does not fault pages back in.
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10)
-        // Keep a warm slot per module for as many modules as may be live at once: with the
-        // default (100), calls alternating among 100 loaded connectors steal each other's
-        // slots and pay for re-mapping the memory image every call (5× the call cost).
+        // Keep a warm slot per module for as many modules as may be live at once. With the
+        // default (100), calls alternating among 100 loaded versions steal each other's slots
+        // and re-map memory images: 4–5× a single version's call, 2–3× with this
+        // (`gantry bench --loaded 1,100`).
         .max_unused_warm_slots(n)
         .pagemap_scan(Enabled::Auto);
     let mut pooled = base.clone();
