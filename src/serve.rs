@@ -135,8 +135,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let registry = Registry::open(
         RegistryConfig {
             data_dir: data_dir.clone(),
-            faults: None,
-            blobs: None,
+            ..RegistryConfig::default()
         },
         runtime,
     )

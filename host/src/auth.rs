@@ -1,8 +1,7 @@
 //! API tokens: each belongs to one organisation and carries a [`Role`]. Only a sha256 of a token
 //! is stored; the token itself is shown once, when it is created.
 
-use crate::registry::{Error, Registry, Result, audit, now_ms, validate_label};
-use rusqlite::{OptionalExtension, params};
+use crate::registry::{Error, Registry, Result, audit, now_ms, require_org, validate_label};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -24,25 +23,6 @@ impl Role {
     /// Whether this role may act as `needed`.
     pub fn allows(self, needed: Role) -> bool {
         self == Role::Admin || self == needed || needed == Role::Viewer
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Publisher => "publisher",
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "admin" => Role::Admin,
-            "publisher" => Role::Publisher,
-            "operator" => Role::Operator,
-            "viewer" => Role::Viewer,
-            _ => return None,
-        })
     }
 }
 
@@ -74,24 +54,19 @@ impl Registry {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| Error::Storage(e.to_string()))?;
         let token = format!("gty_{}", hex::encode(random));
-        let mut conn = self.db();
-        Self::require_org(&conn, org)?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO tokens (org, role, label, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![org, role.as_str(), label, hash(&token), now_ms()],
-        )?;
-        let id = tx.last_insert_rowid();
-        audit(
-            &tx,
-            org,
-            actor,
-            "create-token",
-            &format!("token {id}"),
-            serde_json::Value::Null,
-            serde_json::json!({"role": role, "label": label}),
-        )?;
-        tx.commit()?;
+        self.meta.write(|m| {
+            require_org(m, org)?;
+            let id = m.insert_token(org, role, label, &hash(&token), now_ms())?;
+            audit(
+                m,
+                org,
+                actor,
+                "create-token",
+                &format!("token {id}"),
+                serde_json::Value::Null,
+                serde_json::json!({"role": role, "label": label}),
+            )
+        })?;
         Ok(token)
     }
 
@@ -100,26 +75,7 @@ impl Registry {
         if !token.starts_with("gty_") || token.len() != 68 {
             return Ok(None);
         }
-        let row = self
-            .db()
-            .prepare_cached("SELECT id, org, role, label FROM tokens WHERE hash = ?1")?
-            .query_row([hash(token)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()?;
-        Ok(row.and_then(|(token_id, org, role, label)| {
-            Some(Principal {
-                org,
-                role: Role::parse(&role)?,
-                token_id,
-                label,
-            })
-        }))
+        self.meta.read(|m| m.token(&hash(token)))
     }
 }
 

@@ -9,11 +9,11 @@
 use crate::call::CallError;
 use crate::capability::{CallContext, Secrets};
 use crate::digest::Digest;
+use crate::metadata::Metadata;
 use crate::registry::{
     Error, Install, Instance, Registry, Result, VersionInfo, VersionState, audit, check_bindable,
-    load_install_row, load_instance, now_ms, validate_label, visible_version,
+    installed_version, load_install_row, load_instance, now_ms, require_org, validate_label,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -132,29 +132,16 @@ pub fn map_input(template: &Value, scope: &Value) -> std::result::Result<Value, 
 /// Rebind every step bound through `install`'s instances to `target` (overwrite update).
 /// Refused, changing nothing, when `target` lacks an operation one of those steps uses.
 pub(crate) fn rebind_install_steps(
-    tx: &Transaction<'_>,
+    m: &mut dyn Metadata,
     org: &str,
     install: i64,
-    target: &crate::registry::VersionInfo,
+    target: &VersionInfo,
 ) -> Result<Vec<Value>> {
-    let mut stmt = tx.prepare(
-        "SELECT s.flow_id, s.name, s.operation, s.digest FROM steps s JOIN flows f ON f.id = s.flow_id \
-         WHERE f.org = ?1 AND s.instance_id IN (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2)",
-    )?;
-    let steps = stmt
-        .query_map(params![org, install], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let steps = m.steps_through_install(org, install)?;
     let missing: Vec<String> = steps
         .iter()
-        .filter(|(_, _, operation, _)| target.description.operation(operation).is_none())
-        .map(|(flow, step, operation, _)| format!("flow {flow} step `{step}` uses `{operation}`"))
+        .filter(|s| target.description.operation(&s.operation).is_none())
+        .map(|s| format!("flow {} step `{}` uses `{}`", s.flow, s.name, s.operation))
         .collect();
     if !missing.is_empty() {
         return Err(Error::Conflict(format!(
@@ -163,29 +150,21 @@ pub(crate) fn rebind_install_steps(
             missing.join("; ")
         )));
     }
-    tx.execute(
-        "UPDATE steps SET digest = ?3 WHERE flow_id IN (SELECT id FROM flows WHERE org = ?1) \
-         AND instance_id IN (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2)",
-        params![org, install, target.digest.to_string()],
-    )?;
+    for step in &steps {
+        m.bind_step(step.flow, &step.name, step.instance, &target.digest)?;
+    }
     Ok(steps
         .into_iter()
-        .map(|(flow, step, _, from)| json!({"flow": flow, "step": step, "from": from, "to": target.digest}))
+        .map(|s| json!({"flow": s.flow, "step": s.name, "from": s.digest, "to": target.digest}))
         .collect())
 }
 
 /// The digest a new binding to `instance` gets, checking the operation exists and the version
 /// may be bound.
-fn bind(conn: &Connection, org: &str, instance: i64, operation: &str) -> Result<Digest> {
-    let instance = load_instance(conn, org, instance)?;
-    let install = load_install_row(conn, org, instance.install_id)?;
-    let version = visible_version(
-        conn,
-        org,
-        &install.package_org,
-        &install.name,
-        &install.version.to_string(),
-    )?;
+fn bind(m: &mut dyn Metadata, org: &str, instance: i64, operation: &str) -> Result<Digest> {
+    let instance = load_instance(m, org, instance)?;
+    let install = load_install_row(m, org, instance.install_id)?;
+    let version = installed_version(m, &install)?;
     check_bindable(&version)?;
     if version.description.operation(operation).is_none() {
         return Err(Error::InvalidInput(format!(
@@ -196,56 +175,9 @@ fn bind(conn: &Connection, org: &str, instance: i64, operation: &str) -> Result<
     Ok(version.digest)
 }
 
-fn load_flow(conn: &Connection, org: &str, id: i64) -> Result<Flow> {
-    let (name, created_by, created_at) = conn
-        .query_row(
-            "SELECT name, created_by, created_at FROM flows WHERE org = ?1 AND id = ?2",
-            params![org, id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .optional()?
-        .ok_or_else(|| Error::NotFound(format!("flow {id}")))?;
-    let mut stmt = conn.prepare(
-        "SELECT name, instance_id, operation, input, digest FROM steps WHERE flow_id = ?1 ORDER BY position",
-    )?;
-    let steps = stmt
-        .query_map([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .map(|(name, instance, operation, input, digest)| {
-            Ok(Step {
-                name,
-                instance,
-                operation,
-                input: serde_json::from_str(&input)?,
-                digest: digest
-                    .parse()
-                    .map_err(|e| Error::Storage(format!("stored digest: {e}")))?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Flow {
-        id,
-        org: org.to_string(),
-        name,
-        steps,
-        created_by,
-        created_at,
-    })
+fn load_flow(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Flow> {
+    m.flow(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("flow {id}")))
 }
 
 impl Registry {
@@ -271,57 +203,45 @@ impl Registry {
                 )));
             }
         }
-        let mut conn = self.db();
-        Self::require_org(&conn, org)?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM flows WHERE org = ?1 AND name = ?2)",
-            params![org, name],
-            |r| r.get(0),
-        )?;
-        if exists {
-            return Err(Error::Conflict(format!("a flow named `{name}` exists")));
-        }
-        tx.execute(
-            "INSERT INTO flows (org, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![org, name, actor, now_ms()],
-        )?;
-        let id = tx.last_insert_rowid();
-        let mut pins = Vec::new();
-        for (position, step) in steps.iter().enumerate() {
-            let digest = bind(&tx, org, step.instance, &step.operation)?;
-            tx.execute(
-                "INSERT INTO steps (flow_id, position, name, instance_id, operation, input, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, position, step.name, step.instance, step.operation, step.input.to_string(), digest.to_string()],
+        self.meta.write(|m| {
+            require_org(m, org)?;
+            if m.flow_name_taken(org, name)? {
+                return Err(Error::Conflict(format!("a flow named `{name}` exists")));
+            }
+            let id = m.insert_flow(org, name, actor, now_ms())?;
+            let mut pins = Vec::new();
+            for (position, spec) in steps.iter().enumerate() {
+                let step = Step {
+                    name: spec.name.clone(),
+                    instance: spec.instance,
+                    operation: spec.operation.clone(),
+                    input: spec.input.clone(),
+                    digest: bind(m, org, spec.instance, &spec.operation)?,
+                };
+                m.insert_step(id, position, &step)?;
+                pins.push(
+                    json!({"step": step.name, "instance": step.instance, "digest": step.digest}),
+                );
+            }
+            audit(
+                m,
+                org,
+                actor,
+                "create-flow",
+                &format!("flow {id}"),
+                Value::Null,
+                json!({"name": name, "steps": pins}),
             )?;
-            pins.push(json!({"step": step.name, "instance": step.instance, "digest": digest}));
-        }
-        audit(
-            &tx,
-            org,
-            actor,
-            "create-flow",
-            &format!("flow {id}"),
-            Value::Null,
-            json!({"name": name, "steps": pins}),
-        )?;
-        tx.commit()?;
-        load_flow(&conn, org, id)
+            load_flow(m, org, id)
+        })
     }
 
     pub fn get_flow(&self, org: &str, id: i64) -> Result<Flow> {
-        load_flow(&self.db(), org, id)
+        self.meta.read(|m| load_flow(m, org, id))
     }
 
     pub fn flows(&self, org: &str) -> Result<Vec<Flow>> {
-        let conn = self.db();
-        let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM flows WHERE org = ?1 ORDER BY id")?
-            .query_map([org], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids.into_iter()
-            .map(|id| load_flow(&conn, org, id))
-            .collect()
+        self.meta.read(|m| m.flows(org))
     }
 
     /// Rebind step `step` of flow `flow` to `instance` (or its own instance again, picking up
@@ -334,71 +254,58 @@ impl Registry {
         step: &str,
         instance: Option<i64>,
     ) -> Result<Flow> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current = load_flow(&tx, org, flow)?;
-        let old = current
-            .steps
-            .iter()
-            .find(|s| s.name == step)
-            .ok_or_else(|| Error::NotFound(format!("step `{step}` of flow {flow}")))?;
-        let instance = instance.unwrap_or(old.instance);
-        let digest = bind(&tx, org, instance, &old.operation)?;
-        tx.execute(
-            "UPDATE steps SET instance_id = ?3, digest = ?4 WHERE flow_id = ?1 AND name = ?2",
-            params![flow, step, instance, digest.to_string()],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "rebind-step",
-            &format!("flow {flow} step {step}"),
-            json!({"instance": old.instance, "digest": old.digest}),
-            json!({"instance": instance, "digest": digest}),
-        )?;
-        tx.commit()?;
-        let flow = load_flow(&conn, org, flow)?;
-        drop(conn);
+        let rebound = self.meta.write(|m| {
+            let current = load_flow(m, org, flow)?;
+            let old = current
+                .steps
+                .iter()
+                .find(|s| s.name == step)
+                .ok_or_else(|| Error::NotFound(format!("step `{step}` of flow {flow}")))?;
+            let instance = instance.unwrap_or(old.instance);
+            let digest = bind(m, org, instance, &old.operation)?;
+            m.bind_step(flow, step, instance, &digest)?;
+            audit(
+                m,
+                org,
+                actor,
+                "rebind-step",
+                &format!("flow {flow} step {step}"),
+                json!({"instance": old.instance, "digest": old.digest}),
+                json!({"instance": instance, "digest": digest}),
+            )?;
+            load_flow(m, org, flow)
+        })?;
         self.collect_garbage()?;
-        Ok(flow)
+        Ok(rebound)
     }
 
     /// Rebind every step (in every flow of `org`) that uses an instance of install `from` to
     /// instance `to`. Returns how many steps moved.
     pub fn rebind_install(&self, org: &str, actor: &str, from: i64, to: i64) -> Result<usize> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        load_install_row(&tx, org, from)?; // it must exist
-        let steps: Vec<(i64, String, String, i64, String)> = tx
-            .prepare(
-                "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest FROM steps s JOIN flows f ON f.id = s.flow_id \
-                 WHERE f.org = ?1 AND s.instance_id IN (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2)",
-            )?
-            .query_map(params![org, from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut moved = Vec::new();
-        for (flow, name, operation, old_instance, old_digest) in &steps {
-            let digest = bind(&tx, org, to, operation)?;
-            tx.execute(
-                "UPDATE steps SET instance_id = ?3, digest = ?4 WHERE flow_id = ?1 AND name = ?2",
-                params![flow, name, to, digest.to_string()],
+        let moved = self.meta.write(|m| {
+            load_install_row(m, org, from)?; // it must exist
+            let steps = m.steps_through_install(org, from)?;
+            let mut moved = Vec::new();
+            for step in &steps {
+                let digest = bind(m, org, to, &step.operation)?;
+                m.bind_step(step.flow, &step.name, to, &digest)?;
+                moved.push(json!({"flow": step.flow, "step": step.name,
+                    "from": {"instance": step.instance, "digest": step.digest},
+                    "to": {"instance": to, "digest": digest}}));
+            }
+            audit(
+                m,
+                org,
+                actor,
+                "rebind-install",
+                &format!("install {from}"),
+                Value::Null,
+                json!({"steps": moved}),
             )?;
-            moved.push(json!({"flow": flow, "step": name, "from": {"instance": old_instance, "digest": old_digest}, "to": {"instance": to, "digest": digest}}));
-        }
-        audit(
-            &tx,
-            org,
-            actor,
-            "rebind-install",
-            &format!("install {from}"),
-            Value::Null,
-            json!({"steps": moved}),
-        )?;
-        tx.commit()?;
-        drop(conn);
+            Ok(steps.len())
+        })?;
         self.collect_garbage()?;
-        Ok(steps.len())
+        Ok(moved)
     }
 
     /// Run flow `flow` on `input`. The run is recorded whether it succeeds or fails; an error
@@ -461,12 +368,7 @@ impl Registry {
             output,
             error: failure,
         };
-        let conn = self.db();
-        conn.execute(
-            "INSERT INTO runs (org, flow_id, status, started_at, duration_ms, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![org, flow.id, if status == RunStatus::Succeeded { "succeeded" } else { "failed" }, started_at, (run.duration_us / 1000) as i64, serde_json::to_string(&run)?],
-        )?;
-        run.id = conn.last_insert_rowid();
+        run.id = self.meta.write(|m| m.insert_run(org, &run))?;
         tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
             duration_us = run.duration_us, "flow run finished");
         Ok(run)
@@ -494,24 +396,19 @@ impl Registry {
         }
     }
 
-    /// Config (connector defaults, then the install's customisations, then the instance's) and
-    /// secrets for one step, after checking its pinned version may run.
+    /// Config and secrets for one step, after checking its pinned version may run.
     fn call_context(&self, org: &str, step: &Step) -> Result<CallContext> {
-        let conn = self.db();
-        let pinned = conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM versions WHERE digest = ?1 ORDER BY revision DESC LIMIT 1",
-                crate::registry::VERSION_COLUMNS
-            ))?
-            .query_row([step.digest.to_string()], crate::registry::version_row)
-            .optional()?
-            .ok_or_else(|| Error::NotFound(format!("connector version {}", step.digest)))?;
-        if pinned.state == VersionState::Blocked {
-            return Err(Error::Blocked(pinned.reference()));
-        }
-        let instance = load_instance(&conn, org, step.instance)?;
-        let install = load_install_row(&conn, org, instance.install_id)?;
-        self.context_of(&conn, org, &pinned, instance, install)
+        self.meta.read(|m| {
+            let pinned = m
+                .version_by_digest(&step.digest)?
+                .ok_or_else(|| Error::NotFound(format!("connector version {}", step.digest)))?;
+            if pinned.state == VersionState::Blocked {
+                return Err(Error::Blocked(pinned.reference()));
+            }
+            let instance = load_instance(m, org, step.instance)?;
+            let install = load_install_row(m, org, instance.install_id)?;
+            self.context_of(m, org, &pinned, instance, install)
+        })
     }
 
     /// The context of a call of `instance` (of `install`) running `version`: config
@@ -519,7 +416,7 @@ impl Registry {
     /// and outbound grants.
     fn context_of(
         &self,
-        conn: &Connection,
+        m: &mut dyn Metadata,
         org: &str,
         version: &VersionInfo,
         instance: Instance,
@@ -533,7 +430,7 @@ impl Registry {
             .collect();
         config.extend(install.customisations);
         config.extend(instance.config);
-        let secrets = Secrets::new(self.open_secrets(conn, org, instance.id)?);
+        let secrets = Secrets::new(self.open_secrets(m, org, instance.id)?);
         Ok(CallContext {
             config,
             secrets,
@@ -544,28 +441,12 @@ impl Registry {
 
     /// Recorded runs of flow `flow`, newest first.
     pub fn runs(&self, org: &str, flow: i64) -> Result<Vec<Run>> {
-        let conn = self.db();
-        load_flow(&conn, org, flow)?;
-        let mut stmt = conn.prepare(
-            "SELECT id, record FROM runs WHERE org = ?1 AND flow_id = ?2 ORDER BY id DESC",
-        )?;
-        let runs = stmt
-            .query_map(params![org, flow], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        runs.into_iter()
-            .map(|(id, record)| {
-                Ok(Run {
-                    id,
-                    ..serde_json::from_str(&record)?
-                })
-            })
-            .collect()
+        self.meta.read(|m| {
+            load_flow(m, org, flow)?;
+            m.runs(org, flow)
+        })
     }
-}
 
-impl Registry {
     /// Run `operation` of an instance directly, on the version its install runs now.
     /// Blocked versions are refused; the call's own failure is the inner `Err`.
     pub async fn invoke_instance(
@@ -579,23 +460,16 @@ impl Registry {
         Digest,
         std::result::Result<crate::call::CallOutput, CallError>,
     )> {
-        let (version, ctx) = {
-            let conn = self.db();
-            let found = load_instance(&conn, org, instance)?;
-            let install = load_install_row(&conn, org, found.install_id)?;
-            let version = visible_version(
-                &conn,
-                org,
-                &install.package_org,
-                &install.name,
-                &install.version.to_string(),
-            )?;
+        let (version, ctx) = self.meta.read(|m| {
+            let found = load_instance(m, org, instance)?;
+            let install = load_install_row(m, org, found.install_id)?;
+            let version = installed_version(m, &install)?;
             if version.state == VersionState::Blocked {
                 return Err(Error::Blocked(version.reference()));
             }
-            let ctx = self.context_of(&conn, org, &version, found, install)?;
-            (version, ctx)
-        };
+            let ctx = self.context_of(m, org, &version, found, install)?;
+            Ok((version, ctx))
+        })?;
         let connector = self.connector(&version.digest).await?;
         let result = self
             .runtime
@@ -603,20 +477,11 @@ impl Registry {
             .await;
         Ok((version.description, version.digest, result))
     }
-}
 
-impl Registry {
     /// `(name, version)` of the connector with `digest`, for labels (metrics, logs).
     pub fn label_of(&self, digest: &Digest) -> Option<(String, String)> {
-        self.db()
-            .query_row(
-                "SELECT name, version FROM versions WHERE digest = ?1 LIMIT 1",
-                [digest.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .ok()
-            .flatten()
+        let version = self.meta.read(|m| m.version_by_digest(digest)).ok()??;
+        Some((version.name, version.version.to_string()))
     }
 }
 

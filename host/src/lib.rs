@@ -21,11 +21,12 @@ mod connector;
 mod digest;
 mod flow;
 mod limits;
+mod metadata;
 mod outbound;
 mod policy;
 mod registry;
 mod runtime;
-mod store;
+mod sqlite;
 mod swap;
 mod vault;
 
@@ -38,6 +39,7 @@ pub use connector::{ConfigKey, Connector, Description, Operation, Origin, Secret
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec, map_input};
 pub use limits::{InvalidLimits, Limits};
+pub use metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
 pub use outbound::OutboundError;
 pub use policy::{
     Origin as OutboundOrigin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address,
@@ -50,4 +52,5 @@ pub use registry::{
 pub use runtime::{
     Allocator, Inspection, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats,
 };
+pub use sqlite::SqliteStore;
 pub use swap::{Bindings, BoundCallError};

@@ -3,22 +3,23 @@
 //! modes, instances with sealed credentials, and the audit log. Flows live in [`crate::flow`].
 //!
 //! Everything is scoped by organisation: a private thing of another organisation is
-//! [`Error::NotFound`], exactly like a missing one. Metadata is in SQLite (see
-//! [`crate::store`]); component bytes in a [`BlobStore`]. A publish writes the blob and the row
-//! under one lock and cleans the blob up if the row does not commit, so a version is stored
+//! [`Error::NotFound`], exactly like a missing one. Metadata is in a [`MetadataStore`] (SQLite
+//! by default); component bytes in a [`BlobStore`]. A publish writes the blob and the row in
+//! one write unit and cleans the blob up if the row does not commit, so a version is stored
 //! whole or not at all; opening the registry sweeps blobs no row references.
 
 use crate::blob::{BlobStore, FsBlobStore};
 use crate::connector::{Connector, Description};
 use crate::digest::Digest;
+use crate::metadata::{Metadata, MetadataStore};
 use crate::runtime::{LoadError, Runtime};
+use crate::sqlite::SqliteStore;
 use crate::vault::Vault;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What went wrong in a registry operation. Nothing is stored when an operation fails.
@@ -67,12 +68,6 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Storage(e.to_string())
@@ -108,19 +103,6 @@ pub enum VersionState {
     Blocked,
 }
 
-fn text<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(s)) => s,
-        _ => unreachable!("unit enums serialise as strings"),
-    }
-}
-
-fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_value(Value::String(s.to_string())).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-    })
-}
-
 /// Where a fault is injected in a publish (for durability tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {
@@ -143,6 +125,9 @@ pub struct RegistryConfig {
     /// Where component bytes go; `None` keeps them in `<data_dir>/blobs` ([`FsBlobStore`]). An
     /// object-store implementation of [`BlobStore`] plugs in here.
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// Where metadata goes; `None` keeps it in `<data_dir>/gantry.db` ([`SqliteStore`]). A
+    /// PostgreSQL implementation of [`MetadataStore`] plugs in here.
+    pub metadata: Option<Arc<dyn MetadataStore>>,
 }
 
 /// A published version (one revision of it).
@@ -351,7 +336,7 @@ pub fn parse_version(version: &str) -> Result<semver::Version> {
 
 /// The registry: metadata, blobs, sealed secrets, and the runtime that runs what it holds.
 pub struct Registry {
-    pub(crate) db: Mutex<Connection>,
+    pub(crate) meta: Arc<dyn MetadataStore>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) vault: Vault,
     pub(crate) runtime: Runtime,
@@ -366,59 +351,15 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-pub(crate) const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
-    state, publisher, published_at, tags, description";
-
-pub(crate) fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionInfo> {
-    let conv = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
-    };
-    let version: String = row.get(2)?;
-    let digest: String = row.get(4)?;
-    let tags: String = row.get(10)?;
-    let description: String = row.get(11)?;
-    Ok(VersionInfo {
-        org: row.get(0)?,
-        name: row.get(1)?,
-        version: semver::Version::parse(&version).map_err(|e| conv(2, e.into()))?,
-        revision: row.get(3)?,
-        digest: digest
-            .parse()
-            .map_err(|e: crate::ParseDigestError| conv(4, e.into()))?,
-        size: row.get(5)?,
-        visibility: parse_enum(&row.get::<_, String>(6)?)?,
-        state: parse_enum(&row.get::<_, String>(7)?)?,
-        publisher: row.get(8)?,
-        published_at: row.get(9)?,
-        tags: serde_json::from_str(&tags).map_err(|e| conv(10, e.into()))?,
-        description: serde_json::from_str(&description).map_err(|e| conv(11, e.into()))?,
-    })
-}
-
-/// The current (newest) revision of `org/name@version`, whoever may see it.
-pub(crate) fn current_revision(
-    conn: &Connection,
-    org: &str,
-    name: &str,
-    version: &str,
-) -> rusqlite::Result<Option<VersionInfo>> {
-    conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3 \
-         ORDER BY revision DESC LIMIT 1"
-    ))?
-    .query_row(params![org, name, version], version_row)
-    .optional()
-}
-
 /// The current revision of `pkg_org/name@version` if `viewer` may see it.
 pub(crate) fn visible_version(
-    conn: &Connection,
+    m: &mut dyn Metadata,
     viewer: &str,
     pkg_org: &str,
     name: &str,
     version: &str,
 ) -> Result<VersionInfo> {
-    match current_revision(conn, pkg_org, name, version)? {
+    match m.current_revision(pkg_org, name, version)? {
         Some(v) if v.org == viewer || v.visibility == Visibility::Public => Ok(v),
         _ => Err(Error::NotFound(format!(
             "connector {pkg_org}/{name}@{version}"
@@ -426,98 +367,73 @@ pub(crate) fn visible_version(
     }
 }
 
+/// The version install `install` runs, if its organisation may still see it.
+pub(crate) fn installed_version(m: &mut dyn Metadata, install: &Install) -> Result<VersionInfo> {
+    visible_version(
+        m,
+        &install.org,
+        &install.package_org,
+        &install.name,
+        &install.version.to_string(),
+    )
+}
+
+/// Append an audit entry for `org`, now.
 pub(crate) fn audit(
-    tx: &Transaction<'_>,
+    m: &mut dyn Metadata,
     org: &str,
     actor: &str,
     action: &str,
     subject: &str,
     before: Value,
     after: Value,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO audit (org, actor, at, action, subject, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![org, actor, now_ms(), action, subject, before.to_string(), after.to_string()],
-    )?;
-    Ok(())
-}
-
-fn install_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Install> {
-    let version: String = row.get(4)?;
-    let customisations: String = row.get(5)?;
-    Ok(Install {
-        id: row.get(0)?,
-        org: row.get(1)?,
-        package_org: row.get(2)?,
-        name: row.get(3)?,
-        version: semver::Version::parse(&version).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-        })?,
-        customisations: serde_json::from_str(&customisations).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
-        })?,
-        modified_by: row.get(6)?,
-        modified_at: row.get(7)?,
-        created_by: row.get(8)?,
-        created_at: row.get(9)?,
-        outbound: serde_json::from_str(&row.get::<_, String>(10)?).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
-        })?,
-        update_available: None,
+) -> Result<()> {
+    m.append_audit(&AuditEntry {
+        id: 0,
+        org: org.to_string(),
+        actor: actor.to_string(),
+        at: now_ms(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        before,
+        after,
     })
 }
 
-const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, modified_at, created_by, created_at, outbound";
+pub(crate) fn require_org(m: &mut dyn Metadata, org: &str) -> Result<()> {
+    if m.org_exists(org)? {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("organisation {org}")))
+    }
+}
 
-pub(crate) fn load_install(conn: &Connection, org: &str, id: i64) -> Result<Install> {
-    let mut install = load_install_row(conn, org, id)?;
-    install.update_available = newest_above(conn, org, &install)?;
+/// Install `id` of `org` with `update_available` worked out.
+fn load_install(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Install> {
+    let install = load_install_row(m, org, id)?;
+    with_update_available(m, install)
+}
+
+fn with_update_available(m: &mut dyn Metadata, mut install: Install) -> Result<Install> {
+    install.update_available = m
+        .visible_versions(&install.org, &install.package_org, &install.name)?
+        .into_iter()
+        .filter(|v| v.state == VersionState::Active && v.version > install.version)
+        .map(|v| v.version)
+        .max();
     Ok(install)
 }
 
 /// An install without `update_available` (which reads every version of the connector): what
 /// the call path needs.
-pub(crate) fn load_install_row(conn: &Connection, org: &str, id: i64) -> Result<Install> {
-    conn.prepare_cached(&format!(
-        "SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 AND id = ?2"
-    ))?
-    .query_row(params![org, id], install_row)
-    .optional()?
-    .ok_or_else(|| Error::NotFound(format!("install {id}")))
+pub(crate) fn load_install_row(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Install> {
+    m.install(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("install {id}")))
 }
 
-/// All versions of `pkg_org/name` that `viewer` may see (current revisions only).
-pub(crate) fn visible_versions(
-    conn: &Connection,
-    viewer: &str,
-    pkg_org: &str,
-    name: &str,
-) -> Result<Vec<VersionInfo>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {VERSION_COLUMNS} FROM versions v WHERE org = ?1 AND name = ?2 \
-         AND revision = (SELECT MAX(revision) FROM versions w \
-                         WHERE w.org = v.org AND w.name = v.name AND w.version = v.version) \
-         AND (org = ?3 OR visibility = 'public')"
-    ))?;
-    let mut versions = stmt
-        .query_map(params![pkg_org, name, viewer], version_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    versions.sort_by(|a, b| a.version.cmp(&b.version));
-    Ok(versions)
-}
-
-fn newest_above(
-    conn: &Connection,
-    viewer: &str,
-    install: &Install,
-) -> Result<Option<semver::Version>> {
-    Ok(
-        visible_versions(conn, viewer, &install.package_org, &install.name)?
-            .into_iter()
-            .filter(|v| v.state == VersionState::Active && v.version > install.version)
-            .map(|v| v.version)
-            .max(),
-    )
+pub(crate) fn load_instance(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Instance> {
+    m.instance(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("instance {id}")))
 }
 
 /// A new binding to `version` is allowed only while it is active.
@@ -529,19 +445,36 @@ pub(crate) fn check_bindable(version: &VersionInfo) -> Result<()> {
     }
 }
 
+/// `keys` must all be config keys `package` declares.
+fn check_config_keys<'a>(
+    package: &VersionInfo,
+    mut keys: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    match keys.find(|k| !package.description.config.iter().any(|c| &c.name == *k)) {
+        Some(key) => Err(Error::InvalidInput(format!(
+            "`{key}` is not a config key of {}",
+            package.reference()
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Registry {
     /// Open (creating if needed) the registry in `config.data_dir`.
     pub fn open(config: RegistryConfig, runtime: Runtime) -> Result<Self> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
-        let conn = crate::store::open(&dir.join("gantry.db"))?;
+        let meta: Arc<dyn MetadataStore> = match config.metadata {
+            Some(meta) => meta,
+            None => Arc::new(SqliteStore::open(&dir.join("gantry.db"))?),
+        };
         let blobs: Arc<dyn BlobStore> = match config.blobs {
             Some(blobs) => blobs,
             None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
         };
         let vault = Vault::open_or_create(&dir.join("secrets.key"))?;
         let registry = Self {
-            db: Mutex::new(conn),
+            meta,
             blobs,
             vault,
             runtime,
@@ -556,34 +489,42 @@ impl Registry {
         &self.runtime
     }
 
-    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Remove blobs that no version row references (left by a crash between blob write and
     /// commit).
     fn sweep_orphans(&self) -> Result<()> {
-        let conn = self.db();
-        for digest in self.blobs.sweep()? {
-            if self.delete_blob_if_unreferenced(&conn, &digest)? {
-                tracing::warn!(%digest, "removed an orphan blob");
+        let stored = self.blobs.sweep()?;
+        self.meta.write(|m| {
+            for digest in &stored {
+                if self.delete_blob_if_unreferenced(m, digest)? {
+                    tracing::warn!(%digest, "removed an orphan blob");
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Delete the blob of `digest` unless a version row still references it; `true` if deleted.
-    /// Call with the database lock held, so no publish commits a row for it meanwhile.
-    fn delete_blob_if_unreferenced(&self, conn: &Connection, digest: &Digest) -> Result<bool> {
-        let referenced: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
-            [digest.to_string()],
-            |r| r.get(0),
-        )?;
+    /// Call inside a write unit, so no publish commits a row for it meanwhile.
+    fn delete_blob_if_unreferenced(&self, m: &mut dyn Metadata, digest: &Digest) -> Result<bool> {
+        let referenced = m.digest_referenced(digest)?;
         if !referenced {
             self.blobs.delete(digest)?;
         }
         Ok(!referenced)
+    }
+
+    /// Delete the blobs of `digests` that no row references any more (after the rows' removal
+    /// committed: a crash in between leaves orphans, which opening sweeps).
+    fn delete_unreferenced_blobs(&self, digests: &[Digest]) -> Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        self.meta.write(|m| {
+            for digest in digests {
+                self.delete_blob_if_unreferenced(m, digest)?;
+            }
+            Ok(())
+        })
     }
 
     fn fault(&self, point: FaultPoint) -> Result<()> {
@@ -600,24 +541,7 @@ impl Registry {
     /// Create organisation `id` (idempotent).
     pub fn create_org(&self, id: &str) -> Result<()> {
         validate_name("organisation", id)?;
-        self.db().execute(
-            "INSERT OR IGNORE INTO orgs (id, created_at) VALUES (?1, ?2)",
-            params![id, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    pub(crate) fn require_org(conn: &Connection, org: &str) -> Result<()> {
-        let exists: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
-            [org],
-            |r| r.get(0),
-        )?;
-        if exists {
-            Ok(())
-        } else {
-            Err(Error::NotFound(format!("organisation {org}")))
-        }
+        self.meta.write(|m| m.create_org(id, now_ms()))
     }
 
     // ----- publishing ----------------------------------------------------------------------
@@ -635,7 +559,7 @@ impl Registry {
         for tag in &request.tags {
             validate_name("tag", tag)?;
         }
-        Self::require_org(&self.db(), org)?;
+        self.meta.read(|m| require_org(m, org))?;
         let connector = self.runtime.load(&request.bytes).await?;
         let described = connector.description();
         if described.name != request.name || described.version != version {
@@ -644,22 +568,22 @@ impl Registry {
                 found: format!("{}@{}", described.name, described.version),
             });
         }
-        let digest = *connector.digest();
-
-        let mut conn = self.db();
-        let result = self.publish_locked(&mut conn, org, actor, &request, &version, &connector);
+        let result = self
+            .meta
+            .write(|m| self.publish_in(m, org, actor, &request, &version, &connector));
         if result.is_err() {
             // Nothing committed: remove the blob unless another row already uses it.
-            if let Err(e) = self.delete_blob_if_unreferenced(&conn, &digest) {
+            let digest = connector.digest();
+            if let Err(e) = self.delete_unreferenced_blobs(&[*digest]) {
                 tracing::error!(%digest, error = %e, "cannot remove blob of a failed publish");
             }
         }
         result
     }
 
-    fn publish_locked(
+    fn publish_in(
         &self,
-        conn: &mut Connection,
+        m: &mut dyn Metadata,
         org: &str,
         actor: &str,
         request: &PublishRequest,
@@ -667,8 +591,7 @@ impl Registry {
         connector: &Connector,
     ) -> Result<(PublishOutcome, VersionInfo)> {
         let digest = *connector.digest();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing = current_revision(&tx, org, &request.name, &version.to_string())?;
+        let existing = m.current_revision(org, &request.name, &version.to_string())?;
         let (outcome, revision) = match &existing {
             None => (PublishOutcome::Created, 1),
             Some(current) if current.digest == digest => {
@@ -707,25 +630,9 @@ impl Registry {
             tags: request.tags.clone(),
             description: connector.description().clone(),
         };
-        tx.execute(
-            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-            params![
-                info.org,
-                info.name,
-                info.version.to_string(),
-                info.revision,
-                info.digest.to_string(),
-                info.size,
-                text(&info.visibility),
-                text(&info.state),
-                info.publisher,
-                info.published_at,
-                serde_json::to_string(&info.tags)?,
-                serde_json::to_string(&info.description)?,
-            ],
-        )?;
+        m.insert_version(&info)?;
         audit(
-            &tx,
+            m,
             org,
             actor,
             "publish",
@@ -736,7 +643,6 @@ impl Registry {
             serde_json::json!({"revision": info.revision, "digest": info.digest, "visibility": info.visibility}),
         )?;
         self.fault(FaultPoint::BeforeCommit)?;
-        tx.commit()?;
         Ok((outcome, info))
     }
 
@@ -749,84 +655,67 @@ impl Registry {
         version: &str,
         state: VersionState,
     ) -> Result<VersionInfo> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current = current_revision(&tx, org, name, version)?
-            .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
-        if current.state == state {
-            return Ok(current);
-        }
-        tx.execute(
-            "UPDATE versions SET state = ?4 WHERE org = ?1 AND name = ?2 AND version = ?3",
-            params![org, name, version, text(&state)],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "set-state",
-            &current.reference(),
-            serde_json::json!({"state": current.state}),
-            serde_json::json!({"state": state}),
-        )?;
-        tx.commit()?;
-        Ok(VersionInfo { state, ..current })
+        self.meta.write(|m| {
+            let current = m
+                .current_revision(org, name, version)?
+                .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
+            if current.state == state {
+                return Ok(current);
+            }
+            m.set_version_state(org, name, version, state)?;
+            audit(
+                m,
+                org,
+                actor,
+                "set-state",
+                &current.reference(),
+                serde_json::json!({"state": current.state}),
+                serde_json::json!({"state": state}),
+            )?;
+            Ok(VersionInfo { state, ..current })
+        })
     }
 
     /// Delete every revision of `org/name@version` (the publisher's own only). Refused while
     /// any install or flow step pins it, whether it is private or public.
     pub fn delete_version(&self, org: &str, actor: &str, name: &str, version: &str) -> Result<()> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current = current_revision(&tx, org, name, version)?
-            .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
-        let installs: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM installs WHERE pkg_org = ?1 AND name = ?2 AND version = ?3",
-            params![org, name, version],
-            |r| r.get(0),
-        )?;
-        let steps: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM steps WHERE digest IN \
-             (SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3)",
-            params![org, name, version],
-            |r| r.get(0),
-        )?;
-        if installs > 0 || steps > 0 {
-            return Err(Error::Conflict(format!(
-                "{} is pinned by {installs} install(s) and {steps} flow step(s)",
-                current.reference()
-            )));
-        }
-        let digests: Vec<String> = tx
-            .prepare("SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3")?
-            .query_map(params![org, name, version], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        tx.execute(
-            "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
-            params![org, name, version],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "delete-version",
-            &current.reference(),
-            serde_json::json!({"digests": digests}),
-            Value::Null,
-        )?;
-        tx.commit()?;
-        for digest in digests.iter().filter_map(|d| d.parse::<Digest>().ok()) {
-            self.delete_blob_if_unreferenced(&conn, &digest)?;
-        }
-        Ok(())
+        let digests = self.meta.write(|m| {
+            let current = m
+                .current_revision(org, name, version)?
+                .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
+            let pins = m.version_pins(org, name, version)?;
+            if pins.installs > 0 || pins.steps > 0 {
+                return Err(Error::Conflict(format!(
+                    "{} is pinned by {} install(s) and {} flow step(s)",
+                    current.reference(),
+                    pins.installs,
+                    pins.steps
+                )));
+            }
+            let digests = m.delete_version(org, name, version)?;
+            audit(
+                m,
+                org,
+                actor,
+                "delete-version",
+                &current.reference(),
+                serde_json::json!({"digests": digests}),
+                Value::Null,
+            )?;
+            Ok(digests)
+        })?;
+        self.delete_unreferenced_blobs(&digests)
     }
 
     /// Every version of `pkg_org/name` that `viewer` may see, oldest first.
     pub fn versions(&self, viewer: &str, pkg_org: &str, name: &str) -> Result<Vec<VersionInfo>> {
-        let versions = visible_versions(&self.db(), viewer, pkg_org, name)?;
+        let mut versions = self
+            .meta
+            .read(|m| m.visible_versions(viewer, pkg_org, name))?;
         if versions.is_empty() {
             return Err(Error::NotFound(format!("connector {pkg_org}/{name}")));
         }
+        versions.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(versions)
     }
 
@@ -838,21 +727,14 @@ impl Registry {
         name: &str,
         version: &str,
     ) -> Result<VersionInfo> {
-        visible_version(&self.db(), viewer, pkg_org, name, version)
+        self.meta
+            .read(|m| visible_version(m, viewer, pkg_org, name, version))
     }
 
     /// The marketplace as `viewer` sees it: public connectors and its own private ones, each with
     /// its newest non-blocked version and all versions' states.
     pub fn search(&self, viewer: &str, search: &Search) -> Result<Vec<Listing>> {
-        let conn = self.db();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {VERSION_COLUMNS} FROM versions v WHERE (org = ?1 OR visibility = 'public') \
-             AND revision = (SELECT MAX(revision) FROM versions w \
-                             WHERE w.org = v.org AND w.name = v.name AND w.version = v.version)"
-        ))?;
-        let rows = stmt
-            .query_map([viewer], version_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = self.meta.read(|m| m.visible_catalogue(viewer))?;
         let mut by_connector: BTreeMap<(String, String), Vec<VersionInfo>> = BTreeMap::new();
         for row in rows {
             by_connector
@@ -943,38 +825,35 @@ impl Registry {
         name: &str,
         version: &str,
     ) -> Result<Install> {
-        let mut conn = self.db();
-        Self::require_org(&conn, org)?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let target = visible_version(&tx, org, pkg_org, name, version)?;
-        check_bindable(&target)?;
-        let id = insert_install(&tx, org, actor, &target)?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "install",
-            &format!("install {id}"),
-            Value::Null,
-            serde_json::json!({"package": target.reference(), "digest": target.digest}),
-        )?;
-        tx.commit()?;
-        load_install(&conn, org, id)
+        self.meta.write(|m| {
+            require_org(m, org)?;
+            let target = visible_version(m, org, pkg_org, name, version)?;
+            check_bindable(&target)?;
+            let id = m.insert_install(org, actor, &target, now_ms())?;
+            audit(
+                m,
+                org,
+                actor,
+                "install",
+                &format!("install {id}"),
+                Value::Null,
+                serde_json::json!({"package": target.reference(), "digest": target.digest}),
+            )?;
+            load_install(m, org, id)
+        })
     }
 
     pub fn get_install(&self, org: &str, id: i64) -> Result<Install> {
-        load_install(&self.db(), org, id)
+        self.meta.read(|m| load_install(m, org, id))
     }
 
     pub fn installs(&self, org: &str) -> Result<Vec<Install>> {
-        let conn = self.db();
-        let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM installs WHERE org = ?1 ORDER BY id")?
-            .query_map([org], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids.into_iter()
-            .map(|id| load_install(&conn, org, id))
-            .collect()
+        self.meta.read(|m| {
+            m.installs(org)?
+                .into_iter()
+                .map(|install| with_update_available(m, install))
+                .collect()
+        })
     }
 
     /// Set the install's customisations (an overlay on the connector's default config). Keys
@@ -986,40 +865,22 @@ impl Registry {
         id: i64,
         customisations: BTreeMap<String, String>,
     ) -> Result<Install> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let install = load_install(&tx, org, id)?;
-        let package = visible_version(
-            &tx,
-            org,
-            &install.package_org,
-            &install.name,
-            &install.version.to_string(),
-        )?;
-        if let Some(key) = customisations
-            .keys()
-            .find(|k| !package.description.config.iter().any(|c| &c.name == *k))
-        {
-            return Err(Error::InvalidInput(format!(
-                "`{key}` is not a config key of {}",
-                package.reference()
-            )));
-        }
-        tx.execute(
-            "UPDATE installs SET customisations = ?3, modified_by = ?4, modified_at = ?5 WHERE org = ?1 AND id = ?2",
-            params![org, id, serde_json::to_string(&customisations)?, actor, now_ms()],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "customise",
-            &format!("install {id}"),
-            serde_json::to_value(&install.customisations)?,
-            serde_json::to_value(&customisations)?,
-        )?;
-        tx.commit()?;
-        load_install(&conn, org, id)
+        self.meta.write(|m| {
+            let install = load_install_row(m, org, id)?;
+            let package = installed_version(m, &install)?;
+            check_config_keys(&package, customisations.keys())?;
+            m.set_customisations(org, id, &customisations, actor, now_ms())?;
+            audit(
+                m,
+                org,
+                actor,
+                "customise",
+                &format!("install {id}"),
+                serde_json::to_value(&install.customisations)?,
+                serde_json::to_value(&customisations)?,
+            )?;
+            load_install(m, org, id)
+        })
     }
 
     /// Grant install `id` the outbound origins `hosts` (replacing earlier grants). Each must be
@@ -1032,24 +893,20 @@ impl Registry {
         hosts: Vec<String>,
     ) -> Result<Install> {
         crate::policy::parse_patterns(&hosts).map_err(Error::InvalidInput)?;
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let install = load_install(&tx, org, id)?;
-        tx.execute(
-            "UPDATE installs SET outbound = ?3 WHERE org = ?1 AND id = ?2",
-            params![org, id, serde_json::to_string(&hosts)?],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "grant-outbound",
-            &format!("install {id}"),
-            serde_json::to_value(&install.outbound)?,
-            serde_json::to_value(&hosts)?,
-        )?;
-        tx.commit()?;
-        load_install(&conn, org, id)
+        self.meta.write(|m| {
+            let install = load_install_row(m, org, id)?;
+            m.set_outbound(org, id, &hosts)?;
+            audit(
+                m,
+                org,
+                actor,
+                "grant-outbound",
+                &format!("install {id}"),
+                serde_json::to_value(&install.outbound)?,
+                serde_json::to_value(&hosts)?,
+            )?;
+            load_install(m, org, id)
+        })
     }
 
     /// Update install `id` to `version` in `mode`. Returns the install that now runs the new
@@ -1062,10 +919,24 @@ impl Registry {
         version: &str,
         mode: UpdateMode,
     ) -> Result<Install> {
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let install = load_install(&tx, org, id)?;
-        let target = visible_version(&tx, org, &install.package_org, &install.name, version)?;
+        let install = self
+            .meta
+            .write(|m| self.update_in(m, org, actor, id, version, mode))?;
+        self.collect_garbage()?;
+        Ok(install)
+    }
+
+    fn update_in(
+        &self,
+        m: &mut dyn Metadata,
+        org: &str,
+        actor: &str,
+        id: i64,
+        version: &str,
+        mode: UpdateMode,
+    ) -> Result<Install> {
+        let install = load_install_row(m, org, id)?;
+        let target = visible_version(m, org, &install.package_org, &install.name, version)?;
         check_bindable(&target)?;
         if target.version == install.version {
             return Err(Error::InvalidInput(format!(
@@ -1075,9 +946,9 @@ impl Registry {
         }
         let result_id = match mode {
             UpdateMode::Alongside => {
-                let new_id = insert_install(&tx, org, actor, &target)?;
+                let new_id = m.insert_install(org, actor, &target, now_ms())?;
                 audit(
-                    &tx,
+                    m,
                     org,
                     actor,
                     "update-alongside",
@@ -1103,15 +974,11 @@ impl Registry {
                             .join(", ")
                     )));
                 }
-                tx.execute(
-                    "UPDATE installs SET version = ?3, customisations = '{}', modified_by = NULL, modified_at = NULL \
-                     WHERE org = ?1 AND id = ?2",
-                    params![org, id, target.version.to_string()],
-                )?;
+                m.move_install(org, id, &target.version)?;
                 // Rebind every step bound through this install's instances, as part of the update.
-                let rebound = crate::flow::rebind_install_steps(&tx, org, id, &target)?;
+                let rebound = crate::flow::rebind_install_steps(m, org, id, &target)?;
                 audit(
-                    &tx,
+                    m,
                     org,
                     actor,
                     "update-overwrite",
@@ -1122,11 +989,7 @@ impl Registry {
                 id
             }
         };
-        tx.commit()?;
-        let install = load_install(&conn, org, result_id)?;
-        drop(conn);
-        self.collect_garbage()?;
-        Ok(install)
+        load_install(m, org, result_id)
     }
 
     // ----- instances -----------------------------------------------------------------------
@@ -1142,108 +1005,76 @@ impl Registry {
         secrets: BTreeMap<String, String>,
     ) -> Result<Instance> {
         validate_label("instance name", name)?;
-        let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let install = load_install(&tx, org, install_id)?;
-        let package = visible_version(
-            &tx,
-            org,
-            &install.package_org,
-            &install.name,
-            &install.version.to_string(),
-        )?;
-        let described = &package.description;
-        if let Some(key) = config
-            .keys()
-            .find(|k| !described.config.iter().any(|c| &c.name == *k))
-        {
-            return Err(Error::InvalidInput(format!(
-                "`{key}` is not a config key of {}",
-                package.reference()
-            )));
-        }
-        if let Some(key) = secrets
-            .keys()
-            .find(|k| !described.secrets.iter().any(|s| &s.name == *k))
-        {
-            return Err(Error::InvalidInput(format!(
-                "`{key}` is not a secret of {}",
-                package.reference()
-            )));
-        }
-        if let Some(missing) = described
-            .secrets
-            .iter()
-            .find(|s| s.required && !secrets.contains_key(&s.name))
-        {
-            return Err(Error::InvalidInput(format!(
-                "secret `{}` is required by {}",
-                missing.name,
-                package.reference()
-            )));
-        }
-        let secret_keys: Vec<String> = secrets.keys().cloned().collect();
-        let created_at = now_ms();
-        tx.execute(
-            "INSERT INTO instances (org, install_id, name, config, secret_keys, secrets, created_by, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, x'', ?6, ?7)",
-            params![org, install_id, name, serde_json::to_string(&config)?, serde_json::to_string(&secret_keys)?, actor, created_at],
-        )?;
-        let id = tx.last_insert_rowid();
         let plaintext = serde_json::to_string(&secrets)?;
-        let sealed = self.vault.seal(org, id, plaintext.as_bytes())?;
-        tx.execute(
-            "UPDATE instances SET secrets = ?2 WHERE id = ?1",
-            params![id, sealed],
-        )?;
-        audit(
-            &tx,
-            org,
-            actor,
-            "create-instance",
-            &format!("instance {id}"),
-            Value::Null,
-            serde_json::json!({"install": install_id, "name": name, "config": config, "secret_keys": secret_keys}),
-        )?;
-        tx.commit()?;
-        Ok(Instance {
-            id,
-            org: org.to_string(),
-            install_id,
-            name: name.to_string(),
-            config,
-            secret_keys,
-            created_by: actor.to_string(),
-            created_at,
+        self.meta.write(|m| {
+            let install = load_install_row(m, org, install_id)?;
+            let package = installed_version(m, &install)?;
+            check_config_keys(&package, config.keys())?;
+            let described = &package.description;
+            if let Some(key) = secrets
+                .keys()
+                .find(|k| !described.secrets.iter().any(|s| &s.name == *k))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "`{key}` is not a secret of {}",
+                    package.reference()
+                )));
+            }
+            if let Some(missing) = described
+                .secrets
+                .iter()
+                .find(|s| s.required && !secrets.contains_key(&s.name))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "secret `{}` is required by {}",
+                    missing.name,
+                    package.reference()
+                )));
+            }
+            let mut instance = Instance {
+                id: 0,
+                org: org.to_string(),
+                install_id,
+                name: name.to_string(),
+                config: config.clone(),
+                secret_keys: secrets.keys().cloned().collect(),
+                created_by: actor.to_string(),
+                created_at: now_ms(),
+            };
+            instance.id = m.insert_instance(&instance)?;
+            // Sealed with the id, so the ciphertext opens only in this row.
+            let sealed = self.vault.seal(org, instance.id, plaintext.as_bytes())?;
+            m.set_sealed_secrets(org, instance.id, &sealed)?;
+            audit(
+                m,
+                org,
+                actor,
+                "create-instance",
+                &format!("instance {}", instance.id),
+                Value::Null,
+                serde_json::json!({"install": install_id, "name": name, "config": config, "secret_keys": instance.secret_keys}),
+            )?;
+            Ok(instance)
         })
     }
 
     pub fn get_instance(&self, org: &str, id: i64) -> Result<Instance> {
-        load_instance(&self.db(), org, id)
+        self.meta.read(|m| load_instance(m, org, id))
     }
 
     pub fn instances(&self, org: &str) -> Result<Vec<Instance>> {
-        let conn = self.db();
-        let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM instances WHERE org = ?1 ORDER BY id")?
-            .query_map([org], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids.into_iter()
-            .map(|id| load_instance(&conn, org, id))
-            .collect()
+        self.meta.read(|m| m.instances(org))
     }
 
     /// The decrypted secrets of an instance, for a call only.
     pub(crate) fn open_secrets(
         &self,
-        conn: &Connection,
+        m: &mut dyn Metadata,
         org: &str,
         id: i64,
     ) -> Result<BTreeMap<String, String>> {
-        let sealed: Vec<u8> = conn
-            .prepare_cached("SELECT secrets FROM instances WHERE org = ?1 AND id = ?2")?
-            .query_row(params![org, id], |r| r.get(0))
-            .optional()?
+        let sealed = m
+            .sealed_secrets(org, id)?
             .ok_or_else(|| Error::NotFound(format!("instance {id}")))?;
         let plaintext = self
             .vault
@@ -1257,27 +1088,7 @@ impl Registry {
 
     /// The audit log of `org`, oldest first.
     pub fn audit_log(&self, org: &str) -> Result<Vec<AuditEntry>> {
-        let conn = self.db();
-        let mut stmt = conn.prepare(
-            "SELECT id, org, actor, at, action, subject, before, after FROM audit WHERE org = ?1 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([org], |r| {
-                let before: String = r.get(6)?;
-                let after: String = r.get(7)?;
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    org: r.get(1)?,
-                    actor: r.get(2)?,
-                    at: r.get(3)?,
-                    action: r.get(4)?,
-                    subject: r.get(5)?,
-                    before: serde_json::from_str(&before).unwrap_or(Value::Null),
-                    after: serde_json::from_str(&after).unwrap_or(Value::Null),
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        self.meta.read(|m| m.audit_log(org))
     }
 
     // ----- garbage -------------------------------------------------------------------------
@@ -1285,33 +1096,14 @@ impl Registry {
     /// Delete superseded private revisions nothing pins, their unreferenced blobs, and loaded
     /// connectors no step pins.
     pub(crate) fn collect_garbage(&self) -> Result<()> {
-        let conn = self.db();
-        let doomed: Vec<String> = conn
-            .prepare(
-                "SELECT v.digest FROM versions v WHERE v.revision < (SELECT MAX(revision) FROM versions w \
-                   WHERE w.org = v.org AND w.name = v.name AND w.version = v.version) \
-                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.digest = v.digest)",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for digest in doomed {
-            conn.execute(
-                "DELETE FROM versions WHERE digest = ?1 AND revision < (SELECT MAX(revision) FROM versions w \
-                   WHERE w.org = versions.org AND w.name = versions.name AND w.version = versions.version)",
-                [&digest],
-            )?;
-            if let Ok(digest) = digest.parse::<Digest>() {
-                self.delete_blob_if_unreferenced(&conn, &digest)?;
-            }
-        }
-        let pinned: std::collections::HashSet<String> = conn
-            .prepare("SELECT DISTINCT digest FROM steps")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let (doomed, pinned) = self
+            .meta
+            .write(|m| Ok((m.delete_superseded_unpinned()?, m.pinned_digests()?)))?;
+        self.delete_unreferenced_blobs(&doomed)?;
         self.loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|d, _| pinned.contains(&d.to_string()));
+            .retain(|d, _| pinned.contains(d));
         Ok(())
     }
 
@@ -1336,43 +1128,6 @@ impl Registry {
             .insert(*digest, connector.clone());
         Ok(connector)
     }
-}
-
-fn insert_install(
-    tx: &Transaction<'_>,
-    org: &str,
-    actor: &str,
-    target: &VersionInfo,
-) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO installs (org, pkg_org, name, version, customisations, created_by, created_at) \
-         VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6)",
-        params![org, target.org, target.name, target.version.to_string(), actor, now_ms()],
-    )?;
-    Ok(tx.last_insert_rowid())
-}
-
-pub(crate) fn load_instance(conn: &Connection, org: &str, id: i64) -> Result<Instance> {
-    conn.prepare_cached(
-        "SELECT id, org, install_id, name, config, secret_keys, created_by, created_at \
-         FROM instances WHERE org = ?1 AND id = ?2",
-    )?
-    .query_row(params![org, id], |r| {
-        let config: String = r.get(4)?;
-        let keys: String = r.get(5)?;
-        Ok(Instance {
-            id: r.get(0)?,
-            org: r.get(1)?,
-            install_id: r.get(2)?,
-            name: r.get(3)?,
-            config: serde_json::from_str(&config).unwrap_or_default(),
-            secret_keys: serde_json::from_str(&keys).unwrap_or_default(),
-            created_by: r.get(6)?,
-            created_at: r.get(7)?,
-        })
-    })
-    .optional()?
-    .ok_or_else(|| Error::NotFound(format!("instance {id}")))
 }
 
 #[cfg(test)]

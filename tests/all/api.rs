@@ -26,6 +26,7 @@ impl Server {
                     data_dir: dir.to_path_buf(),
                     faults: None,
                     blobs: None,
+                    metadata: None,
                 },
                 runtime,
             )
@@ -943,6 +944,7 @@ async fn the_router_alone_answers_health_and_refuses_anonymous_calls() {
                 data_dir: dir.path().to_path_buf(),
                 faults: None,
                 blobs: None,
+                metadata: None,
             },
             runtime().clone(),
         )

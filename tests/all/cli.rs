@@ -150,6 +150,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
                 data_dir: dir.path().to_path_buf(),
                 faults: None,
                 blobs: None,
+                metadata: None,
             },
             crate::support::runtime().clone(),
         )

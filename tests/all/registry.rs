@@ -18,6 +18,7 @@ fn open(dir: &Path) -> Registry {
             data_dir: dir.to_path_buf(),
             faults: None,
             blobs: None,
+            metadata: None,
         },
         runtime().clone(),
     )
@@ -769,6 +770,7 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
                 data_dir: dir.path().to_path_buf(),
                 faults: Some(hook),
                 blobs: None,
+                metadata: None,
             },
             runtime().clone(),
         )
@@ -1007,6 +1009,7 @@ async fn another_blob_store_plugs_in() {
             data_dir: dir.path().to_path_buf(),
             faults: None,
             blobs: Some(blobs.clone()),
+            metadata: None,
         },
         runtime().clone(),
     )
@@ -1044,4 +1047,120 @@ async fn another_blob_store_plugs_in() {
         .await
         .unwrap();
     assert_eq!(run.output, Some(json!({"via": "memory"})));
+}
+
+/// A metadata store in another place, with an outage switch: stands in for a PostgreSQL
+/// backend behind the `MetadataStore` seam, and counts the units the registry runs.
+struct RemoteMetadata {
+    inner: gantry_host::SqliteStore,
+    units: std::sync::atomic::AtomicUsize,
+    down: AtomicBool,
+}
+
+impl gantry_host::MetadataStore for RemoteMetadata {
+    fn unit(
+        &self,
+        access: gantry_host::Access,
+        work: &mut dyn FnMut(&mut dyn gantry_host::Metadata) -> Result<(), RegistryError>,
+    ) -> Result<(), RegistryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RegistryError::Storage("the database is unreachable".into()));
+        }
+        self.units.fetch_add(1, Ordering::SeqCst);
+        self.inner.unit(access, work)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_metadata_store_plugs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let meta = Arc::new(RemoteMetadata {
+        inner: gantry_host::SqliteStore::open(&elsewhere.path().join("meta.db")).unwrap(),
+        units: Default::default(),
+        down: AtomicBool::new(false),
+    });
+    let open_on = |meta: Arc<RemoteMetadata>| {
+        Registry::open(
+            RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                metadata: Some(meta),
+                ..RegistryConfig::default()
+            },
+            runtime().clone(),
+        )
+    };
+    let reg = open_on(meta.clone()).unwrap();
+    reg.create_org("acme").unwrap();
+    let token = reg
+        .create_token("acme", "admin@acme", gantry_host::Role::Operator, "ci")
+        .unwrap();
+    assert_eq!(reg.authenticate(&token).unwrap().unwrap().org, "acme");
+    let echo = connector("echo");
+    reg.publish(
+        "acme",
+        "dev@acme",
+        request("echo", "1.0.0", Visibility::Private, echo.clone()),
+    )
+    .await
+    .unwrap();
+    let install = reg
+        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+        .unwrap();
+    let instance = reg
+        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
+        .unwrap();
+    let flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "relay",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+    let run = reg
+        .run_flow("acme", flow.id, json!({"via": "elsewhere"}))
+        .await
+        .unwrap();
+    assert_eq!(run.output, Some(json!({"via": "elsewhere"})));
+    assert!(meta.units.load(Ordering::SeqCst) >= 10);
+    assert!(
+        !dir.path().join("gantry.db").exists(),
+        "no metadata written past the store: {:?}",
+        files_under(dir.path())
+    );
+
+    // An outage is a storage error, never a half-written publish or a crash.
+    meta.down.store(true, Ordering::SeqCst);
+    let blobs_before = files_under(&dir.path().join("blobs"));
+    let err = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, rebuilt(&echo, "2")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "storage", "{err}");
+    let err = reg
+        .invoke_instance("acme", instance.id, "echo", "{}")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "storage", "{err}");
+    assert_eq!(files_under(&dir.path().join("blobs")), blobs_before);
+    meta.down.store(false, Ordering::SeqCst);
+
+    // Everything is where the store keeps it: a new registry over it finds the flow and runs it.
+    drop(reg);
+    let reg = open_on(meta.clone()).unwrap();
+    assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
+    assert_eq!(reg.runs("acme", flow.id).unwrap().len(), 1);
+    let run = reg.run_flow("acme", flow.id, json!(2)).await.unwrap();
+    assert_eq!(run.output, Some(json!(2)));
+    assert!(
+        reg.audit_log("acme")
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "create-flow")
+    );
 }

@@ -1,0 +1,876 @@
+//! The embedded metadata store: one SQLite file in WAL mode with `synchronous=FULL`, its schema
+//! and migrations (tracked in `PRAGMA user_version`), and the [`MetadataStore`] over it.
+//!
+//! One connection behind a mutex: a unit holds it from start to end, and a write unit runs in
+//! an `IMMEDIATE` transaction, so writers are serialised as the trait requires.
+
+use crate::auth::{Principal, Role};
+use crate::digest::Digest;
+use crate::flow::{Flow, Run, RunStatus, Step};
+use crate::metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
+use crate::registry::{AuditEntry, Error, Install, Instance, Result, VersionInfo, VersionState};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE orgs (
+    id          TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE versions (
+    id           INTEGER PRIMARY KEY,
+    org          TEXT NOT NULL REFERENCES orgs(id),
+    name         TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    revision     INTEGER NOT NULL,
+    digest       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    visibility   TEXT NOT NULL CHECK (visibility IN ('private', 'public')),
+    state        TEXT NOT NULL CHECK (state IN ('active', 'deprecated', 'blocked')),
+    publisher    TEXT NOT NULL,
+    published_at INTEGER NOT NULL,
+    description  TEXT NOT NULL,
+    tags         TEXT NOT NULL,
+    UNIQUE (org, name, version, revision)
+);
+CREATE INDEX versions_digest ON versions(digest);
+CREATE TABLE installs (
+    id             INTEGER PRIMARY KEY,
+    org            TEXT NOT NULL REFERENCES orgs(id),
+    pkg_org        TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    customisations TEXT NOT NULL,
+    modified_by    TEXT,
+    modified_at    INTEGER,
+    created_by     TEXT NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+CREATE TABLE instances (
+    id          INTEGER PRIMARY KEY,
+    org         TEXT NOT NULL REFERENCES orgs(id),
+    install_id  INTEGER NOT NULL REFERENCES installs(id),
+    name        TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    secret_keys TEXT NOT NULL,
+    secrets     BLOB NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE flows (
+    id         INTEGER PRIMARY KEY,
+    org        TEXT NOT NULL REFERENCES orgs(id),
+    name       TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (org, name)
+);
+CREATE TABLE steps (
+    flow_id     INTEGER NOT NULL REFERENCES flows(id),
+    position    INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    operation   TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    PRIMARY KEY (flow_id, position)
+);
+CREATE INDEX steps_digest ON steps(digest);
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    org         TEXT NOT NULL REFERENCES orgs(id),
+    flow_id     INTEGER NOT NULL REFERENCES flows(id),
+    status      TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    record      TEXT NOT NULL
+);
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    org     TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    before  TEXT NOT NULL,
+    after   TEXT NOT NULL
+);
+CREATE INDEX audit_org ON audit(org, id);
+"#,
+    // 2: outbound origins granted to an install.
+    "ALTER TABLE installs ADD COLUMN outbound TEXT NOT NULL DEFAULT '[]';",
+    // 3: API tokens, stored as sha256 hashes.
+    r#"
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,
+    org        TEXT NOT NULL REFERENCES orgs(id),
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'publisher', 'operator', 'viewer')),
+    label      TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+"#,
+];
+
+/// The SQLite [`MetadataStore`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: Mutex::new(open(path)?),
+        })
+    }
+}
+
+impl MetadataStore for SqliteStore {
+    fn unit(
+        &self,
+        access: Access,
+        work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        match access {
+            // The mutex keeps this process's writers out; no other process opens the file.
+            Access::Read => work(&mut Sql(&conn)),
+            Access::Write => {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                work(&mut Sql(&tx))?;
+                tx.commit()?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+// ----- row conversions ----------------------------------------------------------------------
+
+fn bad_column(
+    index: usize,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, Type::Text, e.into())
+}
+
+/// A unit enum as the text it serialises to (`"deprecated"`).
+fn text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => unreachable!("unit enums serialise as strings"),
+    }
+}
+
+/// Column `index` of `row`, parsed from JSON (or, for unit enums, from their text).
+fn json<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    serde_json::from_str(&row.get::<_, String>(index)?).map_err(|e| bad_column(index, e))
+}
+
+fn enum_text<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    serde_json::from_value(Value::String(row.get(index)?)).map_err(|e| bad_column(index, e))
+}
+
+fn semver(row: &Row<'_>, index: usize) -> rusqlite::Result<semver::Version> {
+    semver::Version::parse(&row.get::<_, String>(index)?).map_err(|e| bad_column(index, e))
+}
+
+fn digest(row: &Row<'_>, index: usize) -> rusqlite::Result<Digest> {
+    row.get::<_, String>(index)?
+        .parse()
+        .map_err(|e: crate::ParseDigestError| bad_column(index, e))
+}
+
+const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
+    state, publisher, published_at, tags, description";
+
+fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
+    Ok(VersionInfo {
+        org: row.get(0)?,
+        name: row.get(1)?,
+        version: semver(row, 2)?,
+        revision: row.get(3)?,
+        digest: digest(row, 4)?,
+        size: row.get(5)?,
+        visibility: enum_text(row, 6)?,
+        state: enum_text(row, 7)?,
+        publisher: row.get(8)?,
+        published_at: row.get(9)?,
+        tags: json(row, 10)?,
+        description: json(row, 11)?,
+    })
+}
+
+/// Keeps only the newest revision of each version (of the rows aliased `v`).
+const CURRENT_REVISION: &str = "v.revision = (SELECT MAX(revision) FROM versions w \
+    WHERE w.org = v.org AND w.name = v.name AND w.version = v.version)";
+
+const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, \
+    modified_at, created_by, created_at, outbound";
+
+fn install_row(row: &Row<'_>) -> rusqlite::Result<Install> {
+    Ok(Install {
+        id: row.get(0)?,
+        org: row.get(1)?,
+        package_org: row.get(2)?,
+        name: row.get(3)?,
+        version: semver(row, 4)?,
+        customisations: json(row, 5)?,
+        modified_by: row.get(6)?,
+        modified_at: row.get(7)?,
+        created_by: row.get(8)?,
+        created_at: row.get(9)?,
+        outbound: json(row, 10)?,
+        update_available: None,
+    })
+}
+
+const INSTANCE_COLUMNS: &str =
+    "id, org, install_id, name, config, secret_keys, created_by, created_at";
+
+fn instance_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
+    Ok(Instance {
+        id: row.get(0)?,
+        org: row.get(1)?,
+        install_id: row.get(2)?,
+        name: row.get(3)?,
+        config: json(row, 4)?,
+        secret_keys: json(row, 5)?,
+        created_by: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
+    Ok(Step {
+        name: row.get(0)?,
+        instance: row.get(1)?,
+        operation: row.get(2)?,
+        input: json(row, 3)?,
+        digest: digest(row, 4)?,
+    })
+}
+
+fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        org: row.get(1)?,
+        actor: row.get(2)?,
+        at: row.get(3)?,
+        action: row.get(4)?,
+        subject: row.get(5)?,
+        before: json(row, 6)?,
+        after: json(row, 7)?,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Storage(format!("cannot store JSON: {e}")))
+}
+
+// ----- the statements -----------------------------------------------------------------------
+
+/// One unit's view: the connection, or the transaction a write unit runs in.
+struct Sql<'c>(&'c Connection);
+
+impl Sql<'_> {
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_map(params, map)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(params, map)
+            .optional()?)
+    }
+
+    fn exists(&self, sql: &str, params: impl rusqlite::Params) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(params, |r| r.get(0))?)
+    }
+
+    /// Run `sql`; returns how many rows it changed.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        Ok(self.0.prepare_cached(sql)?.execute(params)?)
+    }
+
+    /// Run an `INSERT`; returns the new row's id.
+    fn insert(&self, sql: &str, params: impl rusqlite::Params) -> Result<i64> {
+        self.run(sql, params)?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn steps(&self, flow: i64) -> Result<Vec<Step>> {
+        self.all(
+            "SELECT name, instance_id, operation, input, digest FROM steps \
+             WHERE flow_id = ?1 ORDER BY position",
+            [flow],
+            step_row,
+        )
+    }
+
+    fn with_steps(&self, org: &str, (id, name, created_by, created_at): FlowRow) -> Result<Flow> {
+        Ok(Flow {
+            id,
+            org: org.to_string(),
+            name,
+            steps: self.steps(id)?,
+            created_by,
+            created_at,
+        })
+    }
+}
+
+type FlowRow = (i64, String, String, i64);
+
+fn flow_row(row: &Row<'_>) -> rusqlite::Result<FlowRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+impl Metadata for Sql<'_> {
+    fn create_org(&mut self, id: &str, at: i64) -> Result<()> {
+        self.run(
+            "INSERT OR IGNORE INTO orgs (id, created_at) VALUES (?1, ?2)",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    fn org_exists(&mut self, id: &str) -> Result<bool> {
+        self.exists("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", [id])
+    }
+
+    fn current_revision(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<VersionInfo>> {
+        self.one(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 \
+                 AND version = ?3 ORDER BY revision DESC LIMIT 1"
+            ),
+            params![org, name, version],
+            version_row,
+        )
+    }
+
+    fn version_by_digest(&mut self, digest: &Digest) -> Result<Option<VersionInfo>> {
+        self.one(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE digest = ?1 \
+                 ORDER BY revision DESC LIMIT 1"
+            ),
+            [digest.to_string()],
+            version_row,
+        )
+    }
+
+    fn visible_versions(
+        &mut self,
+        viewer: &str,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>> {
+        self.all(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE org = ?1 AND name = ?2 \
+                 AND {CURRENT_REVISION} AND (org = ?3 OR visibility = 'public')"
+            ),
+            params![org, name, viewer],
+            version_row,
+        )
+    }
+
+    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<VersionInfo>> {
+        self.all(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v \
+                 WHERE (org = ?1 OR visibility = 'public') AND {CURRENT_REVISION}"
+            ),
+            [viewer],
+            version_row,
+        )
+    }
+
+    fn insert_version(&mut self, v: &VersionInfo) -> Result<()> {
+        self.run(
+            &format!(
+                "INSERT INTO versions ({VERSION_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
+            params![
+                v.org,
+                v.name,
+                v.version.to_string(),
+                v.revision,
+                v.digest.to_string(),
+                v.size,
+                text(&v.visibility),
+                text(&v.state),
+                v.publisher,
+                v.published_at,
+                to_json(&v.tags)?,
+                to_json(&v.description)?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_version_state(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        state: VersionState,
+    ) -> Result<()> {
+        self.run(
+            "UPDATE versions SET state = ?4 WHERE org = ?1 AND name = ?2 AND version = ?3",
+            params![org, name, version, text(&state)],
+        )?;
+        Ok(())
+    }
+
+    fn version_pins(&mut self, org: &str, name: &str, version: &str) -> Result<Pins> {
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self
+                .0
+                .prepare_cached(sql)?
+                .query_row(params![org, name, version], |r| r.get(0))?)
+        };
+        Ok(Pins {
+            installs: count(
+                "SELECT COUNT(*) FROM installs WHERE pkg_org = ?1 AND name = ?2 AND version = ?3",
+            )?,
+            steps: count(
+                "SELECT COUNT(*) FROM steps WHERE digest IN \
+                 (SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3)",
+            )?,
+        })
+    }
+
+    fn delete_version(&mut self, org: &str, name: &str, version: &str) -> Result<Vec<Digest>> {
+        let digests = self.all(
+            "SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
+            params![org, name, version],
+            |r| digest(r, 0),
+        )?;
+        self.run(
+            "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
+            params![org, name, version],
+        )?;
+        Ok(digests)
+    }
+
+    fn delete_superseded_unpinned(&mut self) -> Result<Vec<Digest>> {
+        let doomed = self.all(
+            &format!(
+                "SELECT v.id, v.digest FROM versions v WHERE NOT ({CURRENT_REVISION}) \
+                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.digest = v.digest)"
+            ),
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, digest(r, 1)?)),
+        )?;
+        for (id, _) in &doomed {
+            self.run("DELETE FROM versions WHERE id = ?1", [id])?;
+        }
+        Ok(doomed.into_iter().map(|(_, digest)| digest).collect())
+    }
+
+    fn digest_referenced(&mut self, digest: &Digest) -> Result<bool> {
+        self.exists(
+            "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
+            [digest.to_string()],
+        )
+    }
+
+    fn pinned_digests(&mut self) -> Result<HashSet<Digest>> {
+        Ok(self
+            .all("SELECT DISTINCT digest FROM steps", [], |r| digest(r, 0))?
+            .into_iter()
+            .collect())
+    }
+
+    fn insert_install(
+        &mut self,
+        org: &str,
+        actor: &str,
+        version: &VersionInfo,
+        at: i64,
+    ) -> Result<i64> {
+        self.insert(
+            "INSERT INTO installs (org, pkg_org, name, version, customisations, created_by, created_at) \
+             VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6)",
+            params![org, version.org, version.name, version.version.to_string(), actor, at],
+        )
+    }
+
+    fn install(&mut self, org: &str, id: i64) -> Result<Option<Install>> {
+        self.one(
+            &format!("SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 AND id = ?2"),
+            params![org, id],
+            install_row,
+        )
+    }
+
+    fn installs(&mut self, org: &str) -> Result<Vec<Install>> {
+        self.all(
+            &format!("SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 ORDER BY id"),
+            [org],
+            install_row,
+        )
+    }
+
+    fn set_customisations(
+        &mut self,
+        org: &str,
+        id: i64,
+        customisations: &BTreeMap<String, String>,
+        by: &str,
+        at: i64,
+    ) -> Result<()> {
+        self.run(
+            "UPDATE installs SET customisations = ?3, modified_by = ?4, modified_at = ?5 \
+             WHERE org = ?1 AND id = ?2",
+            params![org, id, to_json(customisations)?, by, at],
+        )?;
+        Ok(())
+    }
+
+    fn set_outbound(&mut self, org: &str, id: i64, origins: &[String]) -> Result<()> {
+        self.run(
+            "UPDATE installs SET outbound = ?3 WHERE org = ?1 AND id = ?2",
+            params![org, id, to_json(&origins)?],
+        )?;
+        Ok(())
+    }
+
+    fn move_install(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()> {
+        self.run(
+            "UPDATE installs SET version = ?3, customisations = '{}', modified_by = NULL, \
+             modified_at = NULL WHERE org = ?1 AND id = ?2",
+            params![org, id, version.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_instance(&mut self, i: &Instance) -> Result<i64> {
+        self.insert(
+            "INSERT INTO instances (org, install_id, name, config, secret_keys, secrets, created_by, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, x'', ?6, ?7)",
+            params![
+                i.org,
+                i.install_id,
+                i.name,
+                to_json(&i.config)?,
+                to_json(&i.secret_keys)?,
+                i.created_by,
+                i.created_at
+            ],
+        )
+    }
+
+    fn set_sealed_secrets(&mut self, org: &str, id: i64, sealed: &[u8]) -> Result<()> {
+        self.run(
+            "UPDATE instances SET secrets = ?3 WHERE org = ?1 AND id = ?2",
+            params![org, id, sealed],
+        )?;
+        Ok(())
+    }
+
+    fn sealed_secrets(&mut self, org: &str, id: i64) -> Result<Option<Vec<u8>>> {
+        self.one(
+            "SELECT secrets FROM instances WHERE org = ?1 AND id = ?2",
+            params![org, id],
+            |r| r.get(0),
+        )
+    }
+
+    fn instance(&mut self, org: &str, id: i64) -> Result<Option<Instance>> {
+        self.one(
+            &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE org = ?1 AND id = ?2"),
+            params![org, id],
+            instance_row,
+        )
+    }
+
+    fn instances(&mut self, org: &str) -> Result<Vec<Instance>> {
+        self.all(
+            &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE org = ?1 ORDER BY id"),
+            [org],
+            instance_row,
+        )
+    }
+
+    fn flow_name_taken(&mut self, org: &str, name: &str) -> Result<bool> {
+        self.exists(
+            "SELECT EXISTS (SELECT 1 FROM flows WHERE org = ?1 AND name = ?2)",
+            params![org, name],
+        )
+    }
+
+    fn insert_flow(&mut self, org: &str, name: &str, actor: &str, at: i64) -> Result<i64> {
+        self.insert(
+            "INSERT INTO flows (org, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![org, name, actor, at],
+        )
+    }
+
+    fn insert_step(&mut self, flow: i64, position: usize, step: &Step) -> Result<()> {
+        self.run(
+            "INSERT INTO steps (flow_id, position, name, instance_id, operation, input, digest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                flow,
+                position,
+                step.name,
+                step.instance,
+                step.operation,
+                step.input.to_string(),
+                step.digest.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn flow(&mut self, org: &str, id: i64) -> Result<Option<Flow>> {
+        let row = self.one(
+            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 AND id = ?2",
+            params![org, id],
+            flow_row,
+        )?;
+        row.map(|row| self.with_steps(org, row)).transpose()
+    }
+
+    fn flows(&mut self, org: &str) -> Result<Vec<Flow>> {
+        self.all(
+            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 ORDER BY id",
+            [org],
+            flow_row,
+        )?
+        .into_iter()
+        .map(|row| self.with_steps(org, row))
+        .collect()
+    }
+
+    fn steps_through_install(&mut self, org: &str, install: i64) -> Result<Vec<BoundStep>> {
+        self.all(
+            "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest \
+             FROM steps s JOIN flows f ON f.id = s.flow_id \
+             WHERE f.org = ?1 AND s.instance_id IN \
+               (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2) \
+             ORDER BY s.flow_id, s.position",
+            params![org, install],
+            |r| {
+                Ok(BoundStep {
+                    flow: r.get(0)?,
+                    name: r.get(1)?,
+                    operation: r.get(2)?,
+                    instance: r.get(3)?,
+                    digest: digest(r, 4)?,
+                })
+            },
+        )
+    }
+
+    fn bind_step(&mut self, flow: i64, step: &str, instance: i64, digest: &Digest) -> Result<()> {
+        self.run(
+            "UPDATE steps SET instance_id = ?3, digest = ?4 WHERE flow_id = ?1 AND name = ?2",
+            params![flow, step, instance, digest.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64> {
+        let status = match run.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        };
+        self.insert(
+            "INSERT INTO runs (org, flow_id, status, started_at, duration_ms, record) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                org,
+                run.flow_id,
+                status,
+                run.started_at,
+                (run.duration_us / 1000) as i64,
+                to_json(run)?
+            ],
+        )
+    }
+
+    fn runs(&mut self, org: &str, flow: i64) -> Result<Vec<Run>> {
+        self.all(
+            "SELECT id, record FROM runs WHERE org = ?1 AND flow_id = ?2 ORDER BY id DESC",
+            params![org, flow],
+            |r| {
+                Ok(Run {
+                    id: r.get(0)?,
+                    ..json(r, 1)?
+                })
+            },
+        )
+    }
+
+    fn insert_token(
+        &mut self,
+        org: &str,
+        role: Role,
+        label: &str,
+        hash: &str,
+        at: i64,
+    ) -> Result<i64> {
+        self.insert(
+            "INSERT INTO tokens (org, role, label, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![org, text(&role), label, hash, at],
+        )
+    }
+
+    fn token(&mut self, hash: &str) -> Result<Option<Principal>> {
+        self.one(
+            "SELECT id, org, role, label FROM tokens WHERE hash = ?1",
+            [hash],
+            |r| {
+                Ok(Principal {
+                    token_id: r.get(0)?,
+                    org: r.get(1)?,
+                    role: enum_text(r, 2)?,
+                    label: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    fn append_audit(&mut self, e: &AuditEntry) -> Result<()> {
+        self.run(
+            "INSERT INTO audit (org, actor, at, action, subject, before, after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                e.org,
+                e.actor,
+                e.at,
+                e.action,
+                e.subject,
+                e.before.to_string(),
+                e.after.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&mut self, org: &str) -> Result<Vec<AuditEntry>> {
+        self.all(
+            "SELECT id, org, actor, at, action, subject, before, after FROM audit \
+             WHERE org = ?1 ORDER BY id",
+            [org],
+            audit_row,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Visibility;
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        let conn = open(&path).unwrap();
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_unit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap());
+        let failed: Result<()> = store.write(|m| {
+            m.create_org("acme", 1)?;
+            assert!(m.org_exists("acme")?, "a unit sees its own writes");
+            Err(Error::Conflict("stop".into()))
+        });
+        assert_eq!(failed, Err(Error::Conflict("stop".into())));
+        assert!(!store.read(|m| m.org_exists("acme")).unwrap());
+        store.write(|m| m.create_org("acme", 1)).unwrap();
+        assert!(store.read(|m| m.org_exists("acme")).unwrap());
+    }
+
+    #[test]
+    fn stored_enums_keep_their_text() {
+        assert_eq!(text(&Visibility::Public), "public");
+        assert_eq!(text(&VersionState::Deprecated), "deprecated");
+        assert_eq!(text(&Role::Operator), "operator");
+    }
+}
