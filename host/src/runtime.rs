@@ -377,7 +377,10 @@ impl Runtime {
         Description::try_from(info).map_err(LoadError::Describe)
     }
 
-    /// Run `operation` of `connector` on the JSON document `input`, in a fresh sandbox.
+    /// Run `operation` of `connector` on the JSON document `input`, in a fresh sandbox. The
+    /// output is checked to be JSON; input that is not JSON is reported as
+    /// [`CallError::InvalidInput`] when the connector refuses it or answers with something that
+    /// is not JSON (a connector that accepts it is not second-guessed).
     pub async fn invoke(
         &self,
         connector: &Arc<Connector>,

@@ -50,7 +50,7 @@ async fn echo_v2_wraps_its_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_operation_and_bad_json_are_refused_before_the_guest_runs() {
+async fn unknown_operations_are_refused_and_input_that_is_not_json_is_reported() {
     let rt = runtime();
     let echo = rt.load(&connector("echo")).await.unwrap();
     let err = rt
@@ -61,11 +61,31 @@ async fn unknown_operation_and_bad_json_are_refused_before_the_guest_runs() {
         matches!(&err, CallError::UnknownOperation { available, .. } if available.contains(&"echo".to_string())),
         "{err}"
     );
+    // Echo answers with what it was given: not JSON, so the input is judged and found wrong.
     let err = rt
         .invoke(&echo, "echo", "{not json", &CallContext::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "invalid-input");
+    assert!(
+        matches!(&err, CallError::InvalidInput(m) if m.contains("line 1")),
+        "{err}"
+    );
+    // A connector that refuses input which is not JSON gets the same, precise, error.
+    let transform = rt.load(&connector("json-transform")).await.unwrap();
+    let err = rt
+        .invoke(&transform, "pick", "[1, 2", &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, CallError::InvalidInput(_)), "{err:?}");
+    // Valid JSON the connector refuses stays the connector's own error.
+    let err = rt
+        .invoke(&transform, "pick", "[1, 2]", &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Guest(ConnectorError::InvalidInput(_))),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
 
-fn cargo_build(manifest: &Path, target: &str, target_dir: &Path, package: Option<&str>) {
+fn cargo_build(
+    manifest: &Path,
+    profile: &str,
+    target: &str,
+    target_dir: &Path,
+    package: Option<&str>,
+) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--target", target, "--manifest-path"])
+        .args([
+            "build",
+            "--profile",
+            profile,
+            "--target",
+            target,
+            "--manifest-path",
+        ])
         .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir)
@@ -32,11 +45,12 @@ pub fn extism_plugin() -> Vec<u8> {
     let target_dir = root.join("peers/extism/target/plugin");
     cargo_build(
         &root.join("peers/extism/Cargo.toml"),
+        "plugin",
         "wasm32-unknown-unknown",
         &target_dir,
         Some("gantry-extism-plugin"),
     );
-    std::fs::read(target_dir.join("wasm32-unknown-unknown/release/gantry_extism_plugin.wasm"))
+    std::fs::read(target_dir.join("wasm32-unknown-unknown/plugin/gantry_extism_plugin.wasm"))
         .expect("reading the built Extism plugin")
 }
 
@@ -46,6 +60,7 @@ pub fn gantry_connector(name: &str) -> Vec<u8> {
     let target_dir = root.join("target/sample-connectors");
     cargo_build(
         &root.join("sample-connectors/Cargo.toml"),
+        "release",
         "wasm32-wasip2",
         &target_dir,
         None,
