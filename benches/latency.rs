@@ -2,7 +2,8 @@
 //! for each case (echo 100 B, echo 10 KB, json-transform `pick` on ~1 KB) the native function,
 //! a hand-rolled wasmtime host (live instance; fresh instance per call), Gantry's sandboxed
 //! `invoke`, a call of an instance through the registry, and the HTTP API on 127.0.0.1; then
-//! the per-call cost with 1, 10 and 100 loaded versions, the hot swap, and the cold paths.
+//! the per-call cost with 1, 10 and 100 loaded versions (Gantry and the hand-rolled host), the
+//! hot swap, and the cold paths.
 //!
 //! Run: `cargo bench --bench latency` (percentiles and calls/s: `gantry bench`).
 
@@ -81,8 +82,24 @@ fn loaded_versions(c: &mut Criterion) {
     let case = &cases::standard()[0];
     let bytes = support::connector(&case.connector);
     let ctx = CallContext::default();
+    let raw = RawHost::new().unwrap();
     let mut group = c.benchmark_group("loaded-versions");
     for count in [1, 10, 100] {
+        let components: Vec<_> = (0..count)
+            .map(|n| raw.load(&scenario::variant(&bytes, n as u64)).unwrap())
+            .collect();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("wasmtime-fresh-instance", count), |b| {
+            b.iter(|| {
+                next = (next + 1) % components.len();
+                black_box(
+                    components[next]
+                        .call_fresh(&case.operation, black_box(&case.input))
+                        .unwrap(),
+                )
+            })
+        });
+        drop(components);
         let loaded = tokio
             .block_on(scenario::load_versions(runtime, &bytes, count))
             .unwrap();

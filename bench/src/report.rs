@@ -118,10 +118,19 @@ pub struct Results {
     pub restart_first_call: Vec<Duration>,
     /// (steady, swapping, rebinds)
     pub hot_swap: Option<(Summary, Summary, usize)>,
-    /// (loaded versions, one-caller summary)
-    pub loaded: Vec<(usize, Summary)>,
+    /// One caller, calls going round `count` loaded versions.
+    pub loaded: Vec<Loaded>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
+}
+
+/// Calls going round `count` distinct versions of one connector: Gantry, and the hand-rolled
+/// host on as many components (what the growth costs wasmtime itself).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub count: usize,
+    pub gantry: Summary,
+    pub raw: Option<Summary>,
 }
 
 pub const NATIVE: &str = "native fn";
@@ -264,8 +273,23 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
-        let summary = tokio.block_on(gantry_calls(&runtime, &loaded, op, input, options.load(1)));
-        results.loaded.push((count, summary));
+        let gantry = tokio.block_on(gantry_calls(&runtime, &loaded, op, input, options.load(1)));
+        drop(loaded);
+        let raw = (0..count)
+            .map(|n| raw.load(&scenario::variant(bytes, n as u64)))
+            .collect::<Result<Vec<_>>>()
+            .ok()
+            .map(|components| {
+                closed_loop_threads(options.load(1), || {
+                    let mut next = 0;
+                    let components = &components;
+                    move || {
+                        next = (next + 1) % components.len();
+                        components[next].call_fresh(op, input).is_ok()
+                    }
+                })
+            });
+        results.loaded.push(Loaded { count, gantry, raw });
     }
     Ok(results)
 }
@@ -401,18 +425,30 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
     if !results.loaded.is_empty() {
         writeln!(
             out,
-            "\nloaded versions ({}, gantry in-process, 1 caller)",
+            "\nloaded versions ({}, 1 caller, calls going round them; fresh instance per call)",
             options.cases[0].name
         )?;
-        let first = results.loaded[0].1.p50;
-        for (count, s) in &results.loaded {
-            writeln!(
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+        let first = &results.loaded[0];
+        for l in &results.loaded {
+            write!(
                 out,
-                "  {count:>4} loaded: p50 {:>10}  p99 {:>10}  ({:.2}× the first)",
-                fmt(s.p50),
-                fmt(s.p99),
-                s.p50.as_secs_f64() / first.as_secs_f64().max(f64::EPSILON)
+                "  {:>4} loaded: gantry p50 {:>10} p99 {:>10} ({:.2}× the first)",
+                l.count,
+                fmt(l.gantry.p50),
+                fmt(l.gantry.p99),
+                ratio(l.gantry.p50, first.gantry.p50)
             )?;
+            match (&l.raw, &first.raw) {
+                (Some(raw), Some(raw_first)) => writeln!(
+                    out,
+                    "   wasmtime p50 {:>10} ({:.2}× the first)   gantry ÷ wasmtime {:.2}×",
+                    fmt(raw.p50),
+                    ratio(raw.p50, raw_first.p50),
+                    ratio(l.gantry.p50, raw.p50)
+                )?,
+                _ => writeln!(out)?,
+            }
         }
     }
     for note in &results.notes {
