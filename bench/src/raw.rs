@@ -102,6 +102,7 @@ impl RawHost {
             .max_memory_size(1 << 30)
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10)
+            .max_unused_warm_slots(1000)
             .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
         config

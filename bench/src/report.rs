@@ -116,13 +116,31 @@ pub struct Results {
     pub cases: Vec<(Case, Vec<Row>)>,
     pub publish_first_call: Vec<Duration>,
     pub restart_first_call: Vec<Duration>,
-    /// (steady, swapping, rebinds)
-    pub hot_swap: Option<(Summary, Summary, usize)>,
+    /// Steady and swapping windows, interleaved.
+    pub hot_swap: Vec<SwapRound>,
     /// One caller, calls going round `count` loaded versions.
     pub loaded: Vec<Loaded>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
+
+/// One round of the hot swap: a window of calls without rebinds, then one with them.
+#[derive(Debug, Clone)]
+pub struct SwapRound {
+    pub steady: Summary,
+    pub swapping: Summary,
+    pub rebinds: usize,
+}
+
+impl SwapRound {
+    fn p99_ratio(&self) -> f64 {
+        self.swapping.p99.as_secs_f64() / self.steady.p99.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Rounds of the hot swap: steady and swapping windows alternate, so a disturbance of the
+/// machine (frequent on a shared box) lands in both kinds of window instead of skewing one.
+const SWAP_ROUNDS: u32 = 4;
 
 /// Calls going round `count` distinct versions of one connector: Gantry, and the hand-rolled
 /// host on as many components (what the growth costs wasmtime itself).
@@ -249,26 +267,23 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
     writeln!(progress, "measuring the hot swap …")?;
     let a = tokio.block_on(runtime.load(bytes))?;
     let b = tokio.block_on(runtime.load(&scenario::variant(bytes, 1)))?;
-    let load = options.load(options.callers);
-    let (steady, _) = tokio.block_on(scenario::hot_swap(
-        &runtime,
-        a.clone(),
-        b.clone(),
-        op,
-        input,
-        load,
-        None,
-    ));
-    let (swapping, swaps) = tokio.block_on(scenario::hot_swap(
-        &runtime,
-        a,
-        b,
-        op,
-        input,
-        load,
-        Some(options.swap_every),
-    ));
-    results.hot_swap = Some((steady, swapping, swaps));
+    let load = Load {
+        duration: options.duration / SWAP_ROUNDS,
+        ..options.load(options.callers)
+    };
+    for _ in 0..SWAP_ROUNDS {
+        let swap = |every| {
+            let (a, b) = (a.clone(), b.clone());
+            tokio.block_on(scenario::hot_swap(&runtime, a, b, op, input, load, every))
+        };
+        let (steady, _) = swap(None);
+        let (swapping, rebinds) = swap(Some(options.swap_every));
+        results.hot_swap.push(SwapRound {
+            steady,
+            swapping,
+            rebinds,
+        });
+    }
 
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
@@ -398,28 +413,50 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         "  restart → first call (cache):      {}   target < 5 ms",
         quantiles(&results.restart_first_call)
     )?;
-    if let Some((steady, swapping, swaps)) = &results.hot_swap {
+    if !results.hot_swap.is_empty() {
+        let rounds = &results.hot_swap;
+        let rebinds: usize = rounds.iter().map(|r| r.rebinds).sum();
         writeln!(
             out,
-            "\nhot swap ({}, {n} callers, a rebind every {} ms: {swaps} rebinds)",
+            "\nhot swap ({}, {n} callers, a rebind every {} ms: {rebinds} rebinds; {} rounds of a \
+             steady window then a swapping one)",
             options.cases[0].name,
-            options.swap_every.as_millis()
+            options.swap_every.as_millis(),
+            rounds.len()
         )?;
-        for (label, s) in [("steady", steady), ("swapping", swapping)] {
+        for (label, window) in [
+            (
+                "steady",
+                rounds.iter().map(|r| &r.steady).collect::<Vec<_>>(),
+            ),
+            ("swapping", rounds.iter().map(|r| &r.swapping).collect()),
+        ] {
+            let median = |of: fn(&Summary) -> Duration| {
+                let mut values: Vec<Duration> = window.iter().map(|s| of(s)).collect();
+                values.sort();
+                values[values.len() / 2]
+            };
             writeln!(
                 out,
-                "  {label:<9} p50 {:>10}  p99 {:>10}  max {:>10}  {:>8} calls  {} failed",
-                fmt(s.p50),
-                fmt(s.p99),
-                fmt(s.max),
-                s.calls,
-                s.failures
+                "  {label:<9} median p50 {:>10}  p99 {:>10}  max {:>10}  {:>8} calls  {} failed",
+                fmt(median(|s| s.p50)),
+                fmt(median(|s| s.p99)),
+                fmt(window.iter().map(|s| s.max).max().unwrap_or_default()),
+                window.iter().map(|s| s.calls).sum::<usize>(),
+                window.iter().map(|s| s.failures).sum::<usize>()
             )?;
         }
+        let mut ratios: Vec<f64> = rounds.iter().map(SwapRound::p99_ratio).collect();
+        ratios.sort_by(f64::total_cmp);
         writeln!(
             out,
-            "  p99 swapping ÷ steady: {:.2}×   target ≤ 2×, zero failed",
-            swapping.p99.as_secs_f64() / steady.p99.as_secs_f64().max(f64::EPSILON)
+            "  p99 swapping ÷ steady: median {:.2}× (rounds: {})   target ≤ 2×, zero failed",
+            ratios[ratios.len() / 2],
+            rounds
+                .iter()
+                .map(|r| format!("{:.2}×", r.p99_ratio()))
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
     }
     if !results.loaded.is_empty() {
