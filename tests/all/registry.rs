@@ -1028,6 +1028,12 @@ async fn another_blob_store_plugs_in() {
         files_under(&dir.path().join("blobs")).is_empty(),
         "nothing on the local disk"
     );
+    echo_flow(&reg, json!({"via": "memory"})).await;
+}
+
+/// Install acme's echo 1.0.0, make an instance and a one-step flow of it, and run the flow on
+/// `input`; returns the instance and flow ids.
+async fn echo_flow(reg: &Registry, input: serde_json::Value) -> (i64, i64) {
     let install = reg
         .install("acme", "ops@acme", "acme", "echo", "1.0.0")
         .unwrap();
@@ -1042,11 +1048,9 @@ async fn another_blob_store_plugs_in() {
             vec![step("e", instance.id, "echo")],
         )
         .unwrap();
-    let run = reg
-        .run_flow("acme", flow.id, json!({"via": "memory"}))
-        .await
-        .unwrap();
-    assert_eq!(run.output, Some(json!({"via": "memory"})));
+    let run = reg.run_flow("acme", flow.id, input.clone()).await.unwrap();
+    assert_eq!(run.output, Some(input));
+    (instance.id, flow.id)
 }
 
 /// A metadata store in another place, with an outage switch: stands in for a PostgreSQL
@@ -1104,25 +1108,7 @@ async fn another_metadata_store_plugs_in() {
     )
     .await
     .unwrap();
-    let install = reg
-        .install("acme", "ops@acme", "acme", "echo", "1.0.0")
-        .unwrap();
-    let instance = reg
-        .create_instance("acme", "ops@acme", install.id, "main", no_map(), no_map())
-        .unwrap();
-    let flow = reg
-        .create_flow(
-            "acme",
-            "ops@acme",
-            "relay",
-            vec![step("e", instance.id, "echo")],
-        )
-        .unwrap();
-    let run = reg
-        .run_flow("acme", flow.id, json!({"via": "elsewhere"}))
-        .await
-        .unwrap();
-    assert_eq!(run.output, Some(json!({"via": "elsewhere"})));
+    let (instance, flow) = echo_flow(&reg, json!({"via": "elsewhere"})).await;
     assert!(meta.units.load(Ordering::SeqCst) >= 10);
     assert!(
         !dir.path().join("gantry.db").exists(),
@@ -1143,7 +1129,7 @@ async fn another_metadata_store_plugs_in() {
         .unwrap_err();
     assert_eq!(err.code(), "storage", "{err}");
     let err = reg
-        .invoke_instance("acme", instance.id, "echo", "{}")
+        .invoke_instance("acme", instance, "echo", "{}")
         .await
         .unwrap_err();
     assert_eq!(err.code(), "storage", "{err}");
@@ -1154,8 +1140,8 @@ async fn another_metadata_store_plugs_in() {
     drop(reg);
     let reg = open_on(meta.clone()).unwrap();
     assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
-    assert_eq!(reg.runs("acme", flow.id).unwrap().len(), 1);
-    let run = reg.run_flow("acme", flow.id, json!(2)).await.unwrap();
+    assert_eq!(reg.runs("acme", flow).unwrap().len(), 1);
+    let run = reg.run_flow("acme", flow, json!(2)).await.unwrap();
     assert_eq!(run.output, Some(json!(2)));
     assert!(
         reg.audit_log("acme")
