@@ -1,8 +1,8 @@
 //! The embedded metadata store: one SQLite file in WAL mode with `synchronous=FULL`, its schema
 //! and migrations (tracked in `PRAGMA user_version`), and the [`MetadataStore`] over it.
 //!
-//! One connection behind a mutex: a unit holds it from start to end, and a write unit runs in
-//! an `IMMEDIATE` transaction, so writers are serialised as the trait requires.
+//! One connection behind a mutex: a unit holds it from start to end in one transaction
+//! (`IMMEDIATE` for a write unit), so writers are serialised as the trait requires.
 
 use crate::auth::{Principal, Role};
 use crate::digest::Digest;
@@ -146,16 +146,16 @@ impl MetadataStore for SqliteStore {
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        match access {
-            // The mutex keeps this process's writers out; no other process opens the file.
-            Access::Read => work(&mut Sql(&conn)),
-            Access::Write => {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                work(&mut Sql(&tx))?;
-                tx.commit()?;
-                Ok(())
-            }
-        }
+        // A read unit is one snapshot (a deferred transaction takes none of the write lock); a
+        // write unit takes the write lock at its start, so its checks hold until it commits.
+        let behavior = match access {
+            Access::Read => TransactionBehavior::Deferred,
+            Access::Write => TransactionBehavior::Immediate,
+        };
+        let tx = conn.transaction_with_behavior(behavior)?;
+        work(&mut Sql(&tx))?;
+        tx.commit()?;
+        Ok(())
     }
 }
 
