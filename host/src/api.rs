@@ -846,6 +846,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Requests and responses are small: send each segment at once instead of waiting for
+        // the peer's ACK of the last one (Nagle).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
