@@ -10,7 +10,7 @@ use crate::flow::{Flow, Run, RunStatus, Step};
 use crate::metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
 use crate::registry::{AuditEntry, Error, Install, Instance, Result, VersionInfo, VersionState};
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -131,10 +131,20 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open (creating and migrating) the database at `path`.
+    /// Open (creating and migrating) the database at `path`, which this store then holds
+    /// exclusively: opening it from a second process fails until the first closes it.
     pub fn open(path: &Path) -> Result<Self> {
+        let conn = open(path).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::Storage(format!(
+                    "{} is in use by another process: one Gantry per data directory",
+                    path.display()
+                ))
+            }
+            _ => e.into(),
+        })?;
         Ok(Self {
-            conn: Mutex::new(open(path)?),
+            conn: Mutex::new(conn),
         })
     }
 }
@@ -145,26 +155,43 @@ impl MetadataStore for SqliteStore {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if !conn.is_autocommit() {
+            // A unit that panicked left its transaction open.
+            conn.execute_batch("ROLLBACK")?;
+        }
         // A read unit is one snapshot (a deferred transaction takes none of the write lock); a
         // write unit takes the write lock at its start, so its checks hold until it commits.
-        let behavior = match access {
-            Access::Read => TransactionBehavior::Deferred,
-            Access::Write => TransactionBehavior::Immediate,
+        // The statements are cached: parsing `BEGIN` and `COMMIT` anew showed in every call.
+        let begin = match access {
+            Access::Read => "BEGIN DEFERRED",
+            Access::Write => "BEGIN IMMEDIATE",
         };
-        let tx = conn.transaction_with_behavior(behavior)?;
-        work(&mut Sql(&tx))?;
-        tx.commit()?;
-        Ok(())
+        conn.prepare_cached(begin)?.execute([])?;
+        let result = work(&mut Sql(&conn)).and_then(|()| {
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        });
+        if result.is_err() && !conn.is_autocommit() {
+            conn.prepare_cached("ROLLBACK")?.execute([])?;
+        }
+        result
     }
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
+    // Wait a little for a process that is handing the file over (a restart), then give up.
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    // One process owns the file: the lock is taken once and held, instead of taken and
+    // released by system calls in every transaction, and a second process opening the same
+    // data directory is refused (SQLITE_BUSY) instead of sharing it.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Take the lock now; in this locking mode it is held until the connection closes.
+    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT")?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -849,6 +876,25 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(conn);
         open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        let refused = |path: &Path| {
+            let err = SqliteStore::open(path).unwrap_err();
+            assert!(
+                err.to_string().contains("in use by another process"),
+                "{err}"
+            );
+        };
+        // The store that created the database holds it; so does one that reopens it.
+        let creator = SqliteStore::open(&path).unwrap();
+        refused(&path);
+        drop(creator);
+        let _reopened = SqliteStore::open(&path).unwrap();
+        refused(&path);
     }
 
     #[test]
