@@ -914,6 +914,23 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_that_panicked_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.write(|m| -> Result<()> {
+                m.create_org("acme", 1)?;
+                panic!("a bug in the middle of a unit")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(!store.read(|m| m.org_exists("acme")).unwrap());
+        store.write(|m| m.create_org("acme", 1)).unwrap();
+        assert!(store.read(|m| m.org_exists("acme")).unwrap());
+    }
+
+    #[test]
     fn stored_enums_keep_their_text() {
         assert_eq!(text(&Visibility::Public), "public");
         assert_eq!(text(&VersionState::Deprecated), "deprecated");
