@@ -1,19 +1,6 @@
 //! The metadata side of the store, behind a trait: organisations, versions, installs,
-//! instances, flows, runs, tokens and the audit log. [`crate::sqlite::SqliteStore`] is the
+//! instances, flows, runs, tokens and the audit log. [`SqliteStore`](crate::SqliteStore) is the
 //! embedded default; a PostgreSQL backend implements the same two traits.
-//!
-//! Work is done in *units*: [`MetadataStore::unit`] hands `work` a [`Metadata`] view and
-//! either commits everything it wrote (when it returns `Ok`) or nothing. The contract a
-//! backend must keep:
-//! - a unit sees one consistent state;
-//! - [`Access::Write`] units are serialised with each other, so a read-check-write inside one
-//!   (a version's next revision, "is this blob still referenced?") cannot race another writer —
-//!   the registry relies on it to keep blobs and rows in step;
-//! - `work` may be run more than once (a backend may retry a unit that lost a serialisation
-//!   conflict); only the last run's result counts.
-//!
-//! Methods return [`Error::Storage`] for backend failures and `Ok(None)` / empty lists for
-//! missing things; scoping by organisation and the lifecycle rules live in the registry.
 
 use crate::auth::{Principal, Role};
 use crate::digest::Digest;
@@ -28,7 +15,22 @@ pub enum Access {
     Write,
 }
 
-/// A metadata backend. See the [module documentation](self) for the contract.
+/// A metadata backend.
+///
+/// Work is done in *units*: [`MetadataStore::unit`] hands `work` a [`Metadata`] view and
+/// either commits everything it wrote (when it returns `Ok`) or nothing. The contract a
+/// backend must keep:
+/// - a unit sees one consistent state;
+/// - [`Access::Write`] units are serialised with each other, so a read-check-write inside one
+///   (a version's next revision, "is this blob still referenced?") cannot race another
+///   writer — the registry relies on it to keep blobs and rows in step;
+/// - `work` may be run more than once (a backend may retry a unit that lost a serialisation
+///   conflict); only the last run's result counts.
+///
+/// [`Metadata`] methods return [`Error::Storage`] for backend failures and `Ok(None)` / empty
+/// lists for missing things; scoping by organisation and the lifecycle rules live in the
+/// registry. Use it through [`read`](#method.read) and [`write`](#method.write) on
+/// `dyn MetadataStore`.
 pub trait MetadataStore: Send + Sync {
     /// Run `work` as one unit of `access`.
     fn unit(
