@@ -290,20 +290,25 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
         let gantry = tokio.block_on(gantry_calls(&runtime, &loaded, op, input, options.load(1)));
         drop(loaded);
-        let raw = (0..count)
+        let raw = match (0..count)
             .map(|n| raw.load(&scenario::variant(bytes, n as u64)))
             .collect::<Result<Vec<_>>>()
-            .ok()
-            .map(|components| {
-                closed_loop_threads(options.load(1), || {
-                    let mut next = 0;
-                    let components = &components;
-                    move || {
-                        next = (next + 1) % components.len();
-                        components[next].call_fresh(op, input).is_ok()
-                    }
-                })
-            });
+        {
+            Ok(components) => Some(closed_loop_threads(options.load(1), || {
+                let mut next = 0;
+                let components = &components;
+                move || {
+                    next = (next + 1) % components.len();
+                    components[next].call_fresh(op, input).is_ok()
+                }
+            })),
+            Err(e) => {
+                results.notes.push(format!(
+                    "{count} loaded versions: no hand-rolled wasmtime baseline ({e:#})"
+                ));
+                None
+            }
+        };
         results.loaded.push(Loaded { count, gantry, raw });
     }
     Ok(results)
