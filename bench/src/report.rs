@@ -147,9 +147,30 @@ const SWAP_ROUNDS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub count: usize,
+    pub rounds: Vec<LoadedRound>,
+}
+
+/// One round of a loaded-versions measurement: a window of Gantry's calls, then one of the
+/// hand-rolled host's (`None` when it could not load the components).
+#[derive(Debug, Clone)]
+pub struct LoadedRound {
     pub gantry: Summary,
     pub raw: Option<Summary>,
 }
+
+impl LoadedRound {
+    fn p50_ratio(&self) -> Option<f64> {
+        let raw = self.raw.as_ref()?;
+        Some(self.gantry.p50.as_secs_f64() / raw.p50.as_secs_f64().max(f64::EPSILON))
+    }
+}
+
+/// Rounds of each loaded-versions measurement. Gantry and the hand-rolled host alternate in
+/// short windows and the ratio is the median of the rounds' ratios, so it compares calls made
+/// moments apart: measured in one long window each, a machine that slowed down for a second
+/// or two (frequent on a shared box) made Gantry look anywhere from 1.0× to 1.8× wasmtime at
+/// 100 versions from one run to the next.
+const LOADED_ROUNDS: u32 = 16;
 
 pub const NATIVE: &str = "native fn";
 pub const RAW_LIVE: &str = "wasmtime, live instance";
@@ -285,31 +306,40 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         });
     }
 
+    // Each side gets twice the usual window in all, in short windows with a short warm-up
+    // (the other side's calls have just run).
+    let load = Load {
+        callers: 1,
+        warmup: options.duration / (LOADED_ROUNDS * 5),
+        duration: options.duration * 2 / LOADED_ROUNDS,
+    };
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
-        let gantry = tokio.block_on(gantry_calls(&runtime, &loaded, op, input, options.load(1)));
-        drop(loaded);
-        let raw = match (0..count)
+        let components = (0..count)
             .map(|n| raw.load(&scenario::variant(bytes, n as u64)))
             .collect::<Result<Vec<_>>>()
-        {
-            Ok(components) => Some(closed_loop_threads(options.load(1), || {
-                let mut next = 0;
-                let components = &components;
-                move || {
-                    next = (next + 1) % components.len();
-                    components[next].call_fresh(op, input).is_ok()
-                }
-            })),
-            Err(e) => {
+            .map_err(|e| {
                 results.notes.push(format!(
                     "{count} loaded versions: no hand-rolled wasmtime baseline ({e:#})"
-                ));
-                None
-            }
-        };
-        results.loaded.push(Loaded { count, gantry, raw });
+                ))
+            })
+            .ok();
+        let rounds = (0..LOADED_ROUNDS)
+            .map(|_| LoadedRound {
+                gantry: tokio.block_on(gantry_calls(&runtime, &loaded, op, input, load)),
+                raw: components.as_ref().map(|components| {
+                    closed_loop_threads(load, || {
+                        let mut next = 0;
+                        move || {
+                            next = (next + 1) % components.len();
+                            components[next].call_fresh(op, input).is_ok()
+                        }
+                    })
+                }),
+            })
+            .collect();
+        results.loaded.push(Loaded { count, rounds });
     }
     Ok(results)
 }
@@ -344,6 +374,30 @@ async fn gantry_calls(
         async move { runtime.invoke(&connector, &op, &input, &ctx).await.is_ok() }
     })
     .await
+}
+
+/// The middle value (the upper one of an even count), or `None` for no values.
+fn median<T: Copy + PartialOrd>(values: impl IntoIterator<Item = T>) -> Option<T> {
+    let mut values: Vec<T> = values.into_iter().collect();
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.get(values.len() / 2).copied()
+}
+
+/// The range of the middle half of `ratios`: `1.02–1.17×`.
+fn middle_half(ratios: &[f64]) -> String {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (n, last) = (sorted.len(), sorted.len().saturating_sub(1));
+    format!("{:.2}–{:.2}×", sorted[n / 4], sorted[(n * 3 / 4).min(last)])
+}
+
+/// `1.02×, 0.97×, …`
+fn list_ratios(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}×"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Print `results` as tables with ratios to the baselines.
@@ -436,60 +490,60 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
             ),
             ("swapping", rounds.iter().map(|r| &r.swapping).collect()),
         ] {
-            let median = |of: fn(&Summary) -> Duration| {
-                let mut values: Vec<Duration> = window.iter().map(|s| of(s)).collect();
-                values.sort();
-                values[values.len() / 2]
+            let median_of = |of: fn(&Summary) -> Duration| {
+                median(window.iter().map(|s| of(s))).unwrap_or_default()
             };
             writeln!(
                 out,
                 "  {label:<9} median p50 {:>10}  p99 {:>10}  max {:>10}  {:>8} calls  {} failed",
-                fmt(median(|s| s.p50)),
-                fmt(median(|s| s.p99)),
+                fmt(median_of(|s| s.p50)),
+                fmt(median_of(|s| s.p99)),
                 fmt(window.iter().map(|s| s.max).max().unwrap_or_default()),
                 window.iter().map(|s| s.calls).sum::<usize>(),
                 window.iter().map(|s| s.failures).sum::<usize>()
             )?;
         }
-        let mut ratios: Vec<f64> = rounds.iter().map(SwapRound::p99_ratio).collect();
-        ratios.sort_by(f64::total_cmp);
+        let ratios: Vec<f64> = rounds.iter().map(SwapRound::p99_ratio).collect();
         writeln!(
             out,
             "  p99 swapping ÷ steady: median {:.2}× (rounds: {})   target ≤ 2×, zero failed",
-            ratios[ratios.len() / 2],
-            rounds
-                .iter()
-                .map(|r| format!("{:.2}×", r.p99_ratio()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            median(ratios.iter().copied()).unwrap_or_default(),
+            list_ratios(&ratios)
         )?;
     }
-    if !results.loaded.is_empty() {
+    if let Some(first) = results.loaded.first() {
         writeln!(
             out,
-            "\nloaded versions ({}, 1 caller, calls going round them; fresh instance per call)",
+            "\nloaded versions ({}, 1 caller, calls going round them, fresh instance per call; \
+             {LOADED_ROUNDS} rounds of a Gantry window then a wasmtime one; the ratio is the \
+             median of the rounds', with the middle half of them in brackets)",
             options.cases[0].name
         )?;
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
-        let first = &results.loaded[0];
+        let gantry_p50 = |l: &Loaded| median(l.rounds.iter().map(|r| r.gantry.p50));
+        let raw_p50 = |l: &Loaded| median(l.rounds.iter().filter_map(|r| Some(r.raw?.p50)));
+        let growth = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
+            _ => "-".into(),
+        };
         for l in &results.loaded {
             write!(
                 out,
-                "  {:>4} loaded: gantry p50 {:>10} p99 {:>10} ({:.2}× the first)",
+                "  {:>4} loaded: gantry p50 {:>10} ({} the first)",
                 l.count,
-                fmt(l.gantry.p50),
-                fmt(l.gantry.p99),
-                ratio(l.gantry.p50, first.gantry.p50)
+                fmt(gantry_p50(l).unwrap_or_default()),
+                growth(gantry_p50(l), gantry_p50(first))
             )?;
-            match (&l.raw, &first.raw) {
-                (Some(raw), Some(raw_first)) => writeln!(
+            let ratios: Vec<f64> = l.rounds.iter().filter_map(LoadedRound::p50_ratio).collect();
+            match median(ratios.iter().copied()) {
+                Some(ratio) => writeln!(
                     out,
-                    "   wasmtime p50 {:>10} ({:.2}× the first)   gantry ÷ wasmtime {:.2}×",
-                    fmt(raw.p50),
-                    ratio(raw.p50, raw_first.p50),
-                    ratio(l.gantry.p50, raw.p50)
+                    "   wasmtime p50 {:>10} ({} the first)   gantry ÷ wasmtime {ratio:.2}× \
+                     ({})",
+                    fmt(raw_p50(l).unwrap_or_default()),
+                    growth(raw_p50(l), raw_p50(first)),
+                    middle_half(&ratios)
                 )?,
-                _ => writeln!(out)?,
+                None => writeln!(out)?,
             }
         }
     }
