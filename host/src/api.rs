@@ -7,6 +7,8 @@
 
 use crate::auth::{Principal, Role};
 use crate::call::CallError;
+use crate::capability::LogLine;
+use crate::digest::Digest;
 use crate::flow::{Flow, Run, StepSpec};
 use crate::registry::{
     AuditEntry, Error as RegistryError, Install, Instance, Listing, PublishRequest, Registry,
@@ -21,6 +23,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -682,7 +685,11 @@ async fn invoke(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, operation)): Path<(i64, String)>,
-    input: Result<ApiJson<Value>, ApiError>,
+    // The input goes to the connector as the client wrote it, and the output comes back as the
+    // connector wrote it: through `Value`, a number beyond 64 bits or with more digits than an
+    // f64 holds would be rounded, and an escape `Value` cannot hold (a lone surrogate) would
+    // turn a whole output into `null`.
+    input: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> ApiResult {
     let p = caller.need(Role::Operator)?;
     let ApiJson(input) = input?;
@@ -690,7 +697,7 @@ async fn invoke(
     let started = std::time::Instant::now();
     let (description, digest, result) = s
         .registry
-        .invoke_instance(&p.org, id, &operation, &input.to_string())
+        .invoke_instance(&p.org, id, &operation, input.get())
         .await?;
     let (name, version) = (description.name.as_str(), description.version.to_string());
     let seconds = started.elapsed().as_secs_f64();
@@ -698,10 +705,15 @@ async fn invoke(
         Ok(out) => {
             s.metrics
                 .record(name, &version, &out.digest.to_string(), "ok", seconds);
-            let output: Value = serde_json::from_str(&out.output).unwrap_or(Value::Null);
-            ok(
-                json!({"output": output, "digest": out.digest, "duration_us": out.duration.as_micros() as u64, "logs": out.logs}),
-            )
+            // `invoke` checked that the output is one JSON document; this only borrows it.
+            let output: &RawValue = serde_json::from_str(&out.output)
+                .map_err(|e| call_error(CallError::InvalidOutput(e.to_string())))?;
+            ok(InvokeResponse {
+                output,
+                digest: out.digest,
+                duration_us: out.duration.as_micros() as u64,
+                logs: &out.logs,
+            })
         }
         Err(e) => {
             s.metrics
@@ -709,6 +721,16 @@ async fn invoke(
             Err(call_error(e))
         }
     }
+}
+
+/// What `invoke` answers. Serialised straight to the body (`json!` would parse `output` into a
+/// `Value`, the very thing this avoids).
+#[derive(serde::Serialize)]
+struct InvokeResponse<'a> {
+    output: &'a RawValue,
+    digest: Digest,
+    duration_us: u64,
+    logs: &'a [LogLine],
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -9,6 +9,7 @@ use crate::bindings::{self, PluginPre};
 use crate::capability::{CallContext, LogLine, Sandbox};
 use crate::connector::Connector;
 use crate::digest::Digest;
+use crate::json;
 use crate::limits::Limits;
 use crate::policy::{OriginPattern, OutboundPolicy};
 use crate::runtime::Runtime;
@@ -290,7 +291,7 @@ pub(crate) async fn invoke(
             limit: limits.output_bytes,
         });
     }
-    if let Err(e) = serde_json::from_str::<IgnoredAny>(&output) {
+    if let Err(e) = json::check(&output) {
         return Err(not_json(input).unwrap_or(CallError::InvalidOutput(e.to_string())));
     }
     let sandbox = store.into_data();

@@ -20,6 +20,7 @@ mod capability;
 mod connector;
 mod digest;
 mod flow;
+mod json;
 mod limits;
 mod metadata;
 mod outbound;

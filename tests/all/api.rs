@@ -96,6 +96,34 @@ impl Server {
         )
     }
 
+    /// Publish echo 1.0.0 (private to `org`), install it and make an instance; its id.
+    async fn echo_instance(&self, admin: &str, org: &str) -> i64 {
+        let r = self
+            .publish(admin, "echo", "1.0.0", "", connector("echo"))
+            .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        let install = self
+            .call(
+                Method::POST,
+                "/v1/installs",
+                Some(admin),
+                Some(json!({"org": org, "name": "echo", "version": "1.0.0"})),
+            )
+            .await
+            .1["id"]
+            .clone();
+        self.call(
+            Method::POST,
+            "/v1/instances",
+            Some(admin),
+            Some(json!({"install": install, "name": "i"})),
+        )
+        .await
+        .1["id"]
+            .as_i64()
+            .unwrap()
+    }
+
     async fn publish(
         &self,
         token: &str,
@@ -789,29 +817,7 @@ async fn bad_input_and_edge_limits_are_json_errors() {
     assert_eq!(r.0, StatusCode::BAD_REQUEST);
 
     // One call in flight at most: the second gets 429.
-    s.publish(&admin, "echo", "1.0.0", "", connector("echo"))
-        .await;
-    let install = s
-        .call(
-            Method::POST,
-            "/v1/installs",
-            Some(&admin),
-            Some(json!({"org": "acme", "name": "echo", "version": "1.0.0"})),
-        )
-        .await
-        .1["id"]
-        .clone();
-    let instance = s
-        .call(
-            Method::POST,
-            "/v1/instances",
-            Some(&admin),
-            Some(json!({"install": install, "name": "i"})),
-        )
-        .await
-        .1["id"]
-        .as_i64()
-        .unwrap();
+    let instance = s.echo_instance(&admin, "acme").await;
     let slow = {
         let (client, path, token) = (
             s.client.clone(),
@@ -855,6 +861,44 @@ async fn bad_input_and_edge_limits_are_json_errors() {
         (r.0, error_code(&r.1)),
         (StatusCode::NOT_FOUND, "unknown-operation")
     );
+    s.shutdown().await;
+}
+
+/// The input reaches the connector as the client wrote it and the output comes back as the
+/// connector wrote it: nothing is rounded or dropped on the way through a JSON `Value`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_passes_json_through_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let admin = s.token("acme", Role::Admin);
+    let instance = s.echo_instance(&admin, "acme").await;
+    let invoke = |body: &'static str| {
+        s.client
+            .post(format!(
+                "http://{}/v1/instances/{instance}/invoke/echo",
+                s.addr
+            ))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    // More digits than u64 or f64 hold, a number beyond f64's range, a lone surrogate escape
+    // (which JavaScript's JSON.stringify writes): all valid JSON, none of it survives a `Value`.
+    let input = r#"{"id": 123456789012345678901234567890, "pi": 3.14159265358979323846264338327950288, "big": 1e400, "s": "\ud800 half a pair"}"#;
+    let response = invoke(input).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with(&format!(r#"{{"output":{input},"digest":"sha256:"#)),
+        "the output is not the input as written: {text}"
+    );
+
+    // Bad JSON is still refused before any call.
+    let response = invoke(r#"{"id": 1,}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&response.json().await.unwrap()), "bad-request");
     s.shutdown().await;
 }
 
