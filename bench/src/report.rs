@@ -2,7 +2,7 @@
 //! paths, the hot swap and many loaded versions, with ratios to the baselines from the same run.
 
 use crate::cases::{self, Case};
-use crate::raw::RawHost;
+use crate::raw::{RawComponent, RawHost};
 use crate::scenario::{self, Deployment, HttpServer};
 use crate::stats::{Load, Summary, closed_loop_tasks, closed_loop_threads, fmt};
 use anyhow::{Context, Result};
@@ -113,7 +113,7 @@ pub struct Row {
 /// Everything the report measured.
 #[derive(Debug, Clone, Default)]
 pub struct Results {
-    pub cases: Vec<(Case, Vec<Row>)>,
+    pub cases: Vec<CaseResults>,
     pub publish_first_call: Vec<Duration>,
     pub restart_first_call: Vec<Duration>,
     /// Steady and swapping windows, interleaved.
@@ -122,6 +122,15 @@ pub struct Results {
     pub loaded: Vec<Loaded>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
+}
+
+/// One case: every path at 1 and N callers, and Gantry against the hand-rolled host.
+#[derive(Debug, Clone)]
+pub struct CaseResults {
+    pub case: Case,
+    pub rows: Vec<Row>,
+    /// Gantry in-process against wasmtime's fresh instance, alternating.
+    pub versus_raw: Alternating,
 }
 
 /// One round of the hot swap: a window of calls without rebinds, then one with them.
@@ -147,30 +156,86 @@ const SWAP_ROUNDS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub count: usize,
-    pub rounds: Vec<LoadedRound>,
+    pub calls: Alternating,
 }
 
-/// One round of a loaded-versions measurement: a window of Gantry's calls, then one of the
-/// hand-rolled host's (`None` when it could not load the components).
+/// Gantry's calls and the hand-rolled host's, one caller each, in short windows taken in turn,
+/// so that each ratio compares calls made moments apart. Measured in one long window each, a
+/// machine that slowed down for a second or two (frequent on a shared box) swung the ratio:
+/// from 0.8× to 1.3× for one call, from 1.0× to 1.8× going round 100 versions.
+#[derive(Debug, Clone, Default)]
+pub struct Alternating {
+    pub rounds: Vec<Round>,
+}
+
+/// One round: a window of Gantry's calls, then one of the hand-rolled host's (`None` when it
+/// could not load the component).
 #[derive(Debug, Clone)]
-pub struct LoadedRound {
+pub struct Round {
     pub gantry: Summary,
     pub raw: Option<Summary>,
 }
 
-impl LoadedRound {
-    fn p50_ratio(&self) -> Option<f64> {
-        let raw = self.raw.as_ref()?;
-        Some(self.gantry.p50.as_secs_f64() / raw.p50.as_secs_f64().max(f64::EPSILON))
+/// Rounds of an [`Alternating`] measurement.
+const ROUNDS: u32 = 16;
+
+impl Alternating {
+    /// [`ROUNDS`] rounds; each side gets twice the usual window in all, in short windows with
+    /// a short warm-up (the other side's calls have just run).
+    fn measure(
+        options: &Options,
+        mut gantry: impl FnMut(Load) -> Summary,
+        mut raw: Option<impl FnMut(Load) -> Summary>,
+    ) -> Self {
+        let load = Load {
+            callers: 1,
+            warmup: options.duration / (ROUNDS * 5),
+            duration: options.duration * 2 / ROUNDS,
+        };
+        let rounds = (0..ROUNDS)
+            .map(|_| Round {
+                gantry: gantry(load),
+                raw: raw.as_mut().map(|raw| raw(load)),
+            })
+            .collect();
+        Self { rounds }
+    }
+
+    /// Each round's Gantry p50 ÷ wasmtime p50.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .filter_map(|r| {
+                let raw = r.raw.as_ref()?.p50.as_secs_f64();
+                Some(r.gantry.p50.as_secs_f64() / raw.max(f64::EPSILON))
+            })
+            .collect()
+    }
+
+    /// The median of the rounds' ratios: the figure the targets are about.
+    pub fn ratio(&self) -> Option<f64> {
+        median(self.ratios())
+    }
+
+    pub fn gantry_p50(&self) -> Option<Duration> {
+        median(self.rounds.iter().map(|r| r.gantry.p50))
+    }
+
+    pub fn raw_p50(&self) -> Option<Duration> {
+        median(self.rounds.iter().filter_map(|r| Some(r.raw?.p50)))
+    }
+
+    /// `1.12× (middle half of the rounds 1.08–1.17×)`, or `-` without a baseline.
+    fn describe(&self) -> String {
+        match self.ratio() {
+            Some(ratio) => format!(
+                "{ratio:.2}× (middle half of the rounds {})",
+                middle_half(&self.ratios())
+            ),
+            None => "-".into(),
+        }
     }
 }
-
-/// Rounds of each loaded-versions measurement. Gantry and the hand-rolled host alternate in
-/// short windows and the ratio is the median of the rounds' ratios, so it compares calls made
-/// moments apart: measured in one long window each, a machine that slowed down for a second
-/// or two (frequent on a shared box) made Gantry look anywhere from 1.0× to 1.8× wasmtime at
-/// 100 versions from one run to the next.
-const LOADED_ROUNDS: u32 = 16;
 
 pub const NATIVE: &str = "native fn";
 pub const RAW_LIVE: &str = "wasmtime, live instance";
@@ -209,27 +274,36 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 })
             }));
         }
-        match raw.load(bytes) {
-            Ok(component) => {
-                rows.push(row(RAW_LIVE, options, |load| {
-                    closed_loop_threads(load, || {
-                        let mut live = component.live().expect("instantiating");
-                        move || live.call(op, input).is_ok()
-                    })
-                }));
-                rows.push(row(RAW_FRESH, options, |load| {
-                    closed_loop_threads(load, || || component.call_fresh(op, input).is_ok())
-                }));
-            }
-            Err(e) => results.notes.push(format!(
-                "{}: no hand-rolled wasmtime baseline ({e:#})",
-                case.name
-            )),
+        let component = raw
+            .load(bytes)
+            .map_err(|e| {
+                results.notes.push(format!(
+                    "{}: no hand-rolled wasmtime baseline ({e:#})",
+                    case.name
+                ))
+            })
+            .ok();
+        if let Some(component) = &component {
+            rows.push(row(RAW_LIVE, options, |load| {
+                closed_loop_threads(load, || {
+                    let mut live = component.live().expect("instantiating");
+                    move || live.call(op, input).is_ok()
+                })
+            }));
+            rows.push(row(RAW_FRESH, options, |load| {
+                raw_fresh_calls(component, op, input, load)
+            }));
         }
         let one = vec![connector];
-        rows.push(row(GANTRY, options, |load| {
-            tokio.block_on(gantry_calls(&runtime, &one, op, input, load))
-        }));
+        let gantry = |load| tokio.block_on(gantry_calls(&runtime, &one, op, input, load));
+        rows.push(row(GANTRY, options, gantry));
+        let versus_raw = Alternating::measure(
+            options,
+            gantry,
+            component
+                .as_ref()
+                .map(|component| move |load| raw_fresh_calls(component, op, input, load)),
+        );
 
         let case_dir = tempfile::tempdir()?;
         let deployment =
@@ -257,7 +331,11 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         if let Ok(server) = Arc::try_unwrap(server) {
             tokio.block_on(server.stop())?;
         }
-        results.cases.push((case.clone(), rows));
+        results.cases.push(CaseResults {
+            case: case.clone(),
+            rows,
+            versus_raw,
+        });
     }
 
     let first = &options.cases[0];
@@ -306,13 +384,6 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         });
     }
 
-    // Each side gets twice the usual window in all, in short windows with a short warm-up
-    // (the other side's calls have just run).
-    let load = Load {
-        callers: 1,
-        warmup: options.duration / (LOADED_ROUNDS * 5),
-        duration: options.duration * 2 / LOADED_ROUNDS,
-    };
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
@@ -325,10 +396,11 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 ))
             })
             .ok();
-        let rounds = (0..LOADED_ROUNDS)
-            .map(|_| LoadedRound {
-                gantry: tokio.block_on(gantry_calls(&runtime, &loaded, op, input, load)),
-                raw: components.as_ref().map(|components| {
+        let calls = Alternating::measure(
+            options,
+            |load| tokio.block_on(gantry_calls(&runtime, &loaded, op, input, load)),
+            components.as_ref().map(|components| {
+                move |load| {
                     closed_loop_threads(load, || {
                         let mut next = 0;
                         move || {
@@ -336,10 +408,10 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                             components[next].call_fresh(op, input).is_ok()
                         }
                     })
-                }),
-            })
-            .collect();
-        results.loaded.push(Loaded { count, rounds });
+                }
+            }),
+        );
+        results.loaded.push(Loaded { count, calls });
     }
     Ok(results)
 }
@@ -376,6 +448,11 @@ async fn gantry_calls(
     .await
 }
 
+/// The hand-rolled host's fresh-instance calls under `load`.
+fn raw_fresh_calls(component: &RawComponent, op: &str, input: &str, load: Load) -> Summary {
+    closed_loop_threads(load, || || component.call_fresh(op, input).is_ok())
+}
+
 /// The middle value (the upper one of an even count), or `None` for no values.
 fn median<T: Copy + PartialOrd>(values: impl IntoIterator<Item = T>) -> Option<T> {
     let mut values: Vec<T> = values.into_iter().collect();
@@ -410,7 +487,12 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         n,
         options.duration.as_millis()
     )?;
-    for (case, rows) in &results.cases {
+    for CaseResults {
+        case,
+        rows,
+        versus_raw,
+    } in &results.cases
+    {
         let base = |path: &str| rows.iter().find(|r| r.path == path).map(|r| r.one.p50);
         let (fresh, live) = (base(RAW_FRESH), base(RAW_LIVE));
         writeln!(
@@ -456,6 +538,17 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
                 r.one.failures + r.many.failures
             )?;
         }
+        writeln!(
+            out,
+            "{GANTRY} ÷ {RAW_FRESH}, {} alternating rounds of 1 caller: {}{}",
+            versus_raw.rounds.len(),
+            versus_raw.describe(),
+            if case.input.len() <= 100 {
+                "   target ≤ 1.25×"
+            } else {
+                ""
+            }
+        )?;
     }
     let quantiles = |samples: &[Duration]| {
         let s = Summary::new(samples.to_vec(), 0, Duration::from_secs(1));
@@ -515,36 +608,31 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         writeln!(
             out,
             "\nloaded versions ({}, 1 caller, calls going round them, fresh instance per call; \
-             {LOADED_ROUNDS} rounds of a Gantry window then a wasmtime one; the ratio is the \
-             median of the rounds', with the middle half of them in brackets)",
+             {ROUNDS} alternating rounds, as above)",
             options.cases[0].name
         )?;
-        let gantry_p50 = |l: &Loaded| median(l.rounds.iter().map(|r| r.gantry.p50));
-        let raw_p50 = |l: &Loaded| median(l.rounds.iter().filter_map(|r| Some(r.raw?.p50)));
         let growth = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
             (Some(a), Some(b)) => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
             _ => "-".into(),
         };
-        for l in &results.loaded {
+        for Loaded { count, calls } in &results.loaded {
             write!(
                 out,
-                "  {:>4} loaded: gantry p50 {:>10} ({} the first)",
-                l.count,
-                fmt(gantry_p50(l).unwrap_or_default()),
-                growth(gantry_p50(l), gantry_p50(first))
+                "  {count:>4} loaded: gantry p50 {:>10} ({} the first)",
+                fmt(calls.gantry_p50().unwrap_or_default()),
+                growth(calls.gantry_p50(), first.calls.gantry_p50())
             )?;
-            let ratios: Vec<f64> = l.rounds.iter().filter_map(LoadedRound::p50_ratio).collect();
-            match median(ratios.iter().copied()) {
-                Some(ratio) => writeln!(
-                    out,
-                    "   wasmtime p50 {:>10} ({} the first)   gantry ÷ wasmtime {ratio:.2}× \
-                     ({})",
-                    fmt(raw_p50(l).unwrap_or_default()),
-                    growth(raw_p50(l), raw_p50(first)),
-                    middle_half(&ratios)
-                )?,
-                None => writeln!(out)?,
+            if calls.ratio().is_none() {
+                writeln!(out)?;
+                continue;
             }
+            writeln!(
+                out,
+                "   wasmtime p50 {:>10} ({} the first)   gantry ÷ wasmtime {}",
+                fmt(calls.raw_p50().unwrap_or_default()),
+                growth(calls.raw_p50(), first.calls.raw_p50()),
+                calls.describe()
+            )?;
         }
     }
     for note in &results.notes {
