@@ -1,9 +1,9 @@
 //! Call latency of Gantry next to its baselines, on the same inputs in one run (issue 6):
 //! for each case (echo 100 B, echo 10 KB, json-transform `pick` on ~1 KB) the native function,
-//! a hand-rolled wasmtime host (live instance; fresh instance per call), Gantry's sandboxed
-//! `invoke`, a call of an instance through the registry, and the HTTP API on 127.0.0.1; then
-//! the per-call cost with 1, 10 and 100 loaded versions (Gantry and the hand-rolled host), the
-//! hot swap, and the cold paths.
+//! a hand-rolled wasmtime host (live instance; fresh instance per call, without and with a CPU
+//! deadline), Gantry's sandboxed `invoke`, a call of an instance through the registry, and the
+//! HTTP API on 127.0.0.1; then the per-call cost with 1, 10 and 100 loaded versions (Gantry and
+//! the hand-rolled host), the hot swap, and the cold paths.
 //!
 //! Run: `cargo bench --bench latency` (percentiles and calls/s: `gantry bench`).
 
@@ -31,12 +31,14 @@ fn tokio() -> tokio::runtime::Runtime {
 fn paths(c: &mut Criterion) {
     let tokio = tokio();
     let raw = RawHost::new().unwrap();
+    let raw_with_deadline = RawHost::with_cpu_deadline().unwrap();
     let runtime = support::runtime();
     let ctx = CallContext::default();
     for case in cases::standard() {
         let bytes = support::connector(&case.connector);
         let (op, input) = (case.operation.as_str(), case.input.as_str());
         let component = raw.load(&bytes).unwrap();
+        let with_deadline = raw_with_deadline.load(&bytes).unwrap();
         let mut live = component.live().unwrap();
         let connector = tokio.block_on(runtime.load(&bytes)).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -57,6 +59,10 @@ fn paths(c: &mut Criterion) {
         group.bench_function(
             BenchmarkId::from_parameter("wasmtime-fresh-instance"),
             |b| b.iter(|| black_box(component.call_fresh(op, black_box(input)).unwrap())),
+        );
+        group.bench_function(
+            BenchmarkId::from_parameter("wasmtime-fresh-cpu-deadline"),
+            |b| b.iter(|| black_box(with_deadline.call_fresh(op, black_box(input)).unwrap())),
         );
         group.bench_function(BenchmarkId::from_parameter("gantry-invoke"), |b| {
             b.to_async(&tokio).iter(|| async {

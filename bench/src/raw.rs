@@ -1,8 +1,8 @@
 //! The baseline a hand-rolled host gets from the same wasmtime: one engine with the pooling
 //! allocator tuned like Gantry's, WASI linked, Gantry's own imports answered with nothing (no
 //! config, no secrets, outbound HTTP refused, logs dropped), and a plain synchronous call — no
-//! limits, no epoch deadline, no sandbox state, no input or output checks. Components that
-//! import wasi:http are not supported here.
+//! limits, no sandbox state, no input or output checks, and no CPU deadline unless asked for
+//! ([`RawHost::with_cpu_deadline`]). Components that import wasi:http are not supported here.
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -89,10 +89,23 @@ fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 pub struct RawHost {
     engine: Engine,
     linker: Linker<State>,
+    cpu_deadline: bool,
 }
 
 impl RawHost {
     pub fn new() -> Result<Self> {
+        Self::build(false)
+    }
+
+    /// The same host with wasmtime's epoch interruption on, the mechanism behind Gantry's CPU
+    /// deadline (and any host's that must stop a guest spinning): the compiled code checks
+    /// the epoch at every function entry and loop. The deadline itself never comes (nothing
+    /// advances the epoch), so this measures only what the checks cost.
+    pub fn with_cpu_deadline() -> Result<Self> {
+        Self::build(true)
+    }
+
+    fn build(cpu_deadline: bool) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(1000)
             .total_core_instances(8000)
@@ -108,11 +121,16 @@ impl RawHost {
         config
             .wasm_component_model(true)
             .concurrency_support(false)
+            .epoch_interruption(cpu_deadline)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let mut linker = Linker::new(&engine);
         link(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            cpu_deadline,
+        })
     }
 
     /// Compile `bytes` and link them.
@@ -125,19 +143,31 @@ impl RawHost {
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok(RawComponent { pre })
+        Ok(RawComponent {
+            pre,
+            cpu_deadline: self.cpu_deadline,
+        })
     }
 }
 
 /// A component ready to instantiate.
 pub struct RawComponent {
     pre: PluginPre<State>,
+    cpu_deadline: bool,
 }
 
 impl RawComponent {
+    fn store(&self) -> Store<State> {
+        let mut store = Store::new(self.pre.engine(), State::new());
+        if self.cpu_deadline {
+            store.set_epoch_deadline(1);
+        }
+        store
+    }
+
     /// A fresh store and instance per call, dropped after it.
     pub fn call_fresh(&self, operation: &str, input: &str) -> Result<String> {
-        let mut store = Store::new(self.pre.engine(), State::new());
+        let mut store = self.store();
         let plugin = self
             .pre
             .instantiate(&mut store)
@@ -147,7 +177,7 @@ impl RawComponent {
 
     /// An instance kept alive for many calls.
     pub fn live(&self) -> Result<LiveInstance> {
-        let mut store = Store::new(self.pre.engine(), State::new());
+        let mut store = self.store();
         let plugin = self
             .pre
             .instantiate(&mut store)

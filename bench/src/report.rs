@@ -169,23 +169,29 @@ pub struct Alternating {
 }
 
 /// One round: a window of Gantry's calls, then one of the hand-rolled host's (`None` when it
-/// could not load the component).
+/// could not load the component), and, where measured, one of the hand-rolled host with a CPU
+/// deadline.
 #[derive(Debug, Clone)]
 pub struct Round {
     pub gantry: Summary,
     pub raw: Option<Summary>,
+    pub raw_deadline: Option<Summary>,
 }
 
 /// Rounds of an [`Alternating`] measurement.
 const ROUNDS: u32 = 16;
 
+/// A side of an [`Alternating`] measurement: calls under a load.
+type Side<'a> = Box<dyn FnMut(Load) -> Summary + 'a>;
+
 impl Alternating {
     /// [`ROUNDS`] rounds; each side gets twice the usual window in all, in short windows with
-    /// a short warm-up (the other side's calls have just run).
+    /// a short warm-up (the other sides' calls have just run).
     fn measure(
         options: &Options,
-        mut gantry: impl FnMut(Load) -> Summary,
-        mut raw: Option<impl FnMut(Load) -> Summary>,
+        mut gantry: Side,
+        mut raw: Option<Side>,
+        mut raw_deadline: Option<Side>,
     ) -> Self {
         let load = Load {
             callers: 1,
@@ -196,25 +202,21 @@ impl Alternating {
             .map(|_| Round {
                 gantry: gantry(load),
                 raw: raw.as_mut().map(|raw| raw(load)),
+                raw_deadline: raw_deadline.as_mut().map(|raw| raw(load)),
             })
             .collect();
         Self { rounds }
     }
 
-    /// Each round's Gantry p50 ÷ wasmtime p50.
-    pub fn ratios(&self) -> Vec<f64> {
+    /// Each round's Gantry p50 ÷ the p50 of the baseline `base` picks.
+    pub fn ratios(&self, base: Baseline) -> Vec<f64> {
         self.rounds
             .iter()
             .filter_map(|r| {
-                let raw = r.raw.as_ref()?.p50.as_secs_f64();
-                Some(r.gantry.p50.as_secs_f64() / raw.max(f64::EPSILON))
+                let base = base(r)?.p50.as_secs_f64();
+                Some(r.gantry.p50.as_secs_f64() / base.max(f64::EPSILON))
             })
             .collect()
-    }
-
-    /// The median of the rounds' ratios: the figure the targets are about.
-    pub fn ratio(&self) -> Option<f64> {
-        median(self.ratios())
     }
 
     pub fn gantry_p50(&self) -> Option<Duration> {
@@ -225,21 +227,33 @@ impl Alternating {
         median(self.rounds.iter().filter_map(|r| Some(r.raw?.p50)))
     }
 
-    /// `1.12× (middle half of the rounds 1.08–1.17×)`, or `-` without a baseline.
-    fn describe(&self) -> String {
-        match self.ratio() {
-            Some(ratio) => format!(
-                "{ratio:.2}× (middle half of the rounds {})",
-                middle_half(&self.ratios())
-            ),
-            None => "-".into(),
-        }
+    /// `1.12× (1.08–1.17×)`: the median of the rounds' ratios to
+    /// `base`, the figure the targets are about; `None` without that baseline.
+    fn describe(&self, base: Baseline) -> Option<String> {
+        let ratios = self.ratios(base);
+        Some(format!(
+            "{:.2}× ({})",
+            median(ratios.iter().copied())?,
+            middle_half(&ratios)
+        ))
     }
+}
+
+/// Picks a baseline out of a [`Round`].
+type Baseline = fn(&Round) -> Option<&Summary>;
+
+fn raw(round: &Round) -> Option<&Summary> {
+    round.raw.as_ref()
+}
+
+fn raw_deadline(round: &Round) -> Option<&Summary> {
+    round.raw_deadline.as_ref()
 }
 
 pub const NATIVE: &str = "native fn";
 pub const RAW_LIVE: &str = "wasmtime, live instance";
 pub const RAW_FRESH: &str = "wasmtime, fresh instance";
+pub const RAW_FRESH_DEADLINE: &str = "wasmtime, fresh + CPU deadline";
 pub const GANTRY: &str = "gantry in-process";
 pub const GANTRY_INSTANCE: &str = "gantry instance (registry)";
 pub const GANTRY_HTTP: &str = "gantry over HTTP";
@@ -250,6 +264,7 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         .enable_all()
         .build()?;
     let raw = RawHost::new()?;
+    let raw_with_deadline = RawHost::with_cpu_deadline()?;
     let dir = tempfile::tempdir()?;
     let runtime = scenario::runtime_in(dir.path())?;
     let mut results = Results::default();
@@ -274,8 +289,10 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 })
             }));
         }
-        let component = raw
+        // The hand-rolled host, and the same with a CPU deadline.
+        let components = raw
             .load(bytes)
+            .and_then(|plain| Ok((plain, raw_with_deadline.load(bytes)?)))
             .map_err(|e| {
                 results.notes.push(format!(
                     "{}: no hand-rolled wasmtime baseline ({e:#})",
@@ -283,7 +300,7 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 ))
             })
             .ok();
-        if let Some(component) = &component {
+        if let Some((component, with_deadline)) = &components {
             rows.push(row(RAW_LIVE, options, |load| {
                 closed_loop_threads(load, || {
                     let mut live = component.live().expect("instantiating");
@@ -293,16 +310,23 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
             rows.push(row(RAW_FRESH, options, |load| {
                 raw_fresh_calls(component, op, input, load)
             }));
+            rows.push(row(RAW_FRESH_DEADLINE, options, |load| {
+                raw_fresh_calls(with_deadline, op, input, load)
+            }));
         }
         let one = vec![connector];
         let gantry = |load| tokio.block_on(gantry_calls(&runtime, &one, op, input, load));
         rows.push(row(GANTRY, options, gantry));
+        let fresh = |component| -> Side {
+            Box::new(move |load| raw_fresh_calls(component, op, input, load))
+        };
         let versus_raw = Alternating::measure(
             options,
-            gantry,
-            component
+            Box::new(gantry),
+            components.as_ref().map(|(plain, _)| fresh(plain)),
+            components
                 .as_ref()
-                .map(|component| move |load| raw_fresh_calls(component, op, input, load)),
+                .map(|(_, with_deadline)| fresh(with_deadline)),
         );
 
         let case_dir = tempfile::tempdir()?;
@@ -398,9 +422,9 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
             .ok();
         let calls = Alternating::measure(
             options,
-            |load| tokio.block_on(gantry_calls(&runtime, &loaded, op, input, load)),
-            components.as_ref().map(|components| {
-                move |load| {
+            Box::new(|load| tokio.block_on(gantry_calls(&runtime, &loaded, op, input, load))),
+            components.as_ref().map(|components| -> Side {
+                Box::new(move |load| {
                     closed_loop_threads(load, || {
                         let mut next = 0;
                         move || {
@@ -408,8 +432,9 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                             components[next].call_fresh(op, input).is_ok()
                         }
                     })
-                }
+                })
             }),
+            None,
         );
         results.loaded.push(Loaded { count, calls });
     }
@@ -505,7 +530,7 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         )?;
         writeln!(
             out,
-            "{:<26} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10} {:>6}",
+            "{:<31} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10} {:>6}",
             "path",
             "p50",
             "p90",
@@ -525,7 +550,7 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
             };
             writeln!(
                 out,
-                "{:<26} {:>10} {:>10} {:>10} {:>10} {:>12.0} {:>12.0} {:>10} {:>10} {:>6}",
+                "{:<31} {:>10} {:>10} {:>10} {:>10} {:>12.0} {:>12.0} {:>10} {:>10} {:>6}",
                 r.path,
                 fmt(r.one.p50),
                 fmt(r.one.p90),
@@ -540,15 +565,24 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         }
         writeln!(
             out,
-            "{GANTRY} ÷ {RAW_FRESH}, {} alternating rounds of 1 caller: {}{}",
-            versus_raw.rounds.len(),
-            versus_raw.describe(),
-            if case.input.len() <= 100 {
-                "   target ≤ 1.25×"
-            } else {
-                ""
-            }
+            "{} alternating rounds of 1 caller each (median of the rounds' p50 ratios, the \
+             middle half of them in brackets):",
+            versus_raw.rounds.len()
         )?;
+        // The target is about echo 100 B against the plain hand-rolled host.
+        let target = if case.input.len() <= 100 {
+            "   target ≤ 1.25×"
+        } else {
+            ""
+        };
+        for (label, base, target) in [
+            (RAW_FRESH, raw as Baseline, target),
+            (RAW_FRESH_DEADLINE, raw_deadline, ""),
+        ] {
+            if let Some(ratio) = versus_raw.describe(base) {
+                writeln!(out, "  {GANTRY} ÷ {label:<31} {ratio}{target}")?;
+            }
+        }
     }
     let quantiles = |samples: &[Duration]| {
         let s = Summary::new(samples.to_vec(), 0, Duration::from_secs(1));
@@ -608,7 +642,7 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         writeln!(
             out,
             "\nloaded versions ({}, 1 caller, calls going round them, fresh instance per call; \
-             {ROUNDS} alternating rounds, as above)",
+             {ROUNDS} alternating rounds, ratios as above)",
             options.cases[0].name
         )?;
         let growth = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
@@ -622,17 +656,15 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
                 fmt(calls.gantry_p50().unwrap_or_default()),
                 growth(calls.gantry_p50(), first.calls.gantry_p50())
             )?;
-            if calls.ratio().is_none() {
-                writeln!(out)?;
-                continue;
+            match calls.describe(raw) {
+                Some(ratio) => writeln!(
+                    out,
+                    "   wasmtime p50 {:>10} ({} the first)   gantry ÷ wasmtime {ratio}",
+                    fmt(calls.raw_p50().unwrap_or_default()),
+                    growth(calls.raw_p50(), first.calls.raw_p50()),
+                )?,
+                None => writeln!(out)?,
             }
-            writeln!(
-                out,
-                "   wasmtime p50 {:>10} ({} the first)   gantry ÷ wasmtime {}",
-                fmt(calls.raw_p50().unwrap_or_default()),
-                growth(calls.raw_p50(), first.calls.raw_p50()),
-                calls.describe()
-            )?;
         }
     }
     for note in &results.notes {
