@@ -227,8 +227,8 @@ impl Alternating {
         median(self.rounds.iter().filter_map(|r| Some(r.raw?.p50)))
     }
 
-    /// `1.12× (1.08–1.17×)`: the median of the rounds' ratios to
-    /// `base`, the figure the targets are about; `None` without that baseline.
+    /// `1.12× (1.08–1.17×)`: the median of the rounds' ratios to `base`, the figure the
+    /// targets are about, and the middle half of them; `None` without that baseline.
     fn describe(&self, base: Baseline) -> Option<String> {
         let ratios = self.ratios(base);
         Some(format!(
@@ -489,8 +489,11 @@ fn median<T: Copy + PartialOrd>(values: impl IntoIterator<Item = T>) -> Option<T
 fn middle_half(ratios: &[f64]) -> String {
     let mut sorted = ratios.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let (n, last) = (sorted.len(), sorted.len().saturating_sub(1));
-    format!("{:.2}–{:.2}×", sorted[n / 4], sorted[(n * 3 / 4).min(last)])
+    let n = sorted.len();
+    match (sorted.get(n / 4), sorted.get(n * 3 / 4).or(sorted.last())) {
+        (Some(low), Some(high)) => format!("{low:.2}–{high:.2}×"),
+        _ => "-".into(),
+    }
 }
 
 /// `1.02×, 0.97×, …`
