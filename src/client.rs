@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -151,6 +152,13 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let text = self.send_text(request).await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The body of a successful response as the server wrote it; an error response is the
+    /// server's typed error.
+    async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<String> {
         let response = request
             .bearer_auth(&self.token)
             .send()
@@ -158,15 +166,15 @@ impl Client {
             .with_context(|| format!("cannot reach {}", self.base))?;
         let status = response.status();
         let text = response.text().await?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             let code = body["error"]["code"].as_str().unwrap_or("error");
             let message = body["error"]["message"]
                 .as_str()
                 .map_or_else(|| body.to_string(), str::to_string);
             bail!("{status} [{code}] {message}");
         }
-        Ok(body)
+        Ok(text)
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
@@ -241,14 +249,18 @@ fn split_version(text: &str) -> Result<(&str, &str)> {
 }
 
 fn read_input(text: &str) -> Result<Value> {
-    let text = if text == "-" {
+    serde_json::from_str(&read_text(text)?).context("the input must be a JSON document")
+}
+
+/// `text`, or standard input for `-`.
+fn read_text(text: &str) -> Result<String> {
+    if text == "-" {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf)?;
-        buf
+        Ok(buf)
     } else {
-        text.to_string()
-    };
-    serde_json::from_str(&text).context("the input must be a JSON document")
+        Ok(text.to_string())
+    }
 }
 
 pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
@@ -496,17 +508,35 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             operation,
             input,
         }) => {
-            let body = client
-                .post(
-                    &format!("/v1/instances/{instance}/invoke/{operation}"),
-                    read_input(&input)?,
+            // Input and output as written, like the API: a `Value` would round big numbers
+            // and could not print an output holding a lone surrogate escape at all.
+            let input: Box<RawValue> = serde_json::from_str(&read_text(&input)?)
+                .context("the input must be a JSON document")?;
+            let text = client
+                .send_text(
+                    client
+                        .http
+                        .post(format!(
+                            "{}/v1/instances/{instance}/invoke/{operation}",
+                            client.base
+                        ))
+                        .header("content-type", "application/json")
+                        .body(input.get().to_string()),
                 )
                 .await?;
             if json_out {
-                print_json(&body)
+                println!("{text}");
             } else {
-                print_json(&body["output"]);
-                eprintln!("{} in {} µs", s(&body["digest"]), s(&body["duration_us"]))
+                #[derive(serde::Deserialize)]
+                struct Invoked {
+                    output: Box<RawValue>,
+                    digest: String,
+                    duration_us: u64,
+                }
+                let invoked: Invoked = serde_json::from_str(&text)
+                    .context("the server's answer is not an invoke result")?;
+                println!("{}", invoked.output.get());
+                eprintln!("{} in {} µs", invoked.digest, invoked.duration_us)
             }
         }
         ClientCommand::Flow(FlowCommand::Create { file }) => {
