@@ -186,6 +186,16 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
     }
+
+    /// POST a JSON document as written, and answer the response body as written.
+    async fn post_raw(&self, path: &str, body: &RawValue) -> Result<String> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.get().to_string());
+        self.send_text(request).await
+    }
 }
 
 /// Print "… still working" dots on stderr while `work` runs longer than a moment.
@@ -513,15 +523,9 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let input: Box<RawValue> = serde_json::from_str(&read_text(&input)?)
                 .context("the input must be a JSON document")?;
             let text = client
-                .send_text(
-                    client
-                        .http
-                        .post(format!(
-                            "{}/v1/instances/{instance}/invoke/{operation}",
-                            client.base
-                        ))
-                        .header("content-type", "application/json")
-                        .body(input.get().to_string()),
+                .post_raw(
+                    &format!("/v1/instances/{instance}/invoke/{operation}"),
+                    &input,
                 )
                 .await?;
             if json_out {
