@@ -258,10 +258,6 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
         cache_dir,
         limits,
         max_instances: 4,
-        outbound: gantry_host::OutboundConfig {
-            allow_private: args.allow_private.clone(),
-            ..gantry_host::OutboundConfig::default()
-        },
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config).context("starting the runtime")?;
@@ -277,6 +273,7 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
         secrets,
         limits: None,
         outbound: args.allow_hosts.clone(),
+        allow_private: args.allow_private.clone(),
     };
     let result = runtime
         .invoke(&connector, &args.operation, &input, &ctx)

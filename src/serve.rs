@@ -52,7 +52,10 @@ pub struct ServeArgs {
 /// memory_bytes = 134217728
 ///
 /// [outbound]          # operator settings of outbound HTTP (gantry_host::OutboundConfig)
-/// allow_private = ["127.0.0.1"]
+/// request_timeout = 20000
+///
+/// [private_addresses] # per organisation: private addresses its connectors may reach
+/// demo = ["127.0.0.1"]
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +68,8 @@ pub struct ServeConfig {
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
     outbound: Option<gantry_host::OutboundConfig>,
+    #[serde(default)]
+    private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// Settings after merging flags and environment over the file over the defaults.
@@ -76,6 +81,7 @@ struct Settings {
     header_timeout: Duration,
     limits: gantry_host::Limits,
     outbound: gantry_host::OutboundConfig,
+    private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
@@ -107,6 +113,7 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
         header_timeout: Duration::from_millis(file.header_timeout_ms.unwrap_or(10_000)),
         limits: file.limits.unwrap_or_default(),
         outbound: file.outbound.unwrap_or_default(),
+        private_addresses: file.private_addresses,
     }
 }
 
@@ -135,6 +142,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let registry = Registry::open(
         RegistryConfig {
             data_dir: data_dir.clone(),
+            private_addresses: settings.private_addresses.clone(),
             ..RegistryConfig::default()
         },
         runtime,
@@ -249,7 +257,7 @@ mod tests {
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let file: ServeConfig = toml::from_str(
-            "bind = \"127.0.0.1:9000\"\nmax_upload_mib = 8\nbody_timeout_ms = 1500\n[outbound]\nallow_private = [\"127.0.0.1\"]\n[limits]\ncpu_time = 250\n",
+            "bind = \"127.0.0.1:9000\"\nmax_upload_mib = 8\nbody_timeout_ms = 1500\n[private_addresses]\nacme = [\"127.0.0.1\"]\n[limits]\ncpu_time = 250\n",
         )
         .unwrap();
         let args = Wrap::parse_from(["x", "--max-upload-mib", "2"]).args;
@@ -259,7 +267,7 @@ mod tests {
         assert_eq!(s.api.body_timeout, Duration::from_millis(1500));
         assert_eq!(s.limits.cpu_time, Duration::from_millis(250));
         assert_eq!(
-            s.outbound.allow_private,
+            s.private_addresses["acme"],
             vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
         );
         assert_eq!(s.data_dir, PathBuf::from("gantry-data"), "the default");

@@ -10,7 +10,7 @@ use crate::capability::{CallContext, LogLine, Sandbox};
 use crate::connector::Connector;
 use crate::digest::Digest;
 use crate::json;
-use crate::limits::Limits;
+use crate::limits::{Limits, Resource};
 use crate::policy::{OriginPattern, OutboundPolicy};
 use crate::runtime::Runtime;
 use serde::Serialize;
@@ -74,6 +74,8 @@ pub enum CallError {
     MemoryLimit { limit: u64 },
     #[error("the guest exhausted its stack")]
     StackOverflow,
+    #[error("the guest used more than its {limit} {resource}")]
+    ResourceLimit { resource: Resource, limit: u64 },
     #[error("the output is {size} bytes; the limit is {limit}")]
     OutputTooLarge { size: usize, limit: usize },
     #[error("the output is not a JSON document: {0}")]
@@ -100,6 +102,7 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::MemoryLimit { .. } => "memory-limit",
             CallError::StackOverflow => "stack-overflow",
+            CallError::ResourceLimit { .. } => "resource-limit",
             CallError::OutputTooLarge { .. } => "output-too-large",
             CallError::InvalidOutput(_) => "invalid-output",
             CallError::Trap { .. } => "trap",
@@ -125,6 +128,11 @@ pub struct CallOutput {
 #[error("CPU deadline exceeded")]
 struct CpuDeadlineExceeded;
 
+/// A host task found the call's budget exhausted (raised from the epoch callback).
+#[derive(Debug, thiserror::Error)]
+#[error("host resource budget exhausted")]
+struct BudgetExhausted;
+
 /// Most bytes of guest stderr quoted in a trap.
 const STDERR_TAIL: usize = 2048;
 
@@ -144,37 +152,67 @@ fn new_store(
     let policy = Arc::new(OutboundPolicy::for_call(
         declared_hosts,
         &ctx.outbound,
+        &ctx.allow_private,
         runtime.outbound().clone(),
     ));
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let sandbox = Sandbox::new(label, digest, call, ctx, limits, ticks, policy);
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
-    // Every tick the guest runs through, yield to the executor (so deadlines and other tasks
-    // get their turn) and count one tick against the CPU budget.
+    // Every tick the guest runs through counts one tick against the CPU budget and yields to
+    // the executor, so a guest that computes shares its worker thread with every other task
+    // instead of holding it until its deadline. `tokio::task::yield_now` puts the call at the
+    // back of the queue; wasmtime's plain `Yield` wakes the task at once, which tokio runs
+    // again first (its LIFO slot), starving what waits on the same worker.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut cx| {
         let sandbox = cx.data_mut();
         if sandbox.cpu_ticks_left == 0 {
             return Err(CpuDeadlineExceeded.into());
         }
+        if sandbox.budget.exhausted().is_some() {
+            return Err(BudgetExhausted.into());
+        }
         sandbox.cpu_ticks_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     });
     store
 }
 
+/// The error of a call that ran out of a host-side resource.
+fn resource_limit(resource: Resource, limits: &Limits) -> CallError {
+    let limit = match resource {
+        Resource::Handles => limits.handles,
+        Resource::Connections => limits.connections,
+    };
+    CallError::ResourceLimit {
+        resource,
+        limit: limit.into(),
+    }
+}
+
 /// Turn a trap into the [`CallError`] that says what happened.
-fn classify(error: wasmtime::Error, store: &Store<Sandbox>, limits: &Limits) -> CallError {
+fn classify(error: wasmtime::Error, store: &mut Store<Sandbox>, limits: &Limits) -> CallError {
     if error.is::<CpuDeadlineExceeded>() {
         return CallError::CpuDeadline {
             limit: limits.cpu_time,
         };
     }
+    if let Some(resource) = store.data().budget.exhausted() {
+        return resource_limit(resource, limits);
+    }
     if store.data().limiter.memory_refused() {
         return CallError::MemoryLimit {
             limit: limits.memory_bytes,
         };
+    }
+    // A full resource table makes the host call that found it trap (or fail, and the guest
+    // give up): either way the call ran out of handles.
+    if store.data_mut().handles() >= limits.handles as usize {
+        return resource_limit(Resource::Handles, limits);
     }
     if error.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
         return CallError::StackOverflow;
@@ -222,7 +260,7 @@ pub(crate) async fn describe(
         Err(_) => Err(CallError::Timeout {
             limit: limits.wall_time,
         }),
-        Ok(Err(trap)) => Err(classify(trap, &store, &limits)),
+        Ok(Err(trap)) => Err(classify(trap, &mut store, &limits)),
         Ok(Ok(info)) => Ok(info),
     }
 }
@@ -268,6 +306,7 @@ pub(crate) async fn invoke(
         limits,
         connector.declared_hosts().clone(),
     );
+    let budget = store.data().budget.clone();
     let run = async {
         let plugin = connector.pre.instantiate_async(&mut store).await?;
         plugin
@@ -275,15 +314,34 @@ pub(crate) async fn invoke(
             .call_invoke(&mut store, operation, input)
             .await
     };
+    // A host task that exhausts the budget ends the call at once, even while the guest waits
+    // on a host call (its instance is thrown away, as on a timeout).
+    let run = async {
+        tokio::select! {
+            biased;
+            result = run => Ok(result),
+            resource = budget.exhaustion() => Err(resource),
+        }
+    };
     let output = match tokio::time::timeout(limits.wall_time, run).await {
         Err(_) => {
             return Err(CallError::Timeout {
                 limit: limits.wall_time,
             });
         }
-        Ok(Err(trap)) => return Err(classify(trap, &store, &limits)),
-        Ok(Ok(Err(guest))) => return Err(not_json(input).unwrap_or(CallError::Guest(guest.into()))),
-        Ok(Ok(Ok(output))) => output,
+        Ok(Err(resource)) => return Err(resource_limit(resource, &limits)),
+        Ok(Ok(result)) => result,
+    };
+    let output = match output {
+        Err(trap) => return Err(classify(trap, &mut store, &limits)),
+        Ok(_) if store.data().budget.exhausted().is_some() => {
+            // The guest carried on after a host task found the budget exhausted (it saw an
+            // error it ignored); the call fails all the same.
+            let resource = store.data().budget.exhausted().expect("checked");
+            return Err(resource_limit(resource, &limits));
+        }
+        Ok(Err(guest)) => return Err(not_json(input).unwrap_or(CallError::Guest(guest.into()))),
+        Ok(Ok(output)) => output,
     };
     if output.len() > limits.output_bytes {
         return Err(CallError::OutputTooLarge {
@@ -294,12 +352,12 @@ pub(crate) async fn invoke(
     if let Err(e) = json::check(&output) {
         return Err(not_json(input).unwrap_or(CallError::InvalidOutput(e.to_string())));
     }
-    let sandbox = store.into_data();
+    let mut sandbox = store.into_data();
     Ok(CallOutput {
         output,
         digest: *connector.digest(),
         duration: started.elapsed(),
         memory_bytes: sandbox.limiter.memory_used(),
-        logs: sandbox.logs,
+        logs: sandbox.take_logs(),
     })
 }

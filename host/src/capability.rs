@@ -12,11 +12,11 @@
 //!   addresses re-checked after DNS, size caps, no redirects followed.
 
 use crate::bindings::gantry::connector::{http, log, secrets, types};
-use crate::limits::{Limits, StoreLimiter};
+use crate::limits::{self, HostBudget, Limits, StoreLimiter};
 use crate::outbound::{self, OutboundError};
 use crate::policy::{Origin, OutboundPolicy};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -26,7 +26,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// Most log lines one call may write; the rest are counted and dropped.
+/// Most log lines one call may write; the rest are counted and dropped (as are lines past
+/// [`Limits::log_bytes`]).
 const MAX_LOG_LINES: usize = 256;
 /// Longest log line kept; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -80,6 +81,10 @@ pub struct CallContext {
     /// Outbound origins granted to this call (`scheme://host[:port]`, `*` wildcards); a request
     /// must also match what the connector declares. Empty: no outbound HTTP.
     pub outbound: Vec<String>,
+    /// Loopback, private or other special addresses this call may reach all the same (exact
+    /// addresses, e.g. `127.0.0.1` for a local stand-in). The registry sets it from the
+    /// operator's allowance for the organisation the call runs for. Empty by default.
+    pub allow_private: Vec<std::net::IpAddr>,
 }
 
 /// One line a guest logged.
@@ -102,7 +107,10 @@ pub struct Sandbox {
     pub(crate) cpu_ticks_left: u64,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) logs: Vec<LogLine>,
+    log_bytes_left: usize,
     pub(crate) logs_dropped: usize,
+    /// What host tasks outside the store draw on, shared with them.
+    pub(crate) budget: Arc<HostBudget>,
 }
 
 impl Sandbox {
@@ -128,12 +136,18 @@ impl Sandbox {
         for (k, v) in &ctx.config {
             config.insert(k, v);
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.handles as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits::FIELDS_BYTES);
+        let budget = Arc::new(HostBudget::new(&limits));
         Self {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             http_hooks: PolicyHooks {
                 policy,
+                budget: budget.clone(),
                 tag: Arc::new(CallTag {
                     connector,
                     digest,
@@ -146,8 +160,32 @@ impl Sandbox {
             cpu_ticks_left: cpu_ticks,
             stderr,
             logs: Vec::new(),
+            log_bytes_left: limits.log_bytes,
             logs_dropped: 0,
+            budget,
         }
+    }
+
+    /// Entries in the call's resource table now.
+    pub(crate) fn handles(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
+    /// The call's log lines, with a last one saying how many were dropped, if any were.
+    pub(crate) fn take_logs(&mut self) -> Vec<LogLine> {
+        let mut logs = std::mem::take(&mut self.logs);
+        if self.logs_dropped > 0 {
+            logs.push(LogLine {
+                level: "warn",
+                message: format!(
+                    "{} more log lines dropped: a call keeps at most {MAX_LOG_LINES} lines and \
+                     {} bytes of log",
+                    self.logs_dropped,
+                    self.limiter.limits().log_bytes
+                ),
+            });
+        }
+        logs
     }
 }
 
@@ -186,10 +224,6 @@ impl types::Host for Sandbox {}
 
 impl log::Host for Sandbox {
     fn log(&mut self, level: types::Level, mut message: String) -> wasmtime::Result<()> {
-        if self.logs.len() >= MAX_LOG_LINES {
-            self.logs_dropped += 1;
-            return Ok(());
-        }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -197,6 +231,11 @@ impl log::Host for Sandbox {
             }
             message.truncate(cut);
         }
+        if self.logs.len() >= MAX_LOG_LINES || message.len() > self.log_bytes_left {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        self.log_bytes_left -= message.len();
         let tag = &self.http_hooks.tag;
         let (connector, digest, call) = (&*tag.connector, &*tag.digest, tag.call);
         let level = match level {
@@ -240,17 +279,20 @@ impl http::Host for Sandbox {
         let policy = self.http_hooks.policy.clone();
         let origin = origin_text(Origin::of_url(&request.url));
         let result = match build_request(request, &policy) {
-            Ok(req) => {
-                let limit = policy.config.max_response_bytes;
-                let exchange = async {
-                    let exchange = outbound::send(&policy, req).await?;
-                    outbound::read_body(exchange, limit).await
-                };
-                match tokio::time::timeout(policy.config.request_timeout, exchange).await {
-                    Ok(result) => result,
-                    Err(_) => Err(OutboundError::Timeout),
+            Ok(req) => match outbound::admit(&policy, &self.budget, req.uri()) {
+                Ok(admitted) => {
+                    let limit = policy.config.max_response_bytes;
+                    let exchange = async {
+                        let exchange = outbound::send(&policy, admitted, req).await?;
+                        outbound::read_body(exchange, limit).await
+                    };
+                    match tokio::time::timeout(policy.config.request_timeout, exchange).await {
+                        Ok(result) => result,
+                        Err(_) => Err(OutboundError::Timeout),
+                    }
                 }
-            }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         Ok(match result {
@@ -268,6 +310,12 @@ impl http::Host for Sandbox {
                     .collect(),
                 body: body.to_vec(),
             }),
+            Err(OutboundError::ConnectionLimit) => {
+                // The call ran out of its connection budget: it fails as a whole.
+                return Err(wasmtime::Error::msg(
+                    OutboundError::ConnectionLimit.to_string(),
+                ));
+            }
             Err(e) => {
                 self.http_hooks.tag.report(&origin, &e);
                 Err(match e {
@@ -276,16 +324,19 @@ impl http::Host for Sandbox {
                     OutboundError::Timeout => http::HttpError::Timeout,
                     OutboundError::TooLarge(_) => http::HttpError::TooLarge,
                     OutboundError::Transport(m) => http::HttpError::Transport(m),
+                    OutboundError::ConnectionLimit => unreachable!("handled above"),
                 })
             }
         })
     }
 }
 
+/// The request `http.send` asked for, refused if its body is over the cap or it sets a header
+/// wasi:http refuses too (`host`, hop-by-hop headers).
 fn build_request(
     request: http::Request,
     policy: &OutboundPolicy,
-) -> Result<::http::Request<Full<Bytes>>, OutboundError> {
+) -> Result<::http::Request<Bytes>, OutboundError> {
     let invalid = |m: String| OutboundError::InvalidRequest(m);
     let body = request.body.unwrap_or_default();
     if body.len() > policy.config.max_request_bytes {
@@ -295,10 +346,17 @@ fn build_request(
         .map_err(|_| invalid(format!("bad method `{}`", request.method.escape_debug())))?;
     let mut builder = ::http::Request::builder().method(method).uri(&request.url);
     for (name, value) in &request.headers {
-        builder = builder.header(name, value);
+        let header = ::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("bad header name `{}`", name.escape_debug())))?;
+        if outbound::forbidden_header(&header) {
+            return Err(invalid(format!(
+                "header `{header}` may not be set by a connector (the host sets it)"
+            )));
+        }
+        builder = builder.header(header, value);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Bytes::from(body))
         .map_err(|e| invalid(e.to_string()))
 }
 
@@ -328,57 +386,21 @@ impl CallTag {
     }
 }
 
-/// wasi:http hooks that send through the call's outbound policy.
+/// wasi:http hooks that send through the call's outbound policy and budget.
 struct PolicyHooks {
     policy: Arc<OutboundPolicy>,
+    budget: Arc<HostBudget>,
     tag: Arc<CallTag>,
-}
-
-/// A request body that, when hyper is done with it early (e.g. `content-length: 0`), keeps
-/// reading what the guest still writes, so the guest's writes and `finish` succeed instead of
-/// finding the stream closed.
-struct DrainOnDrop(Option<Limited<wasmtime_wasi_http::WasiBody>>);
-
-impl http_body::Body for DrainOnDrop {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        match self.0.as_mut() {
-            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.0.as_ref().map(|b| b.size_hint()).unwrap_or_default()
-    }
-}
-
-impl Drop for DrainOnDrop {
-    fn drop(&mut self) {
-        if let Some(body) = self.0.take()
-            && !http_body::Body::is_end_stream(&body)
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move {
-                let _ = body.collect().await;
-            });
-        }
-    }
 }
 
 type HttpResult<T> = wasmtime_wasi_http::Result<T>;
 type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
 
 impl WasiHttpHooks for PolicyHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        limits::BODY_CHUNK_BYTES
+    }
+
     fn send_request(
         &mut self,
         request: ::http::Request<wasmtime_wasi_http::WasiBody>,
@@ -392,21 +414,50 @@ impl WasiHttpHooks for PolicyHooks {
         let policy = self.policy.clone();
         let origin = origin_text(Origin::of_uri(request.uri()));
         let tag = self.tag.clone();
+        let to_wasi = |e: OutboundError| match e {
+            OutboundError::Denied(_) => E::HttpRequestDenied,
+            OutboundError::InvalidRequest(_) => E::HttpRequestUriInvalid,
+            OutboundError::Timeout => E::ConnectionTimeout,
+            OutboundError::TooLarge(_) => E::HttpRequestBodySize(None),
+            OutboundError::ConnectionLimit => E::ConnectionLimitReached,
+            OutboundError::Transport(m) => E::InternalError(Some(m)),
+        };
+        // Checked now, before the body is read: a refused request buffers nothing.
+        let admitted = outbound::admit(&policy, &self.budget, request.uri());
         Box::new(async move {
+            let admitted = admitted
+                .inspect_err(|e| tag.report(&origin, e))
+                .map_err(to_wasi)?;
             let limit = policy.config.max_request_bytes;
-            let request = request.map(|body| DrainOnDrop(Some(Limited::new(body, limit))));
-            let send = outbound::send(&policy, request);
+            let declared = request
+                .headers()
+                .get(::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit as u64) {
+                tag.report(&origin, &OutboundError::TooLarge(limit));
+                return Err(E::HttpRequestBodySize(declared));
+            }
+            // The whole body, within its cap, before anything is sent: an upstream never sees
+            // the start of a request that turns out to be too large.
+            let (parts, body) = request.into_parts();
+            let read = Limited::new(body, limit).collect();
+            let body = match tokio::time::timeout(policy.config.request_timeout, read).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    tag.report(&origin, &OutboundError::TooLarge(limit));
+                    return Err(E::HttpRequestBodySize(None));
+                }
+                Ok(Err(e)) => return Err(E::InternalError(Some(e.to_string()))),
+                Err(_) => return Err(E::ConnectionTimeout),
+            };
+            let request = ::http::Request::from_parts(parts, body);
+            let send = outbound::send(&policy, admitted, request);
             let exchange = match tokio::time::timeout(policy.config.request_timeout, send).await {
                 Ok(Ok(exchange)) => exchange,
                 Ok(Err(e)) => {
                     tag.report(&origin, &e);
-                    return Err(match e {
-                        OutboundError::Denied(_) => E::HttpRequestDenied,
-                        OutboundError::InvalidRequest(_) => E::HttpRequestUriInvalid,
-                        OutboundError::Timeout => E::ConnectionTimeout,
-                        OutboundError::TooLarge(_) => E::HttpRequestBodySize(None),
-                        OutboundError::Transport(m) => E::InternalError(Some(m)),
-                    });
+                    return Err(to_wasi(e));
                 }
                 Err(_) => return Err(E::ConnectionTimeout),
             };

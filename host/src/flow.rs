@@ -436,6 +436,7 @@ impl Registry {
             secrets,
             limits: None,
             outbound: install.outbound,
+            allow_private: self.private_addresses.get(org).cloned().unwrap_or_default(),
         })
     }
 

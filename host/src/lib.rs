@@ -39,7 +39,7 @@ pub use capability::{CallContext, LogLine, Secrets};
 pub use connector::{ConfigKey, Connector, Description, Operation, Origin, SecretKey};
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec, map_input};
-pub use limits::{InvalidLimits, Limits};
+pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
 pub use metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
 pub use outbound::OutboundError;
 pub use policy::{

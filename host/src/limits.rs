@@ -1,11 +1,16 @@
-//! What one call may use: [`Limits`] (CPU, wall-clock, memory, tables, instances, output), and
-//! [`StoreLimiter`], the `ResourceLimiter` that enforces the memory and table caps for a whole
-//! store.
+//! What one call may use: [`Limits`] (CPU, wall-clock, memory, tables, instances, output, and
+//! the host-side resources a guest can make), [`StoreLimiter`], the `ResourceLimiter` that
+//! enforces the memory and table caps for a whole store, and [`HostBudget`], the part of the
+//! budget that host tasks outside the store draw on (outbound connections).
 //!
 //! wasmtime's own `StoreLimits` caps each memory separately; a component holds several core
 //! instances, each with its own memory, so the limiter here sums every memory in the store.
+//! What a guest makes on the host side — resource-table entries (streams, pollables, HTTP
+//! fields, requests, bodies), outbound connections, log lines — is capped as well, so a call's
+//! host memory is bounded too (see [`Limits::handles`]).
 
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Per-call limits. [`Limits::default`] is what a connector gets unless its install says
@@ -33,7 +38,21 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Bytes of stderr kept from one call (a guest writing more gets a write error).
     pub stderr_bytes: usize,
+    /// Entries in the call's resource table at once: every stream, pollable, HTTP `fields`,
+    /// request, response and body the guest holds. Each host-side object is itself bounded (a
+    /// `fields` holds at most [`FIELDS_BYTES`], an outgoing body buffers at most
+    /// [`BODY_CHUNK_BYTES`] twice), so this caps the host memory a call can hold.
+    pub handles: u32,
+    /// Outbound HTTP connections open at once.
+    pub connections: u32,
+    /// Bytes of log messages kept from one call; later lines are dropped and counted.
+    pub log_bytes: usize,
 }
+
+/// Most bytes one wasi:http `fields` (a header map) may hold.
+pub const FIELDS_BYTES: usize = 16 << 10;
+/// Largest write to an outgoing wasi:http body; one more such chunk may wait in its buffer.
+pub const BODY_CHUNK_BYTES: usize = 16 << 10;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -47,6 +66,9 @@ impl Default for Limits {
             memories: 16,
             output_bytes: 4 << 20,
             stderr_bytes: 64 << 10,
+            handles: 512,
+            connections: 6,
+            log_bytes: 64 << 10,
         }
     }
 }
@@ -69,6 +91,8 @@ impl Limits {
             ("tables", self.tables == 0),
             ("memories", self.memories == 0),
             ("output_bytes", self.output_bytes == 0),
+            ("handles", self.handles == 0),
+            ("connections", self.connections == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(InvalidLimits(format!("`{name}` must be greater than zero")));
@@ -80,6 +104,79 @@ impl Limits {
             )));
         }
         Ok(())
+    }
+}
+
+/// A host-side resource a guest can make, each capped per call by [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resource {
+    /// Entries in the call's resource table ([`Limits::handles`]).
+    Handles,
+    /// Outbound HTTP connections open at once ([`Limits::connections`]).
+    Connections,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::Handles => "host handles (streams, HTTP fields, requests, ...)",
+            Resource::Connections => "outbound connections open at once",
+        })
+    }
+}
+
+/// The part of one call's budget that host tasks outside the store draw on, and which
+/// resource, if any, ran out first: a call that exhausts one fails with
+/// `CallError::ResourceLimit`, whichever task noticed.
+#[derive(Debug)]
+pub struct HostBudget {
+    connections: Arc<tokio::sync::Semaphore>,
+    exhausted: OnceLock<Resource>,
+    /// Wakes the call, so it ends as soon as a host task exhausts the budget (even while the
+    /// guest waits on something).
+    signal: tokio::sync::Notify,
+}
+
+impl HostBudget {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.connections as usize)),
+            exhausted: OnceLock::new(),
+            signal: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A connection slot, held for as long as the connection is open; `None` (and the budget
+    /// marked exhausted) when all are taken.
+    pub fn connection(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.connections.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.exhaust(Resource::Connections);
+        }
+        permit
+    }
+
+    /// Record that the call ran out of `resource` (the first one recorded is kept).
+    pub fn exhaust(&self, resource: Resource) {
+        let _ = self.exhausted.set(resource);
+        // `notify_one` keeps the wake-up for a waiter that comes later.
+        self.signal.notify_one();
+    }
+
+    /// Resolves once the budget is exhausted.
+    pub async fn exhaustion(&self) -> Resource {
+        loop {
+            if let Some(resource) = self.exhausted() {
+                return resource;
+            }
+            self.signal.notified().await;
+        }
+    }
+
+    /// The resource the call ran out of, if any.
+    pub fn exhausted(&self) -> Option<Resource> {
+        self.exhausted.get().copied()
     }
 }
 
@@ -99,6 +196,11 @@ impl StoreLimiter {
             memory_used: 0,
             memory_refused: false,
         }
+    }
+
+    /// The limits this limiter enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Bytes of linear memory the store holds now, over all memories.

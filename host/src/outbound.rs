@@ -1,8 +1,11 @@
 //! The one HTTP client every outbound request of a guest goes through, whichever path it took
-//! (`http.send` or wasi:http): policy check of the origin, DNS resolution, a second check of
-//! every resolved address, connect with a timeout, TLS (webpki roots) for https, HTTP/1.1,
-//! request and response size caps. Redirects are never followed: the guest sees the 3xx.
+//! (`http.send` or wasi:http): policy check of the origin, a connection slot from the call's
+//! budget, the whole request body in hand (within its cap) before anything is sent, DNS
+//! resolution, a second check of every resolved address, connect with a timeout, TLS (webpki
+//! roots) for https, HTTP/1.1, the `host` header from the URL and no hop-by-hop headers, a
+//! response size cap. Redirects are never followed: the guest sees the 3xx.
 
+use crate::limits::HostBudget;
 use crate::policy::{Origin, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -21,6 +24,8 @@ pub enum OutboundError {
     Timeout,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the call already has as many outbound connections open as it may")]
+    ConnectionLimit,
     #[error("{0}")]
     Transport(String),
 }
@@ -116,26 +121,59 @@ async fn connect(
     Ok(Box::new(tls))
 }
 
-/// A connected HTTP/1.1 exchange: the response, and the connection future that must be polled
-/// (by whoever reads the body) for the exchange to make progress.
-pub(crate) struct Exchange {
-    pub response: http::Response<Limited<hyper::body::Incoming>>,
-    pub connection: std::pin::Pin<Box<dyn Future<Output = Result<(), OutboundError>> + Send>>,
+/// Headers a connector may not send: hop-by-hop headers and `host` (set from the URL). The
+/// same list wasi:http refuses, so both HTTP paths agree.
+pub(crate) fn forbidden_header(name: &http::HeaderName) -> bool {
+    wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
 }
 
-/// Send `request` if the policy allows it. The response body is capped at the policy's
-/// `max_response_bytes`.
-pub(crate) async fn send<B>(
+/// A request the policy lets through, before it is sent: its origin and the connection slot it
+/// holds while the connection is open.
+pub(crate) struct Admitted {
+    origin: Origin,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Check `uri` against the policy and take a connection slot from the call's budget. Done
+/// before a request body is read, so no body of a refused request is ever buffered.
+pub(crate) fn admit(
     policy: &OutboundPolicy,
-    mut request: http::Request<B>,
-) -> Result<Exchange, OutboundError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let origin = Origin::of_uri(request.uri()).map_err(OutboundError::InvalidRequest)?;
-    if let Err(why) = policy.check_origin(&origin) {
-        return Err(OutboundError::Denied(why));
+    budget: &HostBudget,
+    uri: &http::Uri,
+) -> Result<Admitted, OutboundError> {
+    let origin = Origin::of_uri(uri).map_err(OutboundError::InvalidRequest)?;
+    policy
+        .check_origin(&origin)
+        .map_err(OutboundError::Denied)?;
+    let slot = budget.connection().ok_or(OutboundError::ConnectionLimit)?;
+    Ok(Admitted { origin, slot })
+}
+
+/// A connected HTTP/1.1 exchange: the response, and the connection future that must be polled
+/// (by whoever reads the body) for the exchange to make progress. The connection holds its
+/// slot of the call's budget until it ends or is dropped.
+pub(crate) struct Exchange {
+    pub response: http::Response<Limited<hyper::body::Incoming>>,
+    pub connection: Connection,
+}
+
+pub(crate) type Connection =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), OutboundError>> + Send>>;
+
+/// Send `request` (its whole body in hand, within the policy's `max_request_bytes`): resolve,
+/// check every address, connect, and wait for the response head. The response body is capped
+/// at the policy's `max_response_bytes`.
+///
+/// The body is complete before anything is sent, so a request over the cap never reaches the
+/// upstream, not even its headers. The `host` header is always the URL's.
+pub(crate) async fn send(
+    policy: &OutboundPolicy,
+    admitted: Admitted,
+    mut request: http::Request<Bytes>,
+) -> Result<Exchange, OutboundError> {
+    let Admitted { origin, slot } = admitted;
+    if request.body().len() > policy.config.max_request_bytes {
+        return Err(OutboundError::TooLarge(policy.config.max_request_bytes));
     }
     let addrs = resolve(policy, &origin).await?;
     let stream = connect(policy, &origin, &addrs).await?;
@@ -145,12 +183,8 @@ where
             .map_err(|e| OutboundError::Transport(format!("HTTP handshake with {origin}: {e}")))?;
 
     let host = match (origin.scheme.as_str(), origin.port) {
-        ("http", 80) | ("https", 443) => origin.host.clone(),
-        _ => format!(
-            "{}:{}",
-            request.uri().host().unwrap_or(&origin.host),
-            origin.port
-        ),
+        ("http", 80) | ("https", 443) => bracketed(&origin.host),
+        (_, port) => format!("{}:{port}", bracketed(&origin.host)),
     };
     let path = request
         .uri()
@@ -160,33 +194,61 @@ where
     *request.uri_mut() = path
         .parse()
         .map_err(|e| OutboundError::InvalidRequest(format!("bad path: {e}")))?;
-    if !request.headers().contains_key(http::header::HOST) {
-        let value = http::HeaderValue::from_str(&host)
-            .map_err(|e| OutboundError::InvalidRequest(format!("bad host: {e}")))?;
-        request.headers_mut().insert(http::header::HOST, value);
+    let headers = request.headers_mut();
+    let refused: Vec<_> = headers
+        .keys()
+        .filter(|name| forbidden_header(name))
+        .cloned()
+        .collect();
+    for name in refused {
+        headers.remove(name);
     }
+    let value = http::HeaderValue::from_str(&host)
+        .map_err(|e| OutboundError::InvalidRequest(format!("bad host: {e}")))?;
+    headers.insert(http::header::HOST, value);
+    let request = request.map(http_body_util::Full::new);
 
-    let mut connection = Box::pin(async move {
-        connection
+    let mut connection: Connection = Box::pin(async move {
+        let result = connection
             .await
-            .map_err(|e| OutboundError::Transport(format!("connection: {e}")))
+            .map_err(|e| OutboundError::Transport(format!("connection: {e}")));
+        drop(slot);
+        result
     });
     let limit = policy.config.max_response_bytes;
-    // Drive the connection while waiting for the response head.
-    let response = tokio::select! {
-        response = sender.send_request(request) => {
-            response.map_err(|e| OutboundError::Transport(format!("request to {origin}: {e}")))?
-        }
-        result = &mut connection => {
-            result?;
-            return Err(OutboundError::Transport(format!("{origin} closed the connection")));
+    // Drive the connection while waiting for the response head. A server may close the
+    // connection right after a complete response (HTTP/1.0, `Connection: close`): the
+    // connection then ends first, and the response is still there to take.
+    let mut response = std::pin::pin!(sender.send_request(request));
+    let mut closed = false;
+    let response = loop {
+        tokio::select! {
+            biased;
+            response = &mut response => break response
+                .map_err(|e| OutboundError::Transport(format!("request to {origin}: {e}")))?,
+            result = &mut connection, if !closed => {
+                result?;
+                closed = true;
+            }
         }
     };
+    if closed {
+        connection = Box::pin(std::future::ready(Ok(())));
+    }
     drop(sender);
     Ok(Exchange {
         response: response.map(|body| Limited::new(body, limit)),
         connection,
     })
+}
+
+/// An IPv6 literal in brackets, as a `host` header writes it.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 /// Read the whole body of an exchange (driving its connection), within the size cap.

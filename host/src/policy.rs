@@ -164,13 +164,12 @@ pub fn parse_patterns(patterns: &[String]) -> Result<Vec<OriginPattern>, String>
     patterns.iter().map(|p| OriginPattern::parse(p)).collect()
 }
 
-/// Operator-wide settings of outbound HTTP.
+/// Operator-wide settings of outbound HTTP. Which private addresses a call may reach is not
+/// among them: that is allowed per call ([`crate::CallContext::allow_private`]), so one
+/// organisation's allowance is never another's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboundConfig {
-    /// Addresses that may be reached although they are loopback/private/link-local (e.g.
-    /// `127.0.0.1` for a local stand-in). Empty by default.
-    pub allow_private: Vec<IpAddr>,
     #[serde(with = "crate::limits::millis")]
     pub connect_timeout: Duration,
     /// Whole request, response body included (the call's wall-clock deadline applies as well).
@@ -183,7 +182,6 @@ pub struct OutboundConfig {
 impl Default for OutboundConfig {
     fn default() -> Self {
         Self {
-            allow_private: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
             max_request_bytes: 4 << 20,
@@ -192,56 +190,86 @@ impl Default for OutboundConfig {
     }
 }
 
-/// Why an address may not be reached.
+/// Why an address may not be reached: loopback, private, link-local, shared, documentation,
+/// benchmarking, multicast, reserved and other special-purpose ranges (IANA's IPv4 and IPv6
+/// special-purpose registries, the entries not globally reachable), and IPv6 forms that carry
+/// an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo) when that address is refused — or
+/// always, for the tunnelling forms whose far end Gantry cannot see.
 pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4).map(|_| "an IPv4-mapped private or special address");
-            }
-            let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let v4 =
-                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-                return forbidden_v4(v4).map(|_| "a NAT64-mapped private or special address");
-            }
-            forbidden_v6(v6)
-        }
+        IpAddr::V6(v6) => forbidden_v6(v6),
     }
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     if ip.is_loopback() {
         Some("a loopback address")
     } else if ip.is_private() {
         Some("a private address")
     } else if ip.is_link_local() {
         Some("a link-local address (cloud metadata lives here)")
-    } else if ip.is_unspecified() || a == 0 {
+    } else if a == 0 {
         Some("an unspecified address")
     } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
         Some("a broadcast, multicast or reserved address")
     } else if a == 100 && (64..128).contains(&b) {
         Some("a shared (carrier-grade NAT) address")
-    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+    } else if a == 192 && b == 0 && c == 0 {
         Some("an IETF protocol assignment address")
+    } else if (a == 192 && b == 0 && c == 2)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+    {
+        Some("a documentation address")
+    } else if a == 198 && (18..20).contains(&b) {
+        Some("a benchmarking address")
+    } else if a == 192 && b == 88 && c == 99 {
+        Some("a 6to4 relay anycast address")
     } else {
         None
     }
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded = |why: &'static str, v4: Ipv4Addr| forbidden_v4(v4).map(|_| why);
+    let low_v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if ip.is_loopback() {
         Some("a loopback address")
     } else if ip.is_unspecified() {
         Some("an unspecified address")
-    } else if first & 0xfe00 == 0xfc00 {
+    } else if let Some(v4) = ip.to_ipv4_mapped() {
+        embedded("an IPv4-mapped private or special address", v4)
+    } else if s[..6] == [0; 6] {
+        // ::a.b.c.d, deprecated "IPv4-compatible" addresses: nothing legitimate uses them.
+        Some("an IPv4-compatible address (deprecated)")
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        embedded("a NAT64-mapped private or special address", low_v4)
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        Some("a local-use NAT64 address")
+    } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // ::ffff:0:a.b.c.d, IPv4-translated (SIIT).
+        embedded("an IPv4-translated private or special address", low_v4)
+    } else if s[0] == 0x100 && s[1..4] == [0, 0, 0] {
+        Some("a discard-only address")
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        Some("a Teredo address (tunnels to an IPv4 address Gantry cannot check)")
+    } else if s[0] == 0x2002 {
+        Some("a 6to4 address (tunnels to an IPv4 address Gantry cannot check)")
+    } else if s[0] == 0x2001 && s[1] < 0x200 {
+        Some("an IETF protocol assignment address")
+    } else if (s[0] == 0x2001 && s[1] == 0xdb8) || (s[0] == 0x3fff && s[1] < 0x1000) {
+        Some("a documentation address")
+    } else if s[0] == 0x5f00 {
+        Some("a segment-routing address")
+    } else if s[0] & 0xfe00 == 0xfc00 {
         Some("a unique-local (private) address")
-    } else if first & 0xffc0 == 0xfe80 {
+    } else if s[0] & 0xffc0 == 0xfe80 {
         Some("a link-local address")
+    } else if s[0] & 0xffc0 == 0xfec0 {
+        Some("a site-local address (deprecated, private)")
     } else if ip.is_multicast() {
         Some("a multicast address")
     } else {
@@ -255,6 +283,8 @@ pub struct OutboundPolicy {
     /// Parsed once per connector; shared by all its calls.
     declared: Arc<[OriginPattern]>,
     granted: Vec<OriginPattern>,
+    /// Addresses this call may reach although they are private or special.
+    allow_private: Vec<IpAddr>,
     /// The operator's settings, shared by every call of a runtime.
     pub(crate) config: Arc<OutboundConfig>,
 }
@@ -274,21 +304,34 @@ pub(crate) fn parse_lenient(list: &[String]) -> Vec<OriginPattern> {
 }
 
 impl OutboundPolicy {
-    /// A policy from what the connector declares and what is granted to this call.
-    pub fn new(declared: &[String], granted: &[String], config: OutboundConfig) -> Self {
-        Self::for_call(parse_lenient(declared).into(), granted, Arc::new(config))
+    /// A policy from what the connector declares, what is granted to this call and which
+    /// private addresses it may reach all the same.
+    pub fn new(
+        declared: &[String],
+        granted: &[String],
+        allow_private: &[IpAddr],
+        config: OutboundConfig,
+    ) -> Self {
+        Self::for_call(
+            parse_lenient(declared).into(),
+            granted,
+            allow_private,
+            Arc::new(config),
+        )
     }
 
-    /// The policy of one call: the connector's pre-parsed declaration, this call's grants (an
-    /// empty list costs nothing), the runtime's shared settings.
+    /// The policy of one call: the connector's pre-parsed declaration, this call's grants and
+    /// private allowances (empty lists cost nothing), the runtime's shared settings.
     pub(crate) fn for_call(
         declared: Arc<[OriginPattern]>,
         granted: &[String],
+        allow_private: &[IpAddr],
         config: Arc<OutboundConfig>,
     ) -> Self {
         Self {
             declared,
             granted: parse_lenient(granted),
+            allow_private: allow_private.to_vec(),
             config,
         }
     }
@@ -309,9 +352,9 @@ impl OutboundPolicy {
     /// Whether a resolved address may be connected to.
     pub fn check_address(&self, ip: IpAddr) -> Result<(), String> {
         match forbidden_address(ip) {
-            Some(why) if !self.config.allow_private.contains(&ip) => {
-                Err(format!("{ip} is {why}, which the operator does not allow"))
-            }
+            Some(why) if !self.allow_private.contains(&ip) => Err(format!(
+                "{ip} is {why}, which the operator does not allow for this connector"
+            )),
             _ => Ok(()),
         }
     }
@@ -385,10 +428,42 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            // Found by the security review: IPv4-compatible, local-use NAT64, site-local, 6to4
+            // and Teredo forms.
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b:1::8.8.8.8",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2002:0808:0808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            // IPv4-translated, discard-only, documentation, benchmarking, ORCHID, SRv6.
+            "::ffff:0:10.0.0.1",
+            "100::1",
+            "2001:db8::1",
+            "3fff::1",
+            "2001:2::1",
+            "2001:10::1",
+            "5f00::1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.88.99.1",
+            "240.0.0.1",
         ] {
             assert!(forbidden_address(ip.parse().unwrap()).is_some(), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "8.8.8.8",
+            "198.20.0.1",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
+            "2a00:1450:4001::1",
+        ] {
             assert!(forbidden_address(ip.parse().unwrap()).is_none(), "{ip}");
         }
     }
@@ -401,10 +476,8 @@ mod tests {
                 "http://127.0.0.1:*".into(),
             ],
             &["http://127.0.0.1:*".into()],
-            OutboundConfig {
-                allow_private: vec!["127.0.0.1".parse().unwrap()],
-                ..OutboundConfig::default()
-            },
+            &["127.0.0.1".parse().unwrap()],
+            OutboundConfig::default(),
         );
         assert!(
             policy

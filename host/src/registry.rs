@@ -128,6 +128,10 @@ pub struct RegistryConfig {
     /// Where metadata goes; `None` keeps it in `<data_dir>/gantry.db` ([`SqliteStore`]). A
     /// PostgreSQL implementation of [`MetadataStore`] plugs in here.
     pub metadata: Option<Arc<dyn MetadataStore>>,
+    /// The operator's allowances of private addresses, by organisation: the connectors of an
+    /// organisation may reach these loopback/private addresses (when an install grants the
+    /// origin), and no other organisation's may.
+    pub private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// A published version (one revision of it).
@@ -341,6 +345,7 @@ pub struct Registry {
     pub(crate) vault: Vault,
     pub(crate) runtime: Runtime,
     faults: Option<FaultHook>,
+    pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// Connectors loaded for pinned digests, kept while something pins them.
     pub(crate) loaded: Mutex<HashMap<Digest, Arc<Connector>>>,
 }
@@ -479,6 +484,7 @@ impl Registry {
             vault,
             runtime,
             faults: config.faults,
+            private_addresses: config.private_addresses,
             loaded: Mutex::new(HashMap::new()),
         };
         registry.sweep_orphans()?;

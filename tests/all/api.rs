@@ -20,18 +20,15 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, runtime: Runtime, config: ApiConfig) -> Self {
-        let registry = Arc::new(
-            Registry::open(
-                RegistryConfig {
-                    data_dir: dir.to_path_buf(),
-                    faults: None,
-                    blobs: None,
-                    metadata: None,
-                },
-                runtime,
-            )
-            .unwrap(),
-        );
+        let registry = RegistryConfig {
+            data_dir: dir.to_path_buf(),
+            ..RegistryConfig::default()
+        };
+        Self::start_with(registry, runtime, config).await
+    }
+
+    async fn start_with(registry: RegistryConfig, runtime: Runtime, config: ApiConfig) -> Self {
+        let registry = Arc::new(Registry::open(registry, runtime).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = gantry_host::router(registry.clone(), config);
@@ -989,6 +986,7 @@ async fn the_router_alone_answers_health_and_refuses_anonymous_calls() {
                 faults: None,
                 blobs: None,
                 metadata: None,
+                ..RegistryConfig::default()
             },
             runtime().clone(),
         )
@@ -1174,5 +1172,76 @@ async fn the_openapi_document_covers_every_route_and_resolves() {
         assert!(schemas.contains_key(name), "{r} resolves");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_address_allowance_is_one_organisations_only() {
+    // An upstream on loopback, which the operator lets `acme`'s connectors reach.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/status",
+        axum::routing::get(|| async { axum::Json(json!({"internal": "admin api"})) }),
+    );
+    tokio::spawn(async move { axum::serve(upstream, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryConfig {
+        data_dir: dir.path().to_path_buf(),
+        private_addresses: [("acme".to_string(), vec!["127.0.0.1".parse().unwrap()])].into(),
+        ..RegistryConfig::default()
+    };
+    let s = Server::start_with(registry, runtime().clone(), ApiConfig::default()).await;
+    let mut outcomes = Vec::new();
+    for org in ["acme", "mallory"] {
+        // Each organisation's own admin publishes rest-json, installs it and grants loopback
+        // to its install — all of which an organisation admin may do.
+        let admin = s.token(org, Role::Admin);
+        let r = s
+            .publish(&admin, "rest-json", "1.0.0", "", connector("rest-json"))
+            .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        let (_, install) = s
+            .call(
+                Method::POST,
+                "/v1/installs",
+                Some(&admin),
+                Some(json!({"org": org, "name": "rest-json", "version": "1.0.0"})),
+            )
+            .await;
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("/v1/installs/{}/outbound", install["id"]),
+                Some(&admin),
+                Some(json!(["http://127.0.0.1:*"])),
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+        let (_, instance) = s
+            .call(
+                Method::POST,
+                "/v1/instances",
+                Some(&admin),
+                Some(json!({"install": install["id"], "name": "loop",
+                    "config": {"base_url": format!("http://{upstream_addr}")}})),
+            )
+            .await;
+        outcomes.push(
+            s.call(
+                Method::POST,
+                &format!("/v1/instances/{}/invoke/get", instance["id"]),
+                Some(&admin),
+                Some(json!({"path": "/status"})),
+            )
+            .await,
+        );
+    }
+    let (acme, mallory) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(acme.0, StatusCode::OK, "{}", acme.1);
+    assert_eq!(acme.1["output"]["body"]["internal"], "admin api");
+    assert_eq!(mallory.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", mallory.1);
+    assert_eq!(error_code(&mallory.1), "connector-error");
     s.shutdown().await;
 }

@@ -151,6 +151,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
                 faults: None,
                 blobs: None,
                 metadata: None,
+                ..gantry_host::RegistryConfig::default()
             },
             crate::support::runtime().clone(),
         )

@@ -134,7 +134,8 @@ fn stand_in(seen: Seen, redirect_to: Option<SocketAddr>) -> Router {
         .route("/country/{code}", get(country_one))
         .route("/country/{code}/indicator/{ind}", get(indicator));
     let record = |seen: &Seen, path: &str| seen.record(format!("GET {path}"));
-    let (s1, s2, s3, s4, s5, s6) = (
+    let (s1, s2, s3, s4, s5, s6, s7) = (
+        seen.clone(),
         seen.clone(),
         seen.clone(),
         seen.clone(),
@@ -197,6 +198,25 @@ fn stand_in(seen: Seen, redirect_to: Option<SocketAddr>) -> Router {
             }),
         )
         .route(
+            "/host",
+            get(move |headers: HeaderMap| {
+                record(&s7, "/host");
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get_all(name)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .collect::<Vec<_>>()
+                    };
+                    axum::Json(
+                        json!({"host": header("host"), "connection": header("connection"),
+                        "proxy-authorization": header("proxy-authorization")}),
+                    )
+                }
+            }),
+        )
+        .route(
             "/redirect",
             get(move || async move {
                 let target = redirect_to
@@ -243,14 +263,14 @@ async fn serve(redirect_to: Option<SocketAddr>) -> Server {
     Server { addr, seen }
 }
 
-/// A runtime whose operator allows 127.0.0.1 (the stand-ins), with a 1 MiB response cap.
+/// A runtime with a 1 MiB response cap (the calls of [`ctx`] may reach 127.0.0.1, where the
+/// stand-ins are).
 fn loopback_runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         Runtime::new(RuntimeConfig {
             max_instances: 32,
             outbound: OutboundConfig {
-                allow_private: vec!["127.0.0.1".parse().unwrap()],
                 max_response_bytes: 1 << 20,
                 ..OutboundConfig::default()
             },
@@ -274,6 +294,7 @@ fn ctx(config: &[(&str, String)], secrets: &[(&str, &str)], grants: &[&str]) -> 
         ),
         limits: None,
         outbound: grants.iter().map(|g| g.to_string()).collect(),
+        allow_private: vec!["127.0.0.1".parse().unwrap()],
     }
 }
 
@@ -455,17 +476,19 @@ async fn an_ungranted_host_is_refused_logged_and_never_contacted() {
         matches!(&err, CallError::Guest(ConnectorError::Upstream(m)) if m.contains("not granted")),
         "{err}"
     );
-    // Granted, but the operator does not allow loopback addresses.
-    let strict = crate::support::runtime();
-    let err = worldbank(
-        strict,
-        base,
-        &["http://127.0.0.1:*"],
-        "country",
-        json!({"code": "BRA"}),
-    )
-    .await
-    .unwrap_err();
+    // Granted, but the operator does not allow this call loopback addresses.
+    let c = loopback_runtime()
+        .load(&connector("worldbank"))
+        .await
+        .unwrap();
+    let strict = CallContext {
+        allow_private: Vec::new(),
+        ..ctx(&[("base_url", base)], &[], &["http://127.0.0.1:*"])
+    };
+    let err = loopback_runtime()
+        .invoke(&c, "country", r#"{"code":"BRA"}"#, &strict)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, CallError::Guest(ConnectorError::Upstream(m)) if m.contains("loopback")),
         "{err}"
@@ -482,12 +505,26 @@ async fn an_ungranted_host_is_refused_logged_and_never_contacted() {
 }
 
 async fn rest(rt: &Runtime, base: String, grants: &[&str], path: &str) -> Result<Value, CallError> {
+    rest_in(rt, base, grants, path, true).await
+}
+
+/// `rest-json`'s `get` of `path`; `loopback`: whether the call may reach 127.0.0.1.
+async fn rest_in(
+    rt: &Runtime,
+    base: String,
+    grants: &[&str],
+    path: &str,
+    loopback: bool,
+) -> Result<Value, CallError> {
     let c = rt.load(&connector("rest-json")).await.unwrap();
-    let context = ctx(
+    let mut context = ctx(
         &[("base_url", base)],
         &[("api_key", "k3y-for-tests")],
         grants,
     );
+    if !loopback {
+        context.allow_private.clear();
+    }
     rt.invoke(&c, "get", &json!({"path": path}).to_string(), &context)
         .await
         .map(|out| json(&out.output))
@@ -550,22 +587,24 @@ async fn wasi_http_through_wstd_works_under_the_same_policy() {
         )
         .await,
     );
-    let strict = crate::support::runtime();
+    // Loopback not allowed for this call: refused by name and by address.
     refused(
-        rest(
-            strict,
+        rest_in(
+            rt,
             format!("http://localhost:{}", server.addr.port()),
             &["*"],
             "/headers",
+            false,
         )
         .await,
     );
     refused(
-        rest(
-            strict,
+        rest_in(
+            rt,
             format!("http://127.0.0.1:{}", server.addr.port()),
             &["*"],
             "/headers",
+            false,
         )
         .await,
     );
@@ -664,4 +703,194 @@ async fn a_silent_or_endless_upstream_cannot_hold_the_call() {
             .await
             .is_ok()
     );
+}
+
+/// A call of `name`'s `operation` on `input`, allowed to reach 127.0.0.1 anywhere.
+async fn loopback_call(name: &str, operation: &str, input: Value) -> Result<Value, CallError> {
+    let rt = loopback_runtime();
+    let c = rt.load(&connector(name)).await.unwrap();
+    rt.invoke(
+        &c,
+        operation,
+        &input.to_string(),
+        &ctx(&[], &[], &["http://127.0.0.1:*"]),
+    )
+    .await
+    .map(|out| json(&out.output))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_paths_refuse_a_guests_host_and_hop_by_hop_headers() {
+    let server = serve(None).await;
+    let url = format!("http://{}/host", server.addr);
+    // http.send: every header wasi:http refuses is refused here too, and nothing is sent.
+    for header in 0..4 {
+        let out = loopback_call(
+            "header-smuggler",
+            "send",
+            json!({"url": url, "header": header}),
+        )
+        .await
+        .unwrap();
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("InvalidRequest") && error.contains("may not be set"),
+            "header {header}: {out}"
+        );
+    }
+    assert!(server.seen.all().is_empty(), "{:?}", server.seen.all());
+    // Without them the request goes through, and the upstream sees the URL's host.
+    let out = loopback_call("header-smuggler", "send", json!({"url": url}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    let seen = json(out["body"].as_str().unwrap());
+    assert_eq!(
+        seen,
+        json!({"host": [format!("127.0.0.1:{}", server.addr.port())], "connection": [],
+            "proxy-authorization": []})
+    );
+    // wasi:http refuses the same headers.
+    let out = loopback_call("header-smuggler", "wasi", json!({}))
+        .await
+        .unwrap();
+    let refused: Vec<bool> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["refused"].as_bool().unwrap())
+        .collect();
+    assert_eq!(refused, vec![true; 4], "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_holds_at_most_its_share_of_connections() {
+    // An upstream that accepts connections and never answers, keeping each one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = loopback_call(
+        "conn-hog",
+        "run",
+        json!({"authority": addr.to_string(), "count": 50}),
+    )
+    .await
+    .unwrap_err();
+    let cap = Limits::default().connections;
+    assert_eq!(
+        err,
+        CallError::ResourceLimit {
+            resource: gantry_host::Resource::Connections,
+            limit: cap.into()
+        },
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the call ends when it runs out, not at a timeout: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let streams = std::mem::take(&mut *held.lock().unwrap());
+    // (Often none: the call ends before its first connections are made.)
+    assert!(
+        streams.len() <= cap as usize,
+        "{} connections arrived; the cap is {cap}",
+        streams.len()
+    );
+    // The call's connections were closed with it.
+    for stream in streams {
+        let mut stream = stream;
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a connection of the failed call stayed open"
+        );
+    }
+}
+
+/// An upstream that answers each request with `body` and closes the connection right after,
+/// as HTTP/1.0 servers and `Connection: close` answers do; `length`: whether it says how long
+/// the body is (else the close ends it).
+async fn closing_upstream(body: &'static str, length: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = if length {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{body}")
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_after_a_complete_response_is_read() {
+    for length in [true, false] {
+        let addr = closing_upstream(r#"{"ok":true}"#, length).await;
+        for _ in 0..20 {
+            // http.send
+            let out = loopback_call(
+                "header-smuggler",
+                "send",
+                json!({"url": format!("http://{addr}/")}),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                out,
+                json!({"status": 200, "body": r#"{"ok":true}"#}),
+                "{length}"
+            );
+            // wasi:http
+            let out = rest(
+                loopback_runtime(),
+                format!("http://{addr}"),
+                &["http://127.0.0.1:*"],
+                "/",
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                out,
+                json!({"status": 200, "body": {"ok": true}}),
+                "{length}"
+            );
+        }
+    }
 }

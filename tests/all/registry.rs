@@ -19,6 +19,7 @@ fn open(dir: &Path) -> Registry {
             faults: None,
             blobs: None,
             metadata: None,
+            ..RegistryConfig::default()
         },
         runtime().clone(),
     )
@@ -771,6 +772,7 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
                 faults: Some(hook),
                 blobs: None,
                 metadata: None,
+                ..RegistryConfig::default()
             },
             runtime().clone(),
         )
@@ -1010,6 +1012,7 @@ async fn another_blob_store_plugs_in() {
             faults: None,
             blobs: Some(blobs.clone()),
             metadata: None,
+            ..RegistryConfig::default()
         },
         runtime().clone(),
     )

@@ -172,3 +172,36 @@ async fn limits_are_per_call() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_bomb_stops_at_its_host_handle_cap() {
+    // Each wasi:http `fields` lives in host memory; a guest that makes them without end is
+    // stopped by the cap on handles, not by the CPU deadline after growing the host.
+    let started = Instant::now();
+    let err = run("header-bomb", &CallContext::default()).await;
+    assert_eq!(
+        err,
+        CallError::ResourceLimit {
+            resource: gantry_host::Resource::Handles,
+            limit: Limits::default().handles.into()
+        },
+        "{err}"
+    );
+    assert_eq!(err.code(), "resource-limit");
+    assert!(
+        started.elapsed() < Limits::default().cpu_time,
+        "stopped by its handles, not its CPU time: {:?}",
+        started.elapsed()
+    );
+    // A tighter cap is the call's own.
+    let tight = Limits {
+        handles: 40,
+        ..Limits::default()
+    };
+    let err = run("header-bomb", &with_limits(tight)).await;
+    assert!(
+        matches!(err, CallError::ResourceLimit { limit: 40, .. }),
+        "{err}"
+    );
+    host_still_serves().await;
+}
