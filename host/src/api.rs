@@ -102,7 +102,7 @@ impl From<RegistryError> for ApiError {
             | E::DescribeMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::Load(crate::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Storage(_) | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -6,10 +6,10 @@
 //! never wrong code.
 
 use crate::digest::Digest;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::durable::{sync_dir, write_atomic};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
 /// Where component bytes live, by digest.
 pub trait BlobStore: Send + Sync {
@@ -29,8 +29,6 @@ pub struct FsBlobStore {
     root: PathBuf,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl FsBlobStore {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into().join("sha256");
@@ -42,10 +40,6 @@ impl FsBlobStore {
         let hex = digest.hex();
         self.root.join(&hex[..2]).join(hex)
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl BlobStore for FsBlobStore {
@@ -60,21 +54,8 @@ impl BlobStore for FsBlobStore {
         if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
             return Ok(());
         }
-        let dir = path.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir)?;
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = dir.join(format!(".{}.{}.{n}.tmp", digest.hex(), std::process::id()));
-        let result = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        fs::create_dir_all(path.parent().expect("blob paths have a parent"))?;
+        write_atomic(&path, bytes, 0o600)
     }
 
     fn get(&self, digest: &Digest) -> io::Result<Option<Vec<u8>>> {

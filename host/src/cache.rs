@@ -1,39 +1,66 @@
 //! The on-disk cache of precompiled components, keyed by (digest, engine compatibility hash).
 //!
-//! Layout: `<root>/<engine hash>/<digest hex>.cwasm`. Each file is `MAGIC`, the source digest,
-//! the sha256 of the artifact, then the artifact. Files are written to a temporary name, synced,
-//! renamed into place and the directory synced, so a crash leaves the old file or the new one,
-//! never half of one. A file that fails verification is deleted and the component recompiled.
+//! What is read from here is handed to `Component::deserialize`, which runs it as native code,
+//! so nothing is trusted because of where it lies:
+//! - every artifact carries an HMAC-SHA256 under a 32-byte key the host keeps in `<root>/key`
+//!   (0600), over the engine's compatibility hash, the source digest and the artifact; a file
+//!   that does not verify — damaged, written by another host or forged — is deleted and the
+//!   component recompiled;
+//! - the cache directories are created 0700, and a cache or key that another user owns or may
+//!   write is refused: nobody but the host can replace the key or plant files.
+//!
+//! Layout: `<root>/key`, `<root>/<engine hash>/<digest hex>.cwasm`. Each file is `MAGIC`, the
+//! source digest, the HMAC, then the artifact, written atomically ([`durable::write_atomic`]).
 
 use crate::digest::Digest;
+use crate::durable;
+use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
-use std::fs::{self, File};
+use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-const MAGIC: &[u8; 8] = b"GANTRYC1";
+const MAGIC: &[u8; 8] = b"GANTRYC2";
 const HEADER: usize = MAGIC.len() + 32 + 32;
 
 /// Precompiled artifacts for one engine configuration.
-#[derive(Debug)]
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
+    engine: String,
+    key: Vec<u8>,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+impl std::fmt::Debug for ArtifactCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
 
 impl ArtifactCache {
     /// Open (creating it if needed) the cache under `root` for artifacts of `engine`.
     pub fn open(root: &Path, engine: &wasmtime::Engine) -> io::Result<Self> {
-        let dir = root.join(engine_key(engine));
-        fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        durable::private_dir(root)?;
+        let (key, _) = durable::key_file(&root.join("key"), 32)?;
+        let engine = engine_key(engine);
+        let dir = root.join(&engine);
+        durable::private_dir(&dir)?;
+        Ok(Self { dir, engine, key })
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(format!("{}.cwasm", digest.hex()))
+    }
+
+    fn mac(&self, digest: &Digest, artifact: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(b"gantry artifact\0");
+        mac.update(self.engine.as_bytes());
+        mac.update(digest.as_bytes());
+        mac.update(artifact);
+        mac.finalize().into_bytes().into()
     }
 
     /// The verified artifact for `digest`, or `None` when there is none or it does not verify
@@ -48,35 +75,37 @@ impl ArtifactCache {
                 return None;
             }
         };
-        if verify(&bytes, digest) {
+        if self.verify(&bytes, digest) {
             bytes.drain(..HEADER);
             return Some(bytes);
         }
-        tracing::warn!(path = %path.display(), "cached artifact failed verification; recompiling");
+        tracing::warn!(path = %path.display(),
+            "cached artifact failed verification (damaged, or not written by this host); recompiling");
         let _ = fs::remove_file(&path);
         None
     }
 
     /// Store the artifact for `digest` atomically.
     pub fn put(&self, digest: &Digest, artifact: &[u8]) -> io::Result<()> {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .dir
-            .join(format!(".{}.{}.{n}.tmp", digest.hex(), std::process::id()));
-        let result = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(digest.as_bytes())?;
-            file.write_all(&Sha256::digest(artifact))?;
-            file.write_all(artifact)?;
-            file.sync_all()?;
-            fs::rename(&temp, self.path(digest))?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+        let mut file = Vec::with_capacity(HEADER + artifact.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(digest.as_bytes());
+        file.extend_from_slice(&self.mac(digest, artifact));
+        file.extend_from_slice(artifact);
+        durable::write_atomic(&self.path(digest), &file, 0o600)
+    }
+
+    fn verify(&self, bytes: &[u8], digest: &Digest) -> bool {
+        if bytes.len() <= HEADER || &bytes[..8] != MAGIC || bytes[8..40] != digest.as_bytes()[..] {
+            return false;
         }
-        result
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(b"gantry artifact\0");
+        mac.update(self.engine.as_bytes());
+        mac.update(digest.as_bytes());
+        mac.update(&bytes[HEADER..]);
+        // Constant-time comparison.
+        mac.verify_slice(&bytes[40..72]).is_ok()
     }
 
     /// The directory holding this engine's artifacts.
@@ -84,13 +113,6 @@ impl ArtifactCache {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-fn verify(bytes: &[u8], digest: &Digest) -> bool {
-    bytes.len() > HEADER
-        && &bytes[..8] == MAGIC
-        && bytes[8..40] == digest.as_bytes()[..]
-        && bytes[40..72] == Sha256::digest(&bytes[HEADER..])[..]
 }
 
 /// A stable hex name for everything that makes an artifact loadable by `engine`: wasmtime's
@@ -139,5 +161,28 @@ mod tests {
         // No temporary files are left behind.
         let names: Vec<_> = fs::read_dir(cache.dir()).unwrap().collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn an_artifact_made_without_the_key_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = wasmtime::Engine::default();
+        let cache = ArtifactCache::open(root.path(), &engine).unwrap();
+        let digest = Digest::of(b"component");
+        // A forger who can write the file but not read the key: a well-formed file whose MAC
+        // was made with another key (or with none, like the old unkeyed sha256).
+        let forger = ArtifactCache {
+            dir: cache.dir.clone(),
+            engine: cache.engine.clone(),
+            key: vec![7; 32],
+        };
+        forger.put(&digest, b"other native code").unwrap();
+        assert_eq!(cache.get(&digest), None);
+        let mut unkeyed = MAGIC.to_vec();
+        unkeyed.extend_from_slice(digest.as_bytes());
+        unkeyed.extend_from_slice(&Sha256::digest(b"other native code"));
+        unkeyed.extend_from_slice(b"other native code");
+        fs::write(cache.path(&digest), unkeyed).unwrap();
+        assert_eq!(cache.get(&digest), None);
     }
 }

@@ -19,6 +19,7 @@ mod call;
 mod capability;
 mod connector;
 mod digest;
+mod durable;
 mod flow;
 mod json;
 mod limits;

@@ -89,6 +89,12 @@ pub trait Metadata {
     fn create_org(&mut self, id: &str, at: i64) -> Result<()>;
     fn org_exists(&mut self, id: &str) -> Result<bool>;
 
+    // ----- settings of the installation -----
+    fn setting(&mut self, name: &str) -> Result<Option<String>>;
+    fn set_setting(&mut self, name: &str, value: &str) -> Result<()>;
+    /// Instances of every organisation (each holds sealed secrets).
+    fn instance_count(&mut self) -> Result<u64>;
+
     // ----- versions -----
     /// The newest revision of `org/name@version`, whoever may see it.
     fn current_revision(

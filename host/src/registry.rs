@@ -47,6 +47,8 @@ pub enum Error {
     AcknowledgementRequired(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    #[error("the secrets key: {0}")]
+    SecretsKey(String),
 }
 
 impl Error {
@@ -64,6 +66,7 @@ impl Error {
             Error::Blocked(_) => "blocked",
             Error::AcknowledgementRequired(_) => "acknowledgement-required",
             Error::Storage(_) => "storage",
+            Error::SecretsKey(_) => "secrets-key",
         }
     }
 }
@@ -356,6 +359,40 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The setting that holds the fingerprint of the key sealing instance secrets.
+const SECRETS_KEY_ID: &str = "secrets_key_id";
+
+/// The vault over the key in `path`. A key is created only for a store that has sealed
+/// nothing yet: if the store knows another key (or has instances but no record of one), a
+/// missing or different key file is an error — a new key would leave every credential
+/// unreadable.
+fn open_vault(meta: &Arc<dyn MetadataStore>, path: &std::path::Path) -> Result<Vault> {
+    let (known, instances) =
+        meta.read(|m| Ok((m.setting(SECRETS_KEY_ID)?, m.instance_count()?)))?;
+    if !path.exists() && (known.is_some() || instances > 0) {
+        return Err(Error::SecretsKey(format!(
+            "{} is missing, but {instances} instance(s) hold credentials sealed with it{}; \
+             restore the file from a backup (a new key would leave them unreadable)",
+            path.display(),
+            known.map(|id| format!(" (key {id})")).unwrap_or_default()
+        )));
+    }
+    let (vault, _) = Vault::open_or_create(path)?;
+    match known {
+        Some(id) if id != vault.key_id() => Err(Error::SecretsKey(format!(
+            "{} is key {}, but the credentials were sealed with key {id}; restore the \
+             right file",
+            path.display(),
+            vault.key_id()
+        ))),
+        Some(_) => Ok(vault),
+        None => {
+            meta.write(|m| m.set_setting(SECRETS_KEY_ID, vault.key_id()))?;
+            Ok(vault)
+        }
+    }
+}
+
 /// The current revision of `pkg_org/name@version` if `viewer` may see it.
 pub(crate) fn visible_version(
     m: &mut dyn Metadata,
@@ -468,7 +505,10 @@ impl Registry {
     /// Open (creating if needed) the registry in `config.data_dir`.
     pub fn open(config: RegistryConfig, runtime: Runtime) -> Result<Self> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)?;
+        // Token hashes, sealed secrets and the key that opens them live here: only this
+        // user may read or write it.
+        crate::durable::private_dir(dir)?;
+        crate::durable::tighten(dir, 0o700)?;
         let meta: Arc<dyn MetadataStore> = match config.metadata {
             Some(meta) => meta,
             None => Arc::new(SqliteStore::open(&dir.join("gantry.db"))?),
@@ -477,7 +517,7 @@ impl Registry {
             Some(blobs) => blobs,
             None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
         };
-        let vault = Vault::open_or_create(&dir.join("secrets.key"))?;
+        let vault = open_vault(&meta, &dir.join("secrets.key"))?;
         let registry = Self {
             meta,
             blobs,

@@ -157,6 +157,14 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     engine: Engine,
     linker: Linker<Sandbox>,
@@ -328,10 +336,11 @@ impl Runtime {
     fn cached(&self, digest: &Digest) -> Option<Component> {
         let cache = self.inner.cache.as_ref()?;
         let artifact = cache.get(digest)?;
-        // SAFETY: the artifact was written by `ArtifactCache::put` from
-        // `Component::serialize` of an engine with the same compatibility hash (the cache
-        // directory is keyed by it), and its sha256 was just verified, so these are bytes
-        // wasmtime produced; wasmtime re-checks its own header and engine settings as well.
+        // SAFETY: `Component::deserialize` runs these bytes as native code. They come only
+        // from `ArtifactCache::get`, which returns an artifact only when its HMAC under the
+        // host's own key (kept 0600 in a directory only this user may write) verifies: bytes
+        // this host wrote from `Component::serialize` of an engine with the same compatibility
+        // hash, for this digest. wasmtime re-checks its own header and engine settings too.
         match unsafe { Component::deserialize(&self.inner.engine, &artifact) } {
             Ok(component) => Some(component),
             Err(e) => {

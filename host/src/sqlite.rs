@@ -117,6 +117,13 @@ CREATE TABLE tokens (
     created_at INTEGER NOT NULL
 );
 "#,
+    // 4: settings of the installation (the fingerprint of the secrets key).
+    r#"
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
 ];
 
 /// The SQLite [`MetadataStore`].
@@ -180,6 +187,22 @@ impl MetadataStore for SqliteStore {
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
+    // The database holds token hashes and sealed secrets: only this user may read it. SQLite
+    // gives its -wal and -shm files the database file's permissions.
+    let private = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)?;
+        crate::durable::tighten(path, 0o600)
+    };
+    private().map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("{}: {e}", path.display())),
+        )
+    })?;
     let mut conn = Connection::open(path)?;
     // Wait a little for a process that is handing the file over (a restart), then give up.
     conn.busy_timeout(std::time::Duration::from_secs(1))?;
@@ -424,6 +447,27 @@ impl Metadata for Sql<'_> {
 
     fn org_exists(&mut self, id: &str) -> Result<bool> {
         self.exists("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", [id])
+    }
+
+    fn setting(&mut self, name: &str) -> Result<Option<String>> {
+        self.one("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+    }
+
+    fn set_setting(&mut self, name: &str, value: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    fn instance_count(&mut self) -> Result<u64> {
+        Ok(self
+            .one("SELECT COUNT(*) FROM instances", [], |r| r.get(0))?
+            .unwrap_or(0))
     }
 
     fn current_revision(

@@ -4,8 +4,8 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use std::fs;
-use std::io::{self, Write};
+use sha2::{Digest as _, Sha256};
+use std::io;
 use std::path::Path;
 
 const NONCE: usize = 24;
@@ -13,6 +13,7 @@ const NONCE: usize = 24;
 /// Seals and opens instance secrets.
 pub struct Vault {
     cipher: XChaCha20Poly1305,
+    id: String,
 }
 
 impl std::fmt::Debug for Vault {
@@ -31,33 +32,22 @@ fn associated_data(org: &str, instance: i64) -> Vec<u8> {
 }
 
 impl Vault {
-    /// Use the 32-byte key in `path`, creating it (mode 0600, written atomically) if absent.
-    pub fn open_or_create(path: &Path) -> io::Result<Self> {
-        let key = match fs::read(path) {
-            Ok(key) => key,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
-                let temp = path.with_extension("tmp");
-                let mut options = fs::OpenOptions::new();
-                options.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&temp)?;
-                file.write_all(&key)?;
-                file.sync_all()?;
-                fs::rename(&temp, path)?;
-                key.to_vec()
-            }
-            Err(e) => return Err(e),
-        };
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the secrets key file must hold 32 bytes",
-            )
-        })?;
-        Ok(Self { cipher })
+    /// Use the 32-byte key in `path`, creating it (mode 0600, written atomically and durably)
+    /// if absent; `created` says whether it was. A key others may read is refused.
+    pub fn open_or_create(path: &Path) -> io::Result<(Self, bool)> {
+        let (key, created) = crate::durable::key_file(path, 32)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&key)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad secrets key"))?;
+        let id = hex::encode(
+            &Sha256::digest([b"gantry secrets key id\0".as_slice(), &key].concat())[..8],
+        );
+        Ok((Self { cipher, id }, created))
+    }
+
+    /// A fingerprint of the key (not the key): the registry keeps it with the sealed secrets,
+    /// to recognise a missing or swapped key file before anything is sealed with it.
+    pub fn key_id(&self) -> &str {
+        &self.id
     }
 
     /// Encrypt `plaintext` for instance `instance` of `org`: nonce || ciphertext.
@@ -106,7 +96,8 @@ mod tests {
     #[test]
     fn seals_bound_to_org_and_instance() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::open_or_create(&dir.path().join("key")).unwrap();
+        let (vault, created) = Vault::open_or_create(&dir.path().join("key")).unwrap();
+        assert!(created);
         let sealed = vault.seal("acme", 7, b"hunter2").unwrap();
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(vault.open("acme", 7, &sealed).unwrap(), b"hunter2");
@@ -114,9 +105,12 @@ mod tests {
         assert!(vault.open("other", 7, &sealed).is_err(), "another org");
 
         // The same key file opens it again; another key does not.
-        let again = Vault::open_or_create(&dir.path().join("key")).unwrap();
+        let (again, created) = Vault::open_or_create(&dir.path().join("key")).unwrap();
+        assert!(!created);
+        assert_eq!(again.key_id(), vault.key_id());
         assert_eq!(again.open("acme", 7, &sealed).unwrap(), b"hunter2");
-        let other = Vault::open_or_create(&dir.path().join("other-key")).unwrap();
+        let (other, _) = Vault::open_or_create(&dir.path().join("other-key")).unwrap();
+        assert_ne!(other.key_id(), vault.key_id());
         assert!(other.open("acme", 7, &sealed).is_err());
     }
 }

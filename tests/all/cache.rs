@@ -1,8 +1,24 @@
 //! A restart with the same cache directory runs a connector without compiling it again, and a
-//! damaged cache entry is recompiled rather than trusted.
+//! damaged or forged cache entry is recompiled rather than trusted.
 
-use crate::support::{connector, small_runtime};
-use gantry_host::{CallContext, Origin};
+use crate::support::{connector, json, small_runtime};
+use gantry_host::{CallContext, Origin, Runtime, RuntimeConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The cached artifact files under `root` (not the key).
+fn artifacts(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            for file in std::fs::read_dir(&path).unwrap() {
+                out.push(file.unwrap().path());
+            }
+        }
+    }
+    out
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loads_from_the_cache_without_compiling() {
@@ -37,14 +53,11 @@ async fn a_damaged_artifact_is_recompiled() {
         .unwrap();
 
     // Flip one byte of every cached artifact.
-    for engine_dir in std::fs::read_dir(dir.path()).unwrap() {
-        for file in std::fs::read_dir(engine_dir.unwrap().path()).unwrap() {
-            let path = file.unwrap().path();
-            let mut bytes = std::fs::read(&path).unwrap();
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
-            std::fs::write(&path, bytes).unwrap();
-        }
+    for path in artifacts(dir.path()) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
     }
 
     let rt = small_runtime(Some(dir.path().to_path_buf()));
@@ -76,4 +89,94 @@ async fn concurrent_loads_of_new_bytes_compile_them_once() {
         loaded.iter().all(|c| std::sync::Arc::ptr_eq(c, &loaded[0])),
         "one connector for all"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_artifact_is_never_run() {
+    // The review's attack: whoever can write the cache puts snoop's compiled code under echo's
+    // name, with a header that checks out without any key (echo's digest, the sha256 of the
+    // code). Loading echo must compile echo, not run snoop.
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, snoop) = (connector("echo"), connector("snoop"));
+    {
+        let rt = small_runtime(Some(dir.path().to_path_buf()));
+        rt.load(&echo).await.unwrap();
+        rt.load(&snoop).await.unwrap();
+    }
+    let echo_digest = gantry_host::Digest::of(&echo);
+    let snoop_digest = gantry_host::Digest::of(&snoop);
+    let files = artifacts(dir.path());
+    let find = |d: &gantry_host::Digest| {
+        files
+            .iter()
+            .find(|p| p.to_string_lossy().contains(&d.hex()))
+            .unwrap()
+            .clone()
+    };
+    let (echo_file, snoop_file) = (find(&echo_digest), find(&snoop_digest));
+    let snoop_bytes = std::fs::read(&snoop_file).unwrap();
+    let code = &snoop_bytes[72..];
+    use sha2::Digest as _;
+    let mut forged = snoop_bytes[..8].to_vec();
+    forged.extend_from_slice(echo_digest.as_bytes());
+    forged.extend_from_slice(&sha2::Sha256::digest(code));
+    forged.extend_from_slice(code);
+    std::fs::write(&echo_file, &forged).unwrap();
+    // And a plain copy of snoop's file under echo's name.
+    let copy_dir = tempfile::tempdir().unwrap();
+    std::fs::remove_dir(copy_dir.path()).unwrap();
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dir.path())
+        .arg(copy_dir.path())
+        .status()
+        .unwrap();
+    std::fs::copy(
+        &snoop_file,
+        copy_dir
+            .path()
+            .join(echo_file.strip_prefix(dir.path()).unwrap()),
+    )
+    .unwrap();
+
+    for root in [dir.path(), copy_dir.path()] {
+        let rt = small_runtime(Some(root.to_path_buf()));
+        let c = rt.load(&echo).await.unwrap();
+        assert_eq!(c.origin(), Origin::Compiled, "the forged file was refused");
+        assert_eq!(c.description().name, "echo");
+        let out = rt
+            .invoke(&c, "echo", r#"{"who":"echo"}"#, &CallContext::default())
+            .await
+            .unwrap();
+        assert_eq!(json(&out.output), serde_json::json!({"who": "echo"}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    small_runtime(Some(root.clone()));
+    assert_eq!(
+        std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "created private"
+    );
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Runtime::new(RuntimeConfig {
+        cache_dir: Some(root.clone()),
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })
+    .expect_err("refused");
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(root.join("key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Runtime::new(RuntimeConfig {
+        cache_dir: Some(root),
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })
+    .expect_err("refused");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
 }

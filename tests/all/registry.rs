@@ -1153,3 +1153,76 @@ async fn another_metadata_store_plugs_in() {
             .any(|e| e.action == "create-flow")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_and_a_lost_key_is_never_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    // A data directory an older Gantry made with the default umask.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let instance = {
+        let reg = open(&data);
+        reg.create_org("acme").unwrap();
+        reg.publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, connector("echo")),
+        )
+        .await
+        .unwrap();
+        let install = reg
+            .install("acme", "ops@acme", "acme", "echo", "1.0.0")
+            .unwrap();
+        let secrets = BTreeMap::from([("token".to_string(), "s3cret".to_string())]);
+        let id = reg
+            .create_instance("acme", "ops@acme", install.id, "main", no_map(), secrets)
+            .unwrap()
+            .id;
+        assert_eq!(mode(&data), 0o700, "the data directory is tightened");
+        for file in ["gantry.db", "gantry.db-wal", "secrets.key"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+        id
+    };
+
+    // The key file is lost: opening refuses, and makes no new key that would seal new
+    // credentials while the old ones stay unreadable.
+    let key = data.join("secrets.key");
+    let kept = root.path().join("secrets.key.backup");
+    std::fs::rename(&key, &kept).unwrap();
+    let open_err = |data: &Path| {
+        Registry::open(
+            RegistryConfig {
+                data_dir: data.to_path_buf(),
+                ..RegistryConfig::default()
+            },
+            runtime().clone(),
+        )
+        .expect_err("refused")
+    };
+    let err = open_err(&data);
+    assert_eq!(err.code(), "secrets-key");
+    assert!(err.to_string().contains("is missing"), "{err}");
+    assert!(!key.exists(), "no new key was made");
+
+    // Another key in its place is refused too.
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = open_err(&data);
+    assert!(err.to_string().contains("were sealed with key"), "{err}");
+
+    // The right key back: everything opens and the credential reaches the guest.
+    std::fs::rename(&kept, &key).unwrap();
+    let reg = open(&data);
+    let (_, _, result) = reg
+        .invoke_instance("acme", instance, "context", "{}")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&result.unwrap().output).unwrap()["token_length"],
+        6
+    );
+}
