@@ -56,6 +56,12 @@ pub struct ServeArgs {
 ///
 /// [private_addresses] # per organisation: private addresses its connectors may reach
 /// demo = ["127.0.0.1"]
+///
+/// [flows]             # bounds of flows and runs (gantry_host::FlowLimits)
+/// steps = 64
+/// run_bytes = 16777216
+///
+/// accept_ungranted_imports = false   # publish components importing wasi:filesystem/sockets
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +76,9 @@ pub struct ServeConfig {
     outbound: Option<gantry_host::OutboundConfig>,
     #[serde(default)]
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    flows: Option<gantry_host::FlowLimits>,
+    #[serde(default)]
+    accept_ungranted_imports: bool,
 }
 
 /// Settings after merging flags and environment over the file over the defaults.
@@ -82,6 +91,8 @@ struct Settings {
     limits: gantry_host::Limits,
     outbound: gantry_host::OutboundConfig,
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    flows: gantry_host::FlowLimits,
+    accept_ungranted_imports: bool,
 }
 
 fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
@@ -114,6 +125,8 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
         limits: file.limits.unwrap_or_default(),
         outbound: file.outbound.unwrap_or_default(),
         private_addresses: file.private_addresses,
+        flows: file.flows.unwrap_or_default(),
+        accept_ungranted_imports: file.accept_ungranted_imports,
     }
 }
 
@@ -143,6 +156,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         RegistryConfig {
             data_dir: data_dir.clone(),
             private_addresses: settings.private_addresses.clone(),
+            flows: settings.flows,
+            accept_ungranted_imports: settings.accept_ungranted_imports,
             ..RegistryConfig::default()
         },
         runtime,

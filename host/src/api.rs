@@ -11,10 +11,10 @@ use crate::capability::LogLine;
 use crate::digest::Digest;
 use crate::flow::{Flow, Run, StepSpec};
 use crate::registry::{
-    AuditEntry, Error as RegistryError, Install, Instance, Listing, PublishRequest, Registry,
+    AuditEntry, Error as RegistryError, Install, Instance, Listing, Page, PublishRequest, Registry,
     Search, UpdateMode, VersionInfo, VersionState, Visibility,
 };
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,8 +23,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -93,13 +93,16 @@ impl From<RegistryError> for ApiError {
         use RegistryError as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_) | E::Deprecated(_) | E::Blocked(_) | E::AcknowledgementRequired(_) => {
-                StatusCode::CONFLICT
-            }
+            E::Conflict(_)
+            | E::Deprecated(_)
+            | E::Blocked(_)
+            | E::AcknowledgementRequired(_)
+            | E::PublicPermanent(_) => StatusCode::CONFLICT,
             E::InvalidName { .. }
             | E::InvalidVersion(_)
             | E::InvalidInput(_)
-            | E::DescribeMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | E::DescribeMismatch { .. }
+            | E::UngrantedImports(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Load(crate::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Storage(_) | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,10 +202,37 @@ impl utoipa::Modify for BearerAuth {
 #[from_request(via(axum::Json), rejection(ApiError))]
 struct ApiJson<T>(T);
 
-/// The caller, from `Authorization: Bearer <token>`.
-struct Caller(Principal);
+/// The caller, from `Authorization: Bearer <token>`, holding at least the role `R` names.
+///
+/// The role is checked here, with the request's head, before any extractor reads the body: a
+/// token without the role gets its 403 without its upload being read.
+struct Caller<R>(Principal, std::marker::PhantomData<R>);
 
-impl FromRequestParts<AppState> for Caller {
+/// The role a route needs, as a type ([`Caller`]'s parameter).
+trait Needs {
+    const ROLE: Role;
+}
+
+/// Marker types for [`Caller`]: the role each route needs.
+struct Admin;
+struct Publisher;
+struct Operator;
+struct Viewer;
+
+impl Needs for Admin {
+    const ROLE: Role = Role::Admin;
+}
+impl Needs for Publisher {
+    const ROLE: Role = Role::Publisher;
+}
+impl Needs for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl Needs for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+
+impl<R: Needs> FromRequestParts<AppState> for Caller<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -219,34 +249,29 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
-        match state.registry.authenticate(token.trim())? {
-            Some(principal) => Ok(Caller(principal)),
-            None => Err(unauthorized()),
-        }
-    }
-}
-
-impl Caller {
-    fn need(&self, role: Role) -> Result<&Principal, ApiError> {
-        if self.0.role.allows(role) {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::new(
+        let principal = state
+            .registry
+            .authenticate(token.trim())?
+            .ok_or_else(unauthorized)?;
+        if !principal.role.allows(R::ROLE) {
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this needs the {role:?} role").to_lowercase(),
-            ))
+                format!("this needs the {:?} role", R::ROLE).to_lowercase(),
+            ));
         }
+        Ok(Caller(principal, std::marker::PhantomData))
     }
 }
 
-/// Call counters and latency histograms for `/metrics`.
+/// Call counters and latency histograms for `/metrics`, by organisation: a scrape shows the
+/// calling organisation's series only.
 /// connector, version, digest, outcome.
 type CallLabels = (String, String, String, &'static str);
 
 #[derive(Default)]
 struct Metrics {
-    calls: Mutex<BTreeMap<CallLabels, Histogram>>,
+    calls: Mutex<BTreeMap<String, BTreeMap<CallLabels, Histogram>>>,
 }
 
 const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
@@ -258,9 +283,18 @@ struct Histogram {
     sum: f64,
 }
 
+/// A label value as the Prometheus text format writes it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 impl Metrics {
     fn record(
         &self,
+        org: &str,
         connector: &str,
         version: &str,
         digest: &str,
@@ -269,6 +303,8 @@ impl Metrics {
     ) {
         let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         let h = calls
+            .entry(org.to_string())
+            .or_default()
             .entry((connector.into(), version.into(), digest.into(), outcome))
             .or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -280,22 +316,28 @@ impl Metrics {
         h.sum += seconds;
     }
 
-    fn render(&self) -> String {
+    /// The series of `org`'s calls.
+    fn render(&self, org: &str) -> String {
         use std::fmt::Write;
-        let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let empty = BTreeMap::new();
+        let calls = all.get(org).unwrap_or(&empty);
         let mut out = String::new();
         out.push_str("# HELP gantry_calls_total Connector calls by outcome.\n# TYPE gantry_calls_total counter\n");
-        for ((c, v, d, o), h) in calls.iter() {
-            let _ = writeln!(
-                out,
-                "gantry_calls_total{{connector=\"{c}\",version=\"{v}\",digest=\"{d}\",outcome=\"{o}\"}} {}",
-                h.count
-            );
+        let labels = |(c, v, d, o): &CallLabels| {
+            format!(
+                "connector=\"{}\",version=\"{}\",digest=\"{}\",outcome=\"{o}\"",
+                label(c),
+                label(v),
+                label(d)
+            )
+        };
+        for (key, h) in calls.iter() {
+            let _ = writeln!(out, "gantry_calls_total{{{}}} {}", labels(key), h.count);
         }
         out.push_str("# HELP gantry_call_duration_seconds Connector call latency.\n# TYPE gantry_call_duration_seconds histogram\n");
-        for ((c, v, d, o), h) in calls.iter() {
-            let labels =
-                format!("connector=\"{c}\",version=\"{v}\",digest=\"{d}\",outcome=\"{o}\"");
+        for (key, h) in calls.iter() {
+            let labels = labels(key);
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -402,11 +444,11 @@ fn created(value: impl serde::Serialize) -> ApiResult {
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops",  responses((status = 200, description = "Prometheus text: gantry_calls_total and gantry_call_duration_seconds by connector, version, digest, outcome")))]
-async fn metrics(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])), responses((status = 401, body = ErrorBody), (status = 200, description = "Prometheus text: the calling organisation's gantry_calls_total and gantry_call_duration_seconds by connector, version, digest, outcome")))]
+async fn metrics(State(s): State<AppState>, caller: Caller<Viewer>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        s.metrics.render(&caller.0.org),
     )
         .into_response()
 }
@@ -427,13 +469,13 @@ fn private() -> Visibility {
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Object), (status = 200, description = "Same bytes: unchanged", body = Object), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn publish(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
     query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = caller.need(Role::Publisher)?;
+    let p = &caller.0;
     let Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
     let content_type = headers
@@ -475,10 +517,10 @@ async fn publish(
 #[utoipa::path(delete, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 204, description = "Deleted"), (status = 409, description = "Pinned", body = ErrorBody)))]
 async fn delete_version(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let p = caller.need(Role::Publisher)?;
+    let p = &caller.0;
     s.registry
         .delete_version(&p.org, &p.actor(), &name, &version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -493,35 +535,61 @@ struct StateBody {
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateBody, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
 async fn set_state(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
     body: Result<ApiJson<StateBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Publisher)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     ok(s.registry
         .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
 }
 
-#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
+/// A query string, with rejections in the API's error shape.
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))
+}
+
+/// `/v1/marketplace`'s query: the search and the page.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct MarketplaceQuery {
+    text: Option<String>,
+    tag: Option<String>,
+    publisher: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "At most this many connectors (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this `org/name`")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
 async fn marketplace(
     State(s): State<AppState>,
-    caller: Caller,
-    query: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+    caller: Caller<Viewer>,
+    q: Result<Query<MarketplaceQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
-    let Query(search) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
-    ok(s.registry.search(&p.org, &search)?)
+    let p = &caller.0;
+    let q = query(q)?;
+    let search = Search {
+        text: q.text,
+        tag: q.tag,
+        publisher: q.publisher,
+    };
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    ok(s.registry.search(&p.org, &search, &page)?)
 }
 
 #[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
 async fn versions(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Viewer>,
     Path((org, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
+    let p = &caller.0;
     ok(s.registry.versions(&p.org, &org, &name)?)
 }
 
@@ -536,10 +604,10 @@ struct InstallBody {
 #[utoipa::path(post, path = "/v1/installs", tag = "installs", security(("bearer" = [])), request_body = InstallBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Install), (status = 409, description = "Deprecated or blocked", body = ErrorBody)))]
 async fn install(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     body: Result<ApiJson<InstallBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     created(
         s.registry
@@ -547,26 +615,35 @@ async fn install(
     )
 }
 
-#[utoipa::path(get, path = "/v1/installs", tag = "installs", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Install>)))]
-async fn installs(State(s): State<AppState>, caller: Caller) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
-    ok(s.registry.installs(&p.org)?)
+#[utoipa::path(get, path = "/v1/installs", tag = "installs", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Install>)))]
+async fn installs(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.installs(&p.org, &page)?)
 }
 
 #[utoipa::path(get, path = "/v1/installs/{id}", tag = "installs", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 404, body = ErrorBody)))]
-async fn get_install(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
+async fn get_install(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = &caller.0;
     ok(s.registry.get_install(&p.org, id)?)
 }
 
 #[utoipa::path(put, path = "/v1/installs/{id}/customisations", tag = "installs", security(("bearer" = [])), request_body = BTreeMap<String, String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
 async fn customise(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     Path(id): Path<i64>,
     body: Result<ApiJson<BTreeMap<String, String>>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     ok(s.registry.customise(&p.org, &p.actor(), id, body)?)
 }
@@ -574,11 +651,11 @@ async fn customise(
 #[utoipa::path(put, path = "/v1/installs/{id}/outbound", tag = "installs", security(("bearer" = [])), request_body = Vec<String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
 async fn grant_outbound(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Admin>,
     Path(id): Path<i64>,
     body: Result<ApiJson<Vec<String>>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Admin)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     ok(s.registry.grant_outbound(&p.org, &p.actor(), id, body)?)
 }
@@ -602,11 +679,11 @@ struct UpdateBody {
 #[utoipa::path(post, path = "/v1/installs/{id}/update", tag = "installs", security(("bearer" = [])), request_body = UpdateBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 409, description = "Customisations not acknowledged, or target deprecated", body = ErrorBody)))]
 async fn update(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Admin>,
     Path(id): Path<i64>,
     body: Result<ApiJson<UpdateBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Admin)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     let mode = match body.mode {
         Mode::Overwrite => UpdateMode::Overwrite {
@@ -627,11 +704,11 @@ struct RebindInstallBody {
 #[utoipa::path(post, path = "/v1/installs/{id}/rebind", tag = "installs", security(("bearer" = [])), request_body = RebindInstallBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object)))]
 async fn rebind_install(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     Path(id): Path<i64>,
     body: Result<ApiJson<RebindInstallBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     let moved = s
         .registry
@@ -653,10 +730,10 @@ struct InstanceBody {
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])), request_body = InstanceBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Instance)))]
 async fn create_instance(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     body: Result<ApiJson<InstanceBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     created(s.registry.create_instance(
         &p.org,
@@ -668,22 +745,31 @@ async fn create_instance(
     )?)
 }
 
-#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
-async fn instances(State(s): State<AppState>, caller: Caller) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
-    ok(s.registry.instances(&p.org)?)
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
+async fn instances(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.instances(&p.org, &page)?)
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Instance), (status = 404, body = ErrorBody)))]
-async fn get_instance(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
+async fn get_instance(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = &caller.0;
     ok(s.registry.get_instance(&p.org, id)?)
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
 async fn invoke(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     Path((id, operation)): Path<(i64, String)>,
     // The input goes to the connector as the client wrote it, and the output comes back as the
     // connector wrote it: through `Value`, a number beyond 64 bits or with more digits than an
@@ -691,7 +777,7 @@ async fn invoke(
     // turn a whole output into `null`.
     input: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(input) = input?;
     let _permit = s.call_permit()?;
     let started = std::time::Instant::now();
@@ -703,8 +789,14 @@ async fn invoke(
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(out) => {
-            s.metrics
-                .record(name, &version, &out.digest.to_string(), "ok", seconds);
+            s.metrics.record(
+                &p.org,
+                name,
+                &version,
+                &out.digest.to_string(),
+                "ok",
+                seconds,
+            );
             // `invoke` checked that the output is one JSON document. serde_json has no
             // unchecked way to make a `RawValue`, so this reads it once more (no allocation,
             // ~1.5 µs per 10 KB on a ~200 µs request) and cannot fail after that check.
@@ -718,8 +810,14 @@ async fn invoke(
             })
         }
         Err(e) => {
-            s.metrics
-                .record(name, &version, &digest.to_string(), e.code(), seconds);
+            s.metrics.record(
+                &p.org,
+                name,
+                &version,
+                &digest.to_string(),
+                e.code(),
+                seconds,
+            );
             Err(call_error(e))
         }
     }
@@ -745,10 +843,10 @@ struct FlowBody {
 #[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
 async fn create_flow(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     body: Result<ApiJson<FlowBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     created(
         s.registry
@@ -756,33 +854,44 @@ async fn create_flow(
     )
 }
 
-#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
-async fn flows(State(s): State<AppState>, caller: Caller) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
-    ok(s.registry.flows(&p.org)?)
+#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
+async fn flows(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.flows(&p.org, &page)?)
 }
 
 #[utoipa::path(get, path = "/v1/flows/{id}", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 404, body = ErrorBody)))]
-async fn get_flow(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
+async fn get_flow(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = &caller.0;
     ok(s.registry.get_flow(&p.org, id)?)
 }
 
 #[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
 async fn run_flow(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     Path(id): Path<i64>,
-    input: Result<ApiJson<Value>, ApiError>,
+    // Passed to the steps as written, like `invoke`'s input.
+    input: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(input) = input?;
     let _permit = s.call_permit()?;
-    let run = s.registry.run_flow(&p.org, id, input).await?;
+    let run = s.registry.run_flow(&p.org, id, &*input).await?;
     for step in &run.steps {
         let outcome = step.error.as_ref().map_or("ok", |_| "error");
         let (name, version) = s.registry.label_of(&step.digest).unwrap_or_default();
         s.metrics.record(
+            &p.org,
             &name,
             &version,
             &step.digest.to_string(),
@@ -793,10 +902,16 @@ async fn run_flow(
     created(run)
 }
 
-#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
-async fn runs(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult {
-    let p = caller.need(Role::Viewer)?;
-    ok(s.registry.runs(&p.org, id)?)
+#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue with the runs before this run id (newest first)")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
+async fn runs(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.runs(&p.org, id, &page)?)
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -809,20 +924,25 @@ struct RebindStepBody {
 #[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepBody, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
 async fn rebind_step(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Operator>,
     Path((id, step)): Path<(i64, String)>,
     body: Result<ApiJson<RebindStepBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Operator)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     ok(s.registry
         .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])),  responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<AuditEntry>)))]
-async fn audit_log(State(s): State<AppState>, caller: Caller) -> ApiResult {
-    let p = caller.need(Role::Admin)?;
-    ok(s.registry.audit_log(&p.org)?)
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<AuditEntry>)))]
+async fn audit_log(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.audit_log(&p.org, &page)?)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -835,10 +955,10 @@ struct TokenBody {
 #[utoipa::path(post, path = "/v1/tokens", tag = "ops", security(("bearer" = [])), request_body = TokenBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Object)))]
 async fn create_token(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Caller<Admin>,
     body: Result<ApiJson<TokenBody>, ApiError>,
 ) -> ApiResult {
-    let p = caller.need(Role::Admin)?;
+    let p = &caller.0;
     let ApiJson(body) = body?;
     let token = s
         .registry

@@ -59,6 +59,48 @@ pub struct Description {
     pub outbound_hosts: Vec<String>,
 }
 
+/// An operation as a listing shows it: no schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperationSummary {
+    pub name: String,
+    pub description: String,
+}
+
+/// A [`Description`] without its operations' schemas: what the marketplace shows of each
+/// connector (the schemas are in the version itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Summary {
+    pub name: String,
+    #[schema(value_type = String)]
+    pub version: semver::Version,
+    pub description: String,
+    pub operations: Vec<OperationSummary>,
+    pub config: Vec<ConfigKey>,
+    pub secrets: Vec<SecretKey>,
+    pub outbound_hosts: Vec<String>,
+}
+
+impl From<&Description> for Summary {
+    fn from(d: &Description) -> Self {
+        Self {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            description: d.description.clone(),
+            operations: d
+                .operations
+                .iter()
+                .map(|op| OperationSummary {
+                    name: op.name.clone(),
+                    description: op.description.clone(),
+                })
+                .collect(),
+            config: d.config.clone(),
+            secrets: d.secrets.clone(),
+            outbound_hosts: d.outbound_hosts.clone(),
+        }
+    }
+}
+
 impl Description {
     /// The operation called `name`, if the connector has one.
     pub fn operation(&self, name: &str) -> Option<&Operation> {
@@ -66,31 +108,130 @@ impl Description {
     }
 }
 
+/// Bounds of what `describe()` may say. A description is stored with every version and shown
+/// to every organisation in the marketplace, so it is bounded before anything is stored: in
+/// all, per item, and in how deep a schema nests (see [`crate::json::KEPT_DEPTH`]).
+pub mod bounds {
+    /// All the text of a description together, schemas included.
+    pub const TOTAL_BYTES: usize = 512 << 10;
+    pub const OPERATIONS: usize = 128;
+    pub const CONFIG_KEYS: usize = 32;
+    pub const SECRETS: usize = 32;
+    pub const OUTBOUND_HOSTS: usize = 32;
+    /// Names of operations, config keys and secrets.
+    pub const NAME_BYTES: usize = 128;
+    /// The connector's own description.
+    pub const DESCRIPTION_BYTES: usize = 4096;
+    /// The description of an operation, config key or secret.
+    pub const ITEM_DESCRIPTION_BYTES: usize = 512;
+    pub const DEFAULT_VALUE_BYTES: usize = 1024;
+    /// One JSON Schema (input or output of one operation).
+    pub const SCHEMA_BYTES: usize = 64 << 10;
+}
+
+fn within(what: &str, text: &str, limit: usize) -> Result<(), String> {
+    if text.len() > limit {
+        return Err(format!("{what} is {} bytes; at most {limit}", text.len()));
+    }
+    Ok(())
+}
+
+fn at_most<T>(what: &str, items: &[T], limit: usize) -> Result<(), String> {
+    if items.len() > limit {
+        return Err(format!("{} {what}; at most {limit}", items.len()));
+    }
+    Ok(())
+}
+
+fn name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} has an empty name"));
+    }
+    within(
+        &format!("the name of {what} `{}`", name.escape_debug()),
+        name,
+        bounds::NAME_BYTES,
+    )
+}
+
+/// The total bytes of text in `info`.
+fn text_bytes(info: &bindings::ConnectorInfo) -> usize {
+    let ops: usize = info
+        .operations
+        .iter()
+        .map(|o| o.name.len() + o.description.len() + o.input_schema.len() + o.output_schema.len())
+        .sum();
+    let config: usize = info
+        .config
+        .iter()
+        .map(|c| {
+            c.name.len() + c.description.len() + c.default_value.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let secrets: usize = info
+        .secrets
+        .iter()
+        .map(|s| s.name.len() + s.description.len())
+        .sum();
+    let hosts: usize = info.outbound_hosts.iter().map(String::len).sum();
+    info.name.len() + info.version.len() + info.description.len() + ops + config + secrets + hosts
+}
+
 impl TryFrom<bindings::ConnectorInfo> for Description {
     type Error = String;
 
     fn try_from(info: bindings::ConnectorInfo) -> Result<Self, String> {
+        let total = text_bytes(&info);
+        if total > bounds::TOTAL_BYTES {
+            return Err(format!(
+                "describe() holds {total} bytes of text; at most {}",
+                bounds::TOTAL_BYTES
+            ));
+        }
         if info.name.is_empty() {
             return Err("the connector's name is empty".into());
         }
+        within("the connector's name", &info.name, bounds::NAME_BYTES)?;
+        within(
+            "the connector's description",
+            &info.description,
+            bounds::DESCRIPTION_BYTES,
+        )?;
+        at_most("operations", &info.operations, bounds::OPERATIONS)?;
+        at_most("config keys", &info.config, bounds::CONFIG_KEYS)?;
+        at_most("secrets", &info.secrets, bounds::SECRETS)?;
+        at_most(
+            "outbound hosts",
+            &info.outbound_hosts,
+            bounds::OUTBOUND_HOSTS,
+        )?;
         let version = semver::Version::parse(&info.version)
             .map_err(|e| format!("version `{}` is not semver: {e}", info.version))?;
         let mut seen = BTreeSet::new();
         let mut operations = Vec::with_capacity(info.operations.len());
         for op in info.operations {
-            if op.name.is_empty() {
-                return Err("an operation has an empty name".into());
-            }
+            name("an operation", &op.name)?;
+            within(
+                &format!("the description of operation `{}`", op.name),
+                &op.description,
+                bounds::ITEM_DESCRIPTION_BYTES,
+            )?;
             if !seen.insert(op.name.clone()) {
                 return Err(format!("operation `{}` is declared twice", op.name));
             }
-            let schema = |which: &str, text: &str| {
-                serde_json::from_str(text).map_err(|e| {
-                    format!(
-                        "the {which} schema of operation `{}` is not JSON: {e}",
-                        op.name
-                    )
-                })
+            let schema = |which: &str, text: &str| -> Result<serde_json::Value, String> {
+                let what = format!("the {which} schema of operation `{}`", op.name);
+                within(&what, text, bounds::SCHEMA_BYTES)?;
+                let schema: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))?;
+                let depth = crate::json::value_nesting(&schema);
+                if depth > crate::json::KEPT_DEPTH {
+                    return Err(format!(
+                        "{what} nests {depth} levels deep; at most {}",
+                        crate::json::KEPT_DEPTH
+                    ));
+                }
+                Ok(schema)
             };
             operations.push(Operation {
                 input_schema: schema("input", &op.input_schema)?,
@@ -98,6 +239,32 @@ impl TryFrom<bindings::ConnectorInfo> for Description {
                 name: op.name,
                 description: op.description,
             });
+        }
+        for c in &info.config {
+            name("a config key", &c.name)?;
+            within(
+                &format!("the description of config key `{}`", c.name),
+                &c.description,
+                bounds::ITEM_DESCRIPTION_BYTES,
+            )?;
+            if let Some(default) = &c.default_value {
+                within(
+                    &format!("the default of config key `{}`", c.name),
+                    default,
+                    bounds::DEFAULT_VALUE_BYTES,
+                )?;
+            }
+        }
+        for secret in &info.secrets {
+            name("a secret", &secret.name)?;
+            within(
+                &format!("the description of secret `{}`", secret.name),
+                &secret.description,
+                bounds::ITEM_DESCRIPTION_BYTES,
+            )?;
+        }
+        for host in &info.outbound_hosts {
+            crate::policy::OriginPattern::parse(host).map_err(|e| format!("outbound host {e}"))?;
         }
         Ok(Description {
             name: info.name,
@@ -139,7 +306,13 @@ pub struct Connector {
     declared_hosts: std::sync::Arc<[crate::policy::OriginPattern]>,
     pub(crate) pre: PluginPre<Sandbox>,
     origin: Origin,
+    /// Imports of interfaces the sandbox links but never grants.
+    ungranted_imports: Vec<String>,
 }
+
+/// Interfaces the sandbox links (toolchains import them) but never grants: every call into
+/// them fails.
+const NEVER_GRANTED: [&str; 2] = ["wasi:filesystem/", "wasi:sockets/"];
 
 impl Connector {
     pub(crate) fn new(
@@ -148,9 +321,13 @@ impl Connector {
         description: Description,
         pre: PluginPre<Sandbox>,
         origin: Origin,
+        imports: impl Iterator<Item = String>,
     ) -> Self {
         let label = format!("{}@{}", description.name, description.version).into();
         Self {
+            ungranted_imports: imports
+                .filter(|name| NEVER_GRANTED.iter().any(|p| name.starts_with(p)))
+                .collect(),
             digest_text: digest.to_string().into(),
             declared_hosts: crate::policy::parse_lenient(&description.outbound_hosts).into(),
             digest,
@@ -173,6 +350,12 @@ impl Connector {
 
     pub fn description(&self) -> &Description {
         &self.description
+    }
+
+    /// The interfaces it imports that the sandbox never grants (`wasi:filesystem`,
+    /// `wasi:sockets`): calls into them always fail.
+    pub fn ungranted_imports(&self) -> &[String] {
+        &self.ungranted_imports
     }
 
     /// Whether the code was compiled by this process or taken from the cache.

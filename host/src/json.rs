@@ -12,6 +12,65 @@
 //! `serde_json` accepts, and a test holds it to never accepting one `serde_json` rejects.
 
 use serde::de::IgnoredAny;
+use serde_json::Value;
+
+/// Deepest nesting of a document Gantry keeps (a schema, a step's input template, a step's
+/// output in a run record). Kept inside records a few levels deeper, such a document stays
+/// far within what `serde_json` reads back (128 levels) and what the API's clients parse, so
+/// every stored record can be read again: one tenant's document can never make a listing or a
+/// history unreadable.
+pub const KEPT_DEPTH: usize = 64;
+
+/// How deep a JSON text nests: the most arrays and objects open at once (0 for a scalar).
+/// Meant for valid JSON; on anything else it still ends, with a count of brackets outside
+/// strings.
+pub(crate) fn nesting(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                // Skip the string: to the next quote not escaped.
+                at += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[at.min(bytes.len())..]) {
+                        Some(k) if bytes[at + k] == b'\\' => at += k + 2,
+                        Some(k) => {
+                            at += k + 1;
+                            break;
+                        }
+                        None => return deepest,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    deepest
+}
+
+/// How deep a `Value` nests (0 for a scalar), without recursion.
+pub(crate) fn value_nesting(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
 
 /// `Ok` when `text` is one JSON document (whitespace around it allowed), or why not.
 pub(crate) fn check(text: &str) -> Result<(), serde_json::Error> {
@@ -333,6 +392,24 @@ mod tests {
 
         let unbalanced = format!("{}1{}", "[".repeat(65), "]".repeat(64));
         assert!(check(&unbalanced).is_err());
+    }
+
+    #[test]
+    fn nesting_counts_open_containers_outside_strings() {
+        for (doc, depth) in [
+            ("1", 0),
+            ("\"[[[\"", 0),
+            ("[]", 1),
+            (r#"{"a":[{"b":[1,2]},[]]}"#, 4),
+            (r#"["]\"[{", {"k\\": [["x"]]}]"#, 4),
+            (r#"[[["\\\"]]]"]]]"#, 3),
+        ] {
+            assert_eq!(nesting(doc), depth, "{doc}");
+            let value: Value = serde_json::from_str(doc).unwrap();
+            assert_eq!(value_nesting(&value), depth, "{doc}");
+        }
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(nesting(&deep), 100_000);
     }
 
     #[test]

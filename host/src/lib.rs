@@ -37,9 +37,14 @@ pub use auth::{Principal, Role};
 pub use blob::{BlobStore, FsBlobStore};
 pub use call::{CallError, CallOutput, ConnectorError};
 pub use capability::{CallContext, LogLine, Secrets};
-pub use connector::{ConfigKey, Connector, Description, Operation, Origin, SecretKey};
+pub use connector::{
+    ConfigKey, Connector, Description, Operation, OperationSummary, Origin, SecretKey, Summary,
+    bounds as describe_bounds,
+};
 pub use digest::{Digest, ParseDigestError};
-pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec, map_input};
+pub use flow::{
+    Flow, FlowLimits, Run, RunError, RunStatus, Scope, Step, StepRun, StepSpec, map_input,
+};
 pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
 pub use metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
 pub use outbound::OutboundError;
@@ -47,9 +52,10 @@ pub use policy::{
     Origin as OutboundOrigin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address,
 };
 pub use registry::{
-    AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, Listing,
-    PublishOutcome, PublishRequest, Registry, RegistryConfig, Search, UpdateMode, VersionInfo,
-    VersionState, VersionSummary, Visibility, parse_version, validate_label, validate_name,
+    AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, ListedVersion,
+    Listing, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, Search, UpdateMode,
+    VersionInfo, VersionState, VersionSummary, Visibility, parse_version, validate_label,
+    validate_name,
 };
 pub use runtime::{
     Allocator, Inspection, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats,

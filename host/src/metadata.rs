@@ -5,7 +5,9 @@
 use crate::auth::{Principal, Role};
 use crate::digest::Digest;
 use crate::flow::{Flow, Run, Step};
-use crate::registry::{AuditEntry, Error, Install, Instance, Result, VersionInfo, VersionState};
+use crate::registry::{
+    AuditEntry, Error, Install, Instance, ListedVersion, Result, VersionInfo, VersionState,
+};
 use std::collections::{BTreeMap, HashSet};
 
 /// Whether a unit may write.
@@ -103,14 +105,19 @@ pub trait Metadata {
         name: &str,
         version: &str,
     ) -> Result<Option<VersionInfo>>;
-    /// The newest revision stored under `digest`.
-    fn version_by_digest(&mut self, digest: &Digest) -> Result<Option<VersionInfo>>;
+    /// The newest revision of package `org/name` stored under `digest`.
+    fn package_revision(
+        &mut self,
+        org: &str,
+        name: &str,
+        digest: &Digest,
+    ) -> Result<Option<VersionInfo>>;
     /// Current revisions of every version of `org/name` that `viewer` may see (its own and
     /// public ones), in no particular order.
     fn visible_versions(&mut self, viewer: &str, org: &str, name: &str)
     -> Result<Vec<VersionInfo>>;
-    /// Current revisions of every version of every connector `viewer` may see.
-    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<VersionInfo>>;
+    /// Current revisions of every version of every connector `viewer` may see, as listed.
+    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<ListedVersion>>;
     fn insert_version(&mut self, version: &VersionInfo) -> Result<()>;
     /// Set the state of every revision of `org/name@version`.
     fn set_version_state(
@@ -141,8 +148,8 @@ pub trait Metadata {
         at: i64,
     ) -> Result<i64>;
     fn install(&mut self, org: &str, id: i64) -> Result<Option<Install>>;
-    /// Every install of `org`, by id.
-    fn installs(&mut self, org: &str) -> Result<Vec<Install>>;
+    /// Installs of `org` with ids above `after`, by id, at most `limit`.
+    fn installs(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Install>>;
     fn set_customisations(
         &mut self,
         org: &str,
@@ -161,8 +168,8 @@ pub trait Metadata {
     fn set_sealed_secrets(&mut self, org: &str, id: i64, sealed: &[u8]) -> Result<()>;
     fn sealed_secrets(&mut self, org: &str, id: i64) -> Result<Option<Vec<u8>>>;
     fn instance(&mut self, org: &str, id: i64) -> Result<Option<Instance>>;
-    /// Every instance of `org`, by id.
-    fn instances(&mut self, org: &str) -> Result<Vec<Instance>>;
+    /// Instances of `org` with ids above `after`, by id, at most `limit`.
+    fn instances(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Instance>>;
 
     // ----- flows and runs -----
     fn flow_name_taken(&mut self, org: &str, name: &str) -> Result<bool>;
@@ -170,16 +177,16 @@ pub trait Metadata {
     fn insert_flow(&mut self, org: &str, name: &str, actor: &str, at: i64) -> Result<i64>;
     fn insert_step(&mut self, flow: i64, position: usize, step: &Step) -> Result<()>;
     fn flow(&mut self, org: &str, id: i64) -> Result<Option<Flow>>;
-    /// Every flow of `org`, by id.
-    fn flows(&mut self, org: &str) -> Result<Vec<Flow>>;
+    /// Flows of `org` with ids above `after`, by id, at most `limit`.
+    fn flows(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Flow>>;
     /// Steps of `org`'s flows that use an instance of install `install`.
     fn steps_through_install(&mut self, org: &str, install: i64) -> Result<Vec<BoundStep>>;
     /// Bind step `step` of flow `flow` to `instance`, pinned to `digest`.
     fn bind_step(&mut self, flow: i64, step: &str, instance: i64, digest: &Digest) -> Result<()>;
     /// Record `run` (its `id` is ignored); returns the new id.
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64>;
-    /// Recorded runs of flow `flow`, newest first.
-    fn runs(&mut self, org: &str, flow: i64) -> Result<Vec<Run>>;
+    /// Recorded runs of flow `flow` with ids below `before`, newest first, at most `limit`.
+    fn runs(&mut self, org: &str, flow: i64, before: i64, limit: usize) -> Result<Vec<Run>>;
 
     // ----- tokens (only hashes are stored) -----
     /// Store a token's hash; returns the token's id.
@@ -196,6 +203,6 @@ pub trait Metadata {
     // ----- audit -----
     /// Append `entry` (its `id` is ignored) to the log.
     fn append_audit(&mut self, entry: &AuditEntry) -> Result<()>;
-    /// The audit log of `org`, oldest first.
-    fn audit_log(&mut self, org: &str) -> Result<Vec<AuditEntry>>;
+    /// Entries of the audit log of `org` with ids above `after`, oldest first, at most `limit`.
+    fn audit_log(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<AuditEntry>>;
 }

@@ -9,7 +9,7 @@
 //! whole or not at all; opening the registry sweeps blobs no row references.
 
 use crate::blob::{BlobStore, FsBlobStore};
-use crate::connector::{Connector, Description};
+use crate::connector::{Connector, Description, Summary};
 use crate::digest::Digest;
 use crate::metadata::{Metadata, MetadataStore};
 use crate::runtime::{LoadError, Runtime};
@@ -45,6 +45,17 @@ pub enum Error {
     Blocked(String),
     #[error("{0}")]
     AcknowledgementRequired(String),
+    #[error(
+        "{0} is public: a public version is never deleted (its digest stays bound to it); \
+         deprecate or block it instead"
+    )]
+    PublicPermanent(String),
+    #[error(
+        "the component imports {}, which Gantry never grants: build without them (e.g. no \
+         std::fs or std::net in Rust), or ask the operator to accept components whose \
+         toolchain imports them anyway", .0.join(", ")
+    )]
+    UngrantedImports(Vec<String>),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the secrets key: {0}")]
@@ -65,6 +76,8 @@ impl Error {
             Error::Deprecated(_) => "deprecated",
             Error::Blocked(_) => "blocked",
             Error::AcknowledgementRequired(_) => "acknowledgement-required",
+            Error::PublicPermanent(_) => "public-permanent",
+            Error::UngrantedImports(_) => "ungranted-imports",
             Error::Storage(_) => "storage",
             Error::SecretsKey(_) => "secrets-key",
         }
@@ -135,9 +148,16 @@ pub struct RegistryConfig {
     /// organisation may reach these loopback/private addresses (when an install grants the
     /// origin), and no other organisation's may.
     pub private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// Bounds of flows and their runs.
+    pub flows: crate::flow::FlowLimits,
+    /// Accept at publish components that import `wasi:filesystem` or `wasi:sockets`, which the
+    /// sandbox never grants (some toolchains import them whatever the code does, e.g.
+    /// componentize-py). Off by default: such an import is refused with `ungranted-imports`.
+    pub accept_ungranted_imports: bool,
 }
 
-/// A published version (one revision of it).
+/// A published version (one revision of it). `publisher` is the token label of whoever
+/// published it; another organisation sees the publishing organisation's name there.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub org: String,
@@ -160,6 +180,15 @@ impl VersionInfo {
     /// `org/name@version`.
     pub fn reference(&self) -> String {
         format!("{}/{}@{}", self.org, self.name, self.version)
+    }
+
+    /// As `viewer` may see it: another organisation does not see who in the publishing
+    /// organisation published it (a token label says more than a marketplace should).
+    pub(crate) fn seen_by(mut self, viewer: &str) -> Self {
+        if self.org != viewer {
+            self.publisher = self.org.clone();
+        }
+        self
     }
 }
 
@@ -190,8 +219,73 @@ pub struct PublishRequest {
 pub struct Listing {
     pub org: String,
     pub name: String,
-    pub latest: VersionInfo,
+    pub latest: ListedVersion,
     pub versions: Vec<VersionSummary>,
+}
+
+/// A version as the marketplace lists it: a [`VersionInfo`] whose description leaves out the
+/// operations' schemas (`GET /v1/connectors/{org}/{name}/versions` has them), so a listing
+/// stays small whatever the connectors declare.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ListedVersion {
+    pub org: String,
+    pub name: String,
+    #[schema(value_type = String, example = "1.2.0")]
+    pub version: semver::Version,
+    pub revision: u32,
+    #[schema(value_type = String, example = "sha256:…")]
+    pub digest: Digest,
+    pub size: u64,
+    pub visibility: Visibility,
+    pub state: VersionState,
+    /// Who published it: the token's label for the publishing organisation itself, the
+    /// organisation's name for everyone else.
+    pub publisher: String,
+    pub published_at: i64,
+    pub tags: Vec<String>,
+    pub description: Summary,
+}
+
+impl ListedVersion {
+    /// As `viewer` may see it.
+    pub(crate) fn seen_by(mut self, viewer: &str) -> Self {
+        if self.org != viewer {
+            self.publisher = self.org.clone();
+        }
+        self
+    }
+}
+
+/// A page of a list: at most `limit` items after the one named `after` (an id, or
+/// `org/name` in the marketplace).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default, deny_unknown_fields)]
+pub struct Page {
+    /// Most items to return (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Return the items after this one (for runs: before it, as they come newest first).
+    pub after: Option<String>,
+}
+
+impl Page {
+    pub const DEFAULT: usize = 100;
+    pub const MAX: usize = 1000;
+
+    /// The number of items to return.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(Self::DEFAULT).clamp(1, Self::MAX)
+    }
+
+    /// `after` as an id (absent: from the start).
+    pub fn after_id(&self) -> Result<Option<i64>> {
+        self.after
+            .as_deref()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| Error::InvalidInput(format!("`after` must be an id, not `{a}`")))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -335,10 +429,20 @@ pub fn validate_label(what: &'static str, label: &str) -> Result<()> {
     Ok(())
 }
 
-/// Strict semver, as `semver::Version` parses it (no `v` prefix, no missing parts).
+/// Strict semver, as `semver::Version` parses it (no `v` prefix, no missing parts), without
+/// build metadata: semver says it plays no part in a version's identity or order, so
+/// `1.0.0+build.7` *is* `1.0.0` — never a version of its own, never an update to it.
 pub fn parse_version(version: &str) -> Result<semver::Version> {
-    semver::Version::parse(version)
-        .map_err(|_| Error::InvalidVersion(version.escape_debug().to_string()))
+    let mut parsed = semver::Version::parse(version)
+        .map_err(|_| Error::InvalidVersion(version.escape_debug().to_string()))?;
+    parsed.build = semver::BuildMetadata::EMPTY;
+    Ok(parsed)
+}
+
+/// The key a version is stored under: `version` without build metadata (left as it is when it
+/// is not semver at all, to be found missing).
+fn version_key(version: &str) -> String {
+    parse_version(version).map_or_else(|_| version.to_string(), |v| v.to_string())
 }
 
 /// The registry: metadata, blobs, sealed secrets, and the runtime that runs what it holds.
@@ -349,6 +453,8 @@ pub struct Registry {
     pub(crate) runtime: Runtime,
     faults: Option<FaultHook>,
     pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    pub(crate) flow_limits: crate::flow::FlowLimits,
+    accept_ungranted_imports: bool,
     /// Connectors loaded for pinned digests, kept while something pins them.
     pub(crate) loaded: Mutex<HashMap<Digest, Arc<Connector>>>,
 }
@@ -401,6 +507,7 @@ pub(crate) fn visible_version(
     name: &str,
     version: &str,
 ) -> Result<VersionInfo> {
+    let version = &version_key(version);
     match m.current_revision(pkg_org, name, version)? {
         Some(v) if v.org == viewer || v.visibility == Visibility::Public => Ok(v),
         _ => Err(Error::NotFound(format!(
@@ -525,6 +632,8 @@ impl Registry {
             runtime,
             faults: config.faults,
             private_addresses: config.private_addresses,
+            flow_limits: config.flows,
+            accept_ungranted_imports: config.accept_ungranted_imports,
             loaded: Mutex::new(HashMap::new()),
         };
         registry.sweep_orphans()?;
@@ -608,11 +717,18 @@ impl Registry {
         self.meta.read(|m| require_org(m, org))?;
         let connector = self.runtime.load(&request.bytes).await?;
         let described = connector.description();
-        if described.name != request.name || described.version != version {
+        let mut described_version = described.version.clone();
+        described_version.build = semver::BuildMetadata::EMPTY;
+        if described.name != request.name || described_version != version {
             return Err(Error::DescribeMismatch {
                 expected: format!("{}@{}", request.name, version),
                 found: format!("{}@{}", described.name, described.version),
             });
+        }
+        if !self.accept_ungranted_imports && !connector.ungranted_imports().is_empty() {
+            return Err(Error::UngrantedImports(
+                connector.ungranted_imports().to_vec(),
+            ));
         }
         let result = self
             .meta
@@ -701,6 +817,7 @@ impl Registry {
         version: &str,
         state: VersionState,
     ) -> Result<VersionInfo> {
+        let version = &version_key(version);
         self.meta.write(|m| {
             let current = m
                 .current_revision(org, name, version)?
@@ -722,13 +839,19 @@ impl Registry {
         })
     }
 
-    /// Delete every revision of `org/name@version` (the publisher's own only). Refused while
-    /// any install or flow step pins it, whether it is private or public.
+    /// Delete every revision of a private `org/name@version` (the publisher's own only),
+    /// refused while any install or flow step pins it. A public version is never deleted: its
+    /// digest stays bound to it for good, so nobody can republish other bytes under its name
+    /// (deprecate or block it instead).
     pub fn delete_version(&self, org: &str, actor: &str, name: &str, version: &str) -> Result<()> {
+        let version = &version_key(version);
         let digests = self.meta.write(|m| {
             let current = m
                 .current_revision(org, name, version)?
                 .ok_or_else(|| Error::NotFound(format!("connector {org}/{name}@{version}")))?;
+            if current.visibility == Visibility::Public {
+                return Err(Error::PublicPermanent(current.reference()));
+            }
             let pins = m.version_pins(org, name, version)?;
             if pins.installs > 0 || pins.steps > 0 {
                 return Err(Error::Conflict(format!(
@@ -762,7 +885,7 @@ impl Registry {
             return Err(Error::NotFound(format!("connector {pkg_org}/{name}")));
         }
         versions.sort_by(|a, b| a.version.cmp(&b.version));
-        Ok(versions)
+        Ok(versions.into_iter().map(|v| v.seen_by(viewer)).collect())
     }
 
     /// One version as `viewer` may see it.
@@ -775,13 +898,14 @@ impl Registry {
     ) -> Result<VersionInfo> {
         self.meta
             .read(|m| visible_version(m, viewer, pkg_org, name, version))
+            .map(|v| v.seen_by(viewer))
     }
 
     /// The marketplace as `viewer` sees it: public connectors and its own private ones, each with
-    /// its newest non-blocked version and all versions' states.
-    pub fn search(&self, viewer: &str, search: &Search) -> Result<Vec<Listing>> {
+    /// its newest non-blocked version and all versions' states, by `org/name`, one page of them.
+    pub fn search(&self, viewer: &str, search: &Search, page: &Page) -> Result<Vec<Listing>> {
         let rows = self.meta.read(|m| m.visible_catalogue(viewer))?;
-        let mut by_connector: BTreeMap<(String, String), Vec<VersionInfo>> = BTreeMap::new();
+        let mut by_connector: BTreeMap<(String, String), Vec<ListedVersion>> = BTreeMap::new();
         for row in rows {
             by_connector
                 .entry((row.org.clone(), row.name.clone()))
@@ -795,8 +919,15 @@ impl Registry {
             .split_whitespace()
             .map(str::to_lowercase)
             .collect();
+        let after = page.after.as_deref().unwrap_or_default();
         let mut listings = Vec::new();
         for ((org, name), mut versions) in by_connector {
+            if listings.len() == page.limit() {
+                break;
+            }
+            if !after.is_empty() && format!("{org}/{name}").as_str() <= after {
+                continue;
+            }
             versions.sort_by(|a, b| a.version.cmp(&b.version));
             let Some(latest) = versions
                 .iter()
@@ -835,7 +966,6 @@ impl Registry {
                 continue;
             }
             if let Some(publisher) = &search.publisher
-                && latest.publisher != *publisher
                 && latest.org != *publisher
             {
                 continue;
@@ -854,7 +984,7 @@ impl Registry {
                     .collect(),
                 org,
                 name,
-                latest,
+                latest: latest.seen_by(viewer),
             });
         }
         Ok(listings)
@@ -893,9 +1023,11 @@ impl Registry {
         self.meta.read(|m| load_install(m, org, id))
     }
 
-    pub fn installs(&self, org: &str) -> Result<Vec<Install>> {
+    /// One page of the installs of `org`, by id.
+    pub fn installs(&self, org: &str, page: &Page) -> Result<Vec<Install>> {
+        let after = page.after_id()?.unwrap_or(0);
         self.meta.read(|m| {
-            m.installs(org)?
+            m.installs(org, after, page.limit())?
                 .into_iter()
                 .map(|install| with_update_available(m, install))
                 .collect()
@@ -1108,8 +1240,10 @@ impl Registry {
         self.meta.read(|m| load_instance(m, org, id))
     }
 
-    pub fn instances(&self, org: &str) -> Result<Vec<Instance>> {
-        self.meta.read(|m| m.instances(org))
+    /// One page of the instances of `org`, by id.
+    pub fn instances(&self, org: &str, page: &Page) -> Result<Vec<Instance>> {
+        let after = page.after_id()?.unwrap_or(0);
+        self.meta.read(|m| m.instances(org, after, page.limit()))
     }
 
     /// The decrypted secrets of an instance, for a call only.
@@ -1132,9 +1266,10 @@ impl Registry {
 
     // ----- audit ---------------------------------------------------------------------------
 
-    /// The audit log of `org`, oldest first.
-    pub fn audit_log(&self, org: &str) -> Result<Vec<AuditEntry>> {
-        self.meta.read(|m| m.audit_log(org))
+    /// One page of the audit log of `org`, oldest first.
+    pub fn audit_log(&self, org: &str, page: &Page) -> Result<Vec<AuditEntry>> {
+        let after = page.after_id()?.unwrap_or(0);
+        self.meta.read(|m| m.audit_log(org, after, page.limit()))
     }
 
     // ----- garbage -------------------------------------------------------------------------
@@ -1204,6 +1339,12 @@ mod tests {
     #[test]
     fn versions_are_strict_semver() {
         assert!(parse_version("1.2.3").is_ok());
+        assert_eq!(
+            parse_version("1.2.3+build.7").unwrap(),
+            parse_version("1.2.3").unwrap(),
+            "build metadata is not part of a version"
+        );
+        assert_eq!(version_key("1.2.3+build.7"), "1.2.3");
         assert!(parse_version("1.2.3-beta.1").is_ok());
         for bad in ["v1.2.3", "1.2", "latest", "1.2.3.4", ""] {
             assert!(parse_version(bad).is_err(), "{bad}");

@@ -311,12 +311,19 @@ impl Runtime {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
 
+        let engine = &self.inner.engine;
+        let imports = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect::<Vec<_>>();
         let connector = Arc::new(Connector::new(
             digest,
             bytes.len(),
             description,
             pre,
             origin,
+            imports.into_iter(),
         ));
         let mut loaded = self
             .inner

@@ -5,10 +5,13 @@
 //! (`IMMEDIATE` for a write unit), so writers are serialised as the trait requires.
 
 use crate::auth::{Principal, Role};
+use crate::connector::{Description, Summary};
 use crate::digest::Digest;
 use crate::flow::{Flow, Run, RunStatus, Step};
 use crate::metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
-use crate::registry::{AuditEntry, Error, Install, Instance, Result, VersionInfo, VersionState};
+use crate::registry::{
+    AuditEntry, Error, Install, Instance, ListedVersion, Result, VersionInfo, VersionState,
+};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -124,6 +127,9 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 "#,
+    // 5: what the marketplace shows of a version (its description without schemas), so a
+    // listing reads a small column; filled in for older rows when the store opens.
+    "ALTER TABLE versions ADD COLUMN summary TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The SQLite [`MetadataStore`].
@@ -216,7 +222,26 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // Take the lock now; in this locking mode it is held until the connection closes.
     conn.execute_batch("BEGIN EXCLUSIVE; COMMIT")?;
     migrate(&mut conn)?;
+    fill_summaries(&mut conn)?;
     Ok(conn)
+}
+
+/// Write the marketplace summary of versions stored before it had a column.
+fn fill_summaries(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, Description)> = tx
+        .prepare("SELECT id, description FROM versions WHERE summary = ''")?
+        .query_map([], |r| Ok((r.get(0)?, json(r, 1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, description) in rows {
+        let summary =
+            serde_json::to_string(&Summary::from(&description)).map_err(|e| bad_column(1, e))?;
+        tx.execute(
+            "UPDATE versions SET summary = ?2 WHERE id = ?1",
+            params![id, summary],
+        )?;
+    }
+    tx.commit()
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -253,9 +278,23 @@ fn text<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Column `index` of `row`, parsed from JSON (or, for unit enums, from their text).
+/// Column `index` of `row`, parsed from JSON.
+///
+/// Without serde_json's nesting limit (128): a row holds documents that were each parsed once
+/// under that limit before they were stored, then kept inside a record a few levels deeper —
+/// too shallow to threaten the stack, but over the limit when rows were written before Gantry
+/// bounded what it keeps at 64 levels ([`crate::json::KEPT_DEPTH`]). Read with the limit, one
+/// such row made every listing that touched it fail.
 fn json<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
-    serde_json::from_str(&row.get::<_, String>(index)?).map_err(|e| bad_column(index, e))
+    let text = row
+        .get_ref(index)?
+        .as_str()
+        .map_err(|e| bad_column(index, e))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    T::deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value))
+        .map_err(|e| bad_column(index, e))
 }
 
 fn enum_text<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
@@ -277,6 +316,28 @@ const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visib
 
 fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
     Ok(VersionInfo {
+        org: row.get(0)?,
+        name: row.get(1)?,
+        version: semver(row, 2)?,
+        revision: row.get(3)?,
+        digest: digest(row, 4)?,
+        size: row.get(5)?,
+        visibility: enum_text(row, 6)?,
+        state: enum_text(row, 7)?,
+        publisher: row.get(8)?,
+        published_at: row.get(9)?,
+        tags: json(row, 10)?,
+        description: json(row, 11)?,
+    })
+}
+
+/// A version as the marketplace lists it: [`VERSION_COLUMNS`] with the summary in place of the
+/// description.
+const LISTED_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
+    state, publisher, published_at, tags, summary";
+
+fn listed_row(row: &Row<'_>) -> rusqlite::Result<ListedVersion> {
+    Ok(ListedVersion {
         org: row.get(0)?,
         name: row.get(1)?,
         version: semver(row, 2)?,
@@ -486,13 +547,18 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn version_by_digest(&mut self, digest: &Digest) -> Result<Option<VersionInfo>> {
+    fn package_revision(
+        &mut self,
+        org: &str,
+        name: &str,
+        digest: &Digest,
+    ) -> Result<Option<VersionInfo>> {
         self.one(
             &format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE digest = ?1 \
-                 ORDER BY revision DESC LIMIT 1"
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 \
+                 AND digest = ?3 ORDER BY revision DESC LIMIT 1"
             ),
-            [digest.to_string()],
+            params![org, name, digest.to_string()],
             version_row,
         )
     }
@@ -513,22 +579,22 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<VersionInfo>> {
+    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<ListedVersion>> {
         self.all(
             &format!(
-                "SELECT {VERSION_COLUMNS} FROM versions v \
+                "SELECT {LISTED_COLUMNS} FROM versions v \
                  WHERE (org = ?1 OR visibility = 'public') AND {CURRENT_REVISION}"
             ),
             [viewer],
-            version_row,
+            listed_row,
         )
     }
 
     fn insert_version(&mut self, v: &VersionInfo) -> Result<()> {
         self.run(
             &format!(
-                "INSERT INTO versions ({VERSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO versions ({VERSION_COLUMNS}, summary) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
             params![
                 v.org,
@@ -543,6 +609,7 @@ impl Metadata for Sql<'_> {
                 v.published_at,
                 to_json(&v.tags)?,
                 to_json(&v.description)?,
+                to_json(&Summary::from(&v.description))?,
             ],
         )?;
         Ok(())
@@ -573,8 +640,13 @@ impl Metadata for Sql<'_> {
             installs: count(
                 "SELECT COUNT(*) FROM installs WHERE pkg_org = ?1 AND name = ?2 AND version = ?3",
             )?,
+            // Steps bound through installs of this package: another organisation's steps
+            // pinned to the same bytes of its own package are not this version's pins.
             steps: count(
-                "SELECT COUNT(*) FROM steps WHERE digest IN \
+                "SELECT COUNT(*) FROM steps s \
+                 JOIN instances i ON i.id = s.instance_id \
+                 JOIN installs n ON n.id = i.install_id \
+                 WHERE n.pkg_org = ?1 AND n.name = ?2 AND s.digest IN \
                  (SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3)",
             )?,
         })
@@ -644,10 +716,13 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn installs(&mut self, org: &str) -> Result<Vec<Install>> {
+    fn installs(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Install>> {
         self.all(
-            &format!("SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 ORDER BY id"),
-            [org],
+            &format!(
+                "SELECT {INSTALL_COLUMNS} FROM installs WHERE org = ?1 AND id > ?2 \
+                 ORDER BY id LIMIT ?3"
+            ),
+            params![org, after, limit as i64],
             install_row,
         )
     }
@@ -725,10 +800,13 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn instances(&mut self, org: &str) -> Result<Vec<Instance>> {
+    fn instances(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Instance>> {
         self.all(
-            &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE org = ?1 ORDER BY id"),
-            [org],
+            &format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE org = ?1 AND id > ?2 \
+                 ORDER BY id LIMIT ?3"
+            ),
+            params![org, after, limit as i64],
             instance_row,
         )
     }
@@ -773,10 +851,11 @@ impl Metadata for Sql<'_> {
         row.map(|row| self.with_steps(org, row)).transpose()
     }
 
-    fn flows(&mut self, org: &str) -> Result<Vec<Flow>> {
+    fn flows(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Flow>> {
         self.all(
-            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 ORDER BY id",
-            [org],
+            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 AND id > ?2 \
+             ORDER BY id LIMIT ?3",
+            params![org, after, limit as i64],
             flow_row,
         )?
         .into_iter()
@@ -831,10 +910,11 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn runs(&mut self, org: &str, flow: i64) -> Result<Vec<Run>> {
+    fn runs(&mut self, org: &str, flow: i64, before: i64, limit: usize) -> Result<Vec<Run>> {
         self.all(
-            "SELECT id, record FROM runs WHERE org = ?1 AND flow_id = ?2 ORDER BY id DESC",
-            params![org, flow],
+            "SELECT id, record FROM runs WHERE org = ?1 AND flow_id = ?2 AND id < ?3 \
+             ORDER BY id DESC LIMIT ?4",
+            params![org, flow, before, limit as i64],
             |r| {
                 Ok(Run {
                     id: r.get(0)?,
@@ -890,11 +970,11 @@ impl Metadata for Sql<'_> {
         Ok(())
     }
 
-    fn audit_log(&mut self, org: &str) -> Result<Vec<AuditEntry>> {
+    fn audit_log(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.all(
             "SELECT id, org, actor, at, action, subject, before, after FROM audit \
-             WHERE org = ?1 ORDER BY id",
-            [org],
+             WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            params![org, after, limit as i64],
             audit_row,
         )
     }

@@ -1,156 +1,12 @@
 //! The HTTP API through a real server on 127.0.0.1 with a real client (and `oneshot` for the
 //! router alone): the seeds' stories, the auth matrix, bad input, limits and restarts.
 
-use crate::support::{connector, runtime, small_runtime};
-use gantry_host::{ApiConfig, Registry, RegistryConfig, Role, Runtime};
-use reqwest::{Client, Method, StatusCode};
+use crate::support::{Server, connector, error_code, runtime, small_runtime};
+use gantry_host::{ApiConfig, Registry, RegistryConfig, Role};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use tower::ServiceExt;
-
-struct Server {
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    client: Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    async fn start(dir: &Path, runtime: Runtime, config: ApiConfig) -> Self {
-        let registry = RegistryConfig {
-            data_dir: dir.to_path_buf(),
-            ..RegistryConfig::default()
-        };
-        Self::start_with(registry, runtime, config).await
-    }
-
-    async fn start_with(registry: RegistryConfig, runtime: Runtime, config: ApiConfig) -> Self {
-        let registry = Arc::new(Registry::open(registry, runtime).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = gantry_host::router(registry.clone(), config);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            gantry_host::serve(
-                listener,
-                router,
-                std::time::Duration::from_millis(500),
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .unwrap();
-        });
-        Server {
-            addr,
-            registry,
-            // A fresh connection per request: a server that answers without reading a body (413,
-            // 404) closes that connection, and a pooled client could race it on the next POST.
-            client: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap();
-    }
-
-    fn token(&self, org: &str, role: Role) -> String {
-        self.registry.create_org(org).unwrap();
-        self.registry
-            .create_token(org, "test", role, &format!("{role:?}"))
-            .unwrap()
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("http://{}{path}", self.addr));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Publish echo 1.0.0 (private to `org`), install it and make an instance; its id.
-    async fn echo_instance(&self, admin: &str, org: &str) -> i64 {
-        let r = self
-            .publish(admin, "echo", "1.0.0", "", connector("echo"))
-            .await;
-        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
-        let install = self
-            .call(
-                Method::POST,
-                "/v1/installs",
-                Some(admin),
-                Some(json!({"org": org, "name": "echo", "version": "1.0.0"})),
-            )
-            .await
-            .1["id"]
-            .clone();
-        self.call(
-            Method::POST,
-            "/v1/instances",
-            Some(admin),
-            Some(json!({"install": install, "name": "i"})),
-        )
-        .await
-        .1["id"]
-            .as_i64()
-            .unwrap()
-    }
-
-    async fn publish(
-        &self,
-        token: &str,
-        name: &str,
-        version: &str,
-        query: &str,
-        bytes: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!(
-                "http://{}/v1/connectors/{name}/versions/{version}?{query}",
-                self.addr
-            ))
-            .bearer_auth(token)
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn error_code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_stories_over_http() {
@@ -434,7 +290,7 @@ async fn the_seed_stories_over_http() {
     ok(&r, StatusCode::OK);
     assert!(r.1.as_array().unwrap().len() >= 8);
     assert!(!r.1.to_string().contains("http-s3cret"));
-    let r = s.call(Method::GET, "/metrics", None, None).await;
+    let r = s.call(Method::GET, "/metrics", Some(&admin), None).await;
     assert!(
         r.1.as_str()
             .unwrap()

@@ -11,3 +11,4 @@ mod registry;
 mod sandbox;
 mod support;
 mod swap;
+mod tenants;

@@ -3,8 +3,8 @@
 
 use crate::support::{connector, files_under, runtime};
 use gantry_host::{
-    FaultPoint, PublishOutcome, PublishRequest, Registry, RegistryConfig, RegistryError, RunStatus,
-    Search, StepSpec, UpdateMode, VersionState, Visibility,
+    FaultPoint, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, RegistryError,
+    RunStatus, Search, StepSpec, UpdateMode, VersionState, Visibility,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -124,7 +124,7 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
         .unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.steps[0].digest, v1.digest);
-    assert_eq!(run.output, Some(json!({"n": 1})));
+    assert_eq!(run.output_value(), Some(json!({"n": 1})));
 
     // …until it is explicitly rebound; then the old revision, pinned by nothing, is collected.
     let rebound = reg
@@ -258,7 +258,9 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
         .unwrap_err();
     assert_eq!(err.code(), "deprecated");
 
-    let listings = reg.search("acme", &Search::default()).unwrap();
+    let listings = reg
+        .search("acme", &Search::default(), &Page::default())
+        .unwrap();
     let echo = listings.iter().find(|l| l.name == "echo").unwrap();
     assert_eq!(echo.latest.version, v2.version);
     assert!(
@@ -285,27 +287,39 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
         "{}",
         error.message
     );
-    assert_eq!(reg.runs("acme", flow.id).unwrap().len(), 2);
-
-    // A public version cannot be deleted while anything pins it; an unpinned one can.
-    let err = reg
-        .delete_version("vendor", "dev@vendor", "echo", "1.0.0")
-        .unwrap_err();
-    assert_eq!(err.code(), "conflict", "{err}");
-    assert!(
-        err.to_string().contains("1 install(s) and 1 flow step(s)"),
-        "{err}"
+    assert_eq!(
+        reg.runs("acme", flow.id, &Page::default()).unwrap().len(),
+        2
     );
-    reg.delete_version("vendor", "dev@vendor", "echo", "2.0.0")
+
+    // A public version is never deleted, pinned or not: its digest stays bound to it (deleting
+    // and republishing other bytes would get round its immutability).
+    for version in ["1.0.0", "2.0.0"] {
+        let err = reg
+            .delete_version("vendor", "dev@vendor", "echo", version)
+            .unwrap_err();
+        assert_eq!(err.code(), "public-permanent", "{err}");
+    }
+    assert_eq!(reg.versions("acme", "vendor", "echo").unwrap().len(), 2);
+    // A private version nothing pins can be deleted, and its blob goes with it.
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "3.0.0", Visibility::Private, connector("echo-v3")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(files_under(&dir.path().join("blobs")).len(), 3);
+    reg.delete_version("vendor", "dev@vendor", "echo", "3.0.0")
         .unwrap();
-    assert_eq!(reg.versions("acme", "vendor", "echo").unwrap().len(), 1);
+    assert_eq!(reg.versions("vendor", "vendor", "echo").unwrap().len(), 2);
     assert_eq!(
         files_under(&dir.path().join("blobs")).len(),
-        1,
-        "v2's blob removed"
+        2,
+        "3.0.0's blob removed"
     );
     let actions: Vec<_> = reg
-        .audit_log("vendor")
+        .audit_log("vendor", &Page::default())
         .unwrap()
         .into_iter()
         .map(|e| e.action)
@@ -364,7 +378,7 @@ async fn patchworks_setup(
         .unwrap();
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     assert_eq!(
-        run.output,
+        run.output_value(),
         Some(json!({"greeting": "hi", "token_length": 12})),
         "{run:?}"
     );
@@ -416,7 +430,7 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
     assert!(updated.customisations.is_empty(), "customisations dropped");
     assert_eq!(updated.update_available, None);
     assert_eq!(
-        reg.instances("acme").unwrap(),
+        reg.instances("acme", &Page::default()).unwrap(),
         vec![instance.clone()],
         "instances kept"
     );
@@ -429,11 +443,11 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     // v2 output, the default greeting (customisation gone), the same credential (no re-auth).
     assert_eq!(
-        run.output,
+        run.output_value(),
         Some(json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 12}}))
     );
     let entry = reg
-        .audit_log("acme")
+        .audit_log("acme", &Page::default())
         .unwrap()
         .into_iter()
         .find(|e| e.action == "update-overwrite")
@@ -490,7 +504,7 @@ async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
         )
         .unwrap();
     assert_ne!(new.id, install.id);
-    assert_eq!(reg.installs("acme").unwrap().len(), 2);
+    assert_eq!(reg.installs("acme", &Page::default()).unwrap().len(), 2);
     let old = reg.get_install("acme", install.id).unwrap();
     assert_eq!(
         (old.version.to_string(), old.customisations.len()),
@@ -502,7 +516,7 @@ async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
     );
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     assert_eq!(
-        run.output,
+        run.output_value(),
         Some(json!({"greeting": "hi", "token_length": 12}))
     );
 
@@ -518,7 +532,7 @@ async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
     );
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     assert_eq!(
-        run.output,
+        run.output_value(),
         Some(json!({"version": "2.0.0", "echo": {"greeting": "hello", "token_length": 9}}))
     );
     assert_eq!(
@@ -556,8 +570,17 @@ async fn tenancy_hides_private_things_of_other_organisations() {
         )
         .unwrap();
 
-    assert!(reg.search("globex", &Search::default()).unwrap().is_empty());
-    assert_eq!(reg.search("acme", &Search::default()).unwrap().len(), 1);
+    assert!(
+        reg.search("globex", &Search::default(), &Page::default())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        reg.search("acme", &Search::default(), &Page::default())
+            .unwrap()
+            .len(),
+        1
+    );
     let not_found =
         |r: Result<_, RegistryError>| assert_eq!(r.map(|_| ()).unwrap_err().code(), "not-found");
     not_found(reg.versions("globex", "acme", "echo").map(|_| ()));
@@ -570,7 +593,7 @@ async fn tenancy_hides_private_things_of_other_organisations() {
     not_found(reg.get_instance("globex", instance.id).map(|_| ()));
     not_found(reg.get_flow("globex", flow.id).map(|_| ()));
     not_found(reg.run_flow("globex", flow.id, json!({})).await.map(|_| ()));
-    not_found(reg.runs("globex", flow.id).map(|_| ()));
+    not_found(reg.runs("globex", flow.id, &Page::default()).map(|_| ()));
     not_found(
         reg.create_flow(
             "globex",
@@ -584,9 +607,17 @@ async fn tenancy_hides_private_things_of_other_organisations() {
         reg.rebind_step("globex", "ops@globex", flow.id, "e", None)
             .map(|_| ()),
     );
-    assert!(reg.instances("globex").unwrap().is_empty());
-    assert!(reg.flows("globex").unwrap().is_empty());
-    assert!(reg.audit_log("globex").unwrap().is_empty());
+    assert!(
+        reg.instances("globex", &Page::default())
+            .unwrap()
+            .is_empty()
+    );
+    assert!(reg.flows("globex", &Page::default()).unwrap().is_empty());
+    assert!(
+        reg.audit_log("globex", &Page::default())
+            .unwrap()
+            .is_empty()
+    );
     not_found(
         reg.set_state("globex", "x", "echo", "1.0.0", VersionState::Blocked)
             .map(|_| ()),
@@ -661,7 +692,11 @@ async fn bad_input_is_a_typed_error_and_nothing_is_stored() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "not-found");
-    assert!(reg.search("acme", &Search::default()).unwrap().is_empty());
+    assert!(
+        reg.search("acme", &Search::default(), &Page::default())
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         files_under(&dir.path().join("blobs")).is_empty(),
         "no blob stored"
@@ -698,8 +733,8 @@ async fn bad_input_is_a_typed_error_and_nothing_is_stored() {
         )
         .unwrap_err();
     assert_eq!(err.code(), "invalid-input");
-    assert!(reg.flows("acme").unwrap().is_empty());
-    assert_eq!(reg.instances("acme").unwrap().len(), 1);
+    assert!(reg.flows("acme", &Page::default()).unwrap().is_empty());
+    assert_eq!(reg.instances("acme", &Page::default()).unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,18 +775,22 @@ async fn everything_survives_reopening() {
             &Search {
                 text: Some("echo".into()),
                 ..Search::default()
-            }
+            },
+            &Page::default()
         )
         .unwrap()
         .len(),
         1
     );
     assert_eq!(reg.get_instance("acme", instance.id).unwrap(), instance);
-    assert_eq!(reg.runs("acme", flow_id).unwrap().len(), 1);
-    assert!(reg.audit_log("acme").unwrap().len() >= 4);
+    assert_eq!(
+        reg.runs("acme", flow_id, &Page::default()).unwrap().len(),
+        1
+    );
+    assert!(reg.audit_log("acme", &Page::default()).unwrap().len() >= 4);
     let run = reg.run_flow("acme", flow_id, json!({})).await.unwrap();
     assert_eq!(
-        run.output,
+        run.output_value(),
         Some(json!({"greeting": "hello", "token_length": 3})),
         "secrets decrypt after reopening"
     );
@@ -795,7 +834,7 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
             files_under(&dir.path().join("blobs")).is_empty(),
             "{point:?}: no orphan blob"
         );
-        assert!(reg.audit_log("acme").unwrap().is_empty());
+        assert!(reg.audit_log("acme", &Page::default()).unwrap().is_empty());
 
         armed.store(false, Ordering::SeqCst);
         let (outcome, _) = reg
@@ -872,7 +911,7 @@ async fn concurrent_publishes_of_one_version_store_it_once() {
         19
     );
     assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
-    assert_eq!(reg.audit_log("acme").unwrap().len(), 1);
+    assert_eq!(reg.audit_log("acme", &Page::default()).unwrap().len(), 1);
     assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
 }
 
@@ -906,7 +945,7 @@ async fn a_credential_appears_nowhere_but_inside_the_guest() {
         .unwrap();
     let run = reg.run_flow("acme", flow.id, json!({})).await.unwrap();
     assert_eq!(
-        run.output.as_ref().unwrap()["token_length"],
+        run.output_value().unwrap()["token_length"],
         json!(SECRET.len()),
         "the guest got it"
     );
@@ -914,9 +953,9 @@ async fn a_credential_appears_nowhere_but_inside_the_guest() {
     let returned = [
         format!("{instance:?}"),
         serde_json::to_string(&instance).unwrap(),
-        serde_json::to_string(&reg.instances("acme").unwrap()).unwrap(),
-        serde_json::to_string(&reg.audit_log("acme").unwrap()).unwrap(),
-        serde_json::to_string(&reg.runs("acme", flow.id).unwrap()).unwrap(),
+        serde_json::to_string(&reg.instances("acme", &Page::default()).unwrap()).unwrap(),
+        serde_json::to_string(&reg.audit_log("acme", &Page::default()).unwrap()).unwrap(),
+        serde_json::to_string(&reg.runs("acme", flow.id, &Page::default()).unwrap()).unwrap(),
         serde_json::to_string(&reg.get_flow("acme", flow.id).unwrap()).unwrap(),
     ];
     for text in &returned {
@@ -1052,7 +1091,7 @@ async fn echo_flow(reg: &Registry, input: serde_json::Value) -> (i64, i64) {
         )
         .unwrap();
     let run = reg.run_flow("acme", flow.id, input.clone()).await.unwrap();
-    assert_eq!(run.output, Some(input));
+    assert_eq!(run.output_value(), Some(input));
     (instance.id, flow.id)
 }
 
@@ -1143,11 +1182,11 @@ async fn another_metadata_store_plugs_in() {
     drop(reg);
     let reg = open_on(meta.clone()).unwrap();
     assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
-    assert_eq!(reg.runs("acme", flow).unwrap().len(), 1);
+    assert_eq!(reg.runs("acme", flow, &Page::default()).unwrap().len(), 1);
     let run = reg.run_flow("acme", flow, json!(2)).await.unwrap();
-    assert_eq!(run.output, Some(json!(2)));
+    assert_eq!(run.output_value(), Some(json!(2)));
     assert!(
-        reg.audit_log("acme")
+        reg.audit_log("acme", &Page::default())
             .unwrap()
             .iter()
             .any(|e| e.action == "create-flow")
