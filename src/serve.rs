@@ -46,6 +46,8 @@ pub struct ServeArgs {
 /// max_concurrent_calls = 64
 /// header_timeout_ms = 10000
 /// body_timeout_ms = 30000
+/// max_compiles = 2                    # compiles at once
+/// accept_ungranted_imports = false    # publish components importing wasi:filesystem/sockets
 ///
 /// [limits]            # default per-call limits (gantry_host::Limits)
 /// cpu_time = 5000
@@ -61,7 +63,9 @@ pub struct ServeArgs {
 /// steps = 64
 /// run_bytes = 16777216
 ///
-/// accept_ungranted_imports = false   # publish components importing wasi:filesystem/sockets
+/// [loaded]            # connectors kept loaded between calls (gantry_host::LoadedLimits)
+/// max = 256
+/// idle = 600000
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +81,8 @@ pub struct ServeConfig {
     #[serde(default)]
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     flows: Option<gantry_host::FlowLimits>,
+    loaded: Option<gantry_host::LoadedLimits>,
+    max_compiles: Option<usize>,
     #[serde(default)]
     accept_ungranted_imports: bool,
 }
@@ -92,6 +98,8 @@ struct Settings {
     outbound: gantry_host::OutboundConfig,
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     flows: gantry_host::FlowLimits,
+    loaded: gantry_host::LoadedLimits,
+    max_compiles: usize,
     accept_ungranted_imports: bool,
 }
 
@@ -126,6 +134,10 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
         outbound: file.outbound.unwrap_or_default(),
         private_addresses: file.private_addresses,
         flows: file.flows.unwrap_or_default(),
+        loaded: file.loaded.unwrap_or_default(),
+        max_compiles: file
+            .max_compiles
+            .unwrap_or(RuntimeConfig::default().max_compiles),
         accept_ungranted_imports: file.accept_ungranted_imports,
     }
 }
@@ -149,6 +161,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         cache_dir: Some(data_dir.join("cache")),
         limits: settings.limits,
         outbound: settings.outbound.clone(),
+        max_compiles: settings.max_compiles,
         ..RuntimeConfig::default()
     })
     .context("starting the runtime")?;
@@ -157,6 +170,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             data_dir: data_dir.clone(),
             private_addresses: settings.private_addresses.clone(),
             flows: settings.flows,
+            loaded: settings.loaded,
             accept_ungranted_imports: settings.accept_ungranted_imports,
             ..RegistryConfig::default()
         },

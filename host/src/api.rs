@@ -104,6 +104,7 @@ impl From<RegistryError> for ApiError {
             | E::DescribeMismatch { .. }
             | E::UngrantedImports(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Load(crate::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Load(crate::LoadError::CompilerBusy(_)) => StatusCode::TOO_MANY_REQUESTS,
             E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Storage(_) | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

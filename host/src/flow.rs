@@ -660,7 +660,7 @@ impl Registry {
             .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let description = loaded.get(digest)?.description();
+        let description = loaded.peek(digest)?.description();
         Some((description.name.clone(), description.version.to_string()))
     }
 }

@@ -53,9 +53,9 @@ pub use policy::{
 };
 pub use registry::{
     AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, ListedVersion,
-    Listing, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, Search, UpdateMode,
-    VersionInfo, VersionState, VersionSummary, Visibility, parse_version, validate_label,
-    validate_name,
+    Listing, LoadedLimits, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, Search,
+    UpdateMode, VersionInfo, VersionState, VersionSummary, Visibility, parse_version,
+    validate_label, validate_name,
 };
 pub use runtime::{
     Allocator, Inspection, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats,

@@ -150,10 +150,83 @@ pub struct RegistryConfig {
     pub private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// Bounds of flows and their runs.
     pub flows: crate::flow::FlowLimits,
+    /// How many connectors the registry keeps loaded between calls, and for how long.
+    pub loaded: LoadedLimits,
     /// Accept at publish components that import `wasi:filesystem` or `wasi:sockets`, which the
     /// sandbox never grants (some toolchains import them whatever the code does, e.g.
     /// componentize-py). Off by default: such an import is refused with `ungranted-imports`.
     pub accept_ungranted_imports: bool,
+}
+
+/// How many connectors a [`Registry`] keeps loaded between calls (compiled code and a warm
+/// pool slot each), and for how long one nobody calls stays loaded. Past either, the least
+/// recently used is dropped (its next call loads it again from the artifact cache, ~1 ms), so
+/// a tenant calling many versions once cannot keep them all in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadedLimits {
+    pub max: usize,
+    #[serde(with = "crate::limits::millis")]
+    pub idle: std::time::Duration,
+}
+
+impl Default for LoadedLimits {
+    fn default() -> Self {
+        Self {
+            max: 256,
+            idle: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// The connectors a registry keeps loaded, each with when it was last used.
+pub(crate) struct Loaded {
+    limits: LoadedLimits,
+    entries: HashMap<Digest, (Arc<Connector>, std::time::Instant)>,
+}
+
+impl Loaded {
+    fn new(limits: LoadedLimits) -> Self {
+        Self {
+            limits,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The connector for `digest`, if loaded; counts as a use.
+    fn get(&mut self, digest: &Digest) -> Option<Arc<Connector>> {
+        let (connector, used) = self.entries.get_mut(digest)?;
+        *used = std::time::Instant::now();
+        Some(connector.clone())
+    }
+
+    /// The connector for `digest`, if loaded (not a use).
+    pub(crate) fn peek(&self, digest: &Digest) -> Option<&Arc<Connector>> {
+        self.entries.get(digest).map(|(c, _)| c)
+    }
+
+    /// Keep `connector` loaded; drop what has been idle too long, then the least recently used
+    /// beyond the limit.
+    fn insert(&mut self, digest: Digest, connector: Arc<Connector>) {
+        let now = std::time::Instant::now();
+        let idle = self.limits.idle;
+        self.entries
+            .retain(|_, (_, used)| now.duration_since(*used) <= idle);
+        self.entries.insert(digest, (connector, now));
+        while self.entries.len() > self.limits.max.max(1) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(d, _)| *d)
+                .expect("not empty");
+            self.entries.remove(&oldest);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Digest) -> bool) {
+        self.entries.retain(|digest, _| keep(digest));
+    }
 }
 
 /// A published version (one revision of it). `publisher` is the token label of whoever
@@ -455,8 +528,8 @@ pub struct Registry {
     pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     pub(crate) flow_limits: crate::flow::FlowLimits,
     accept_ungranted_imports: bool,
-    /// Connectors loaded for pinned digests, kept while something pins them.
-    pub(crate) loaded: Mutex<HashMap<Digest, Arc<Connector>>>,
+    /// Connectors kept loaded for the calls to come.
+    pub(crate) loaded: Mutex<Loaded>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -634,7 +707,7 @@ impl Registry {
             private_addresses: config.private_addresses,
             flow_limits: config.flows,
             accept_ungranted_imports: config.accept_ungranted_imports,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Loaded::new(config.loaded)),
         };
         registry.sweep_orphans()?;
         Ok(registry)
@@ -1284,7 +1357,7 @@ impl Registry {
         self.loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|d, _| pinned.contains(d));
+            .retain(|d| pinned.contains(d));
         Ok(())
     }
 
@@ -1296,7 +1369,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .get(digest)
         {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let bytes = self
             .blobs

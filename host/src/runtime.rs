@@ -47,8 +47,12 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// Interval of the epoch ticker, the resolution of CPU deadlines.
     pub epoch_tick: Duration,
-    /// Longest a component may take to compile.
+    /// Longest a component may take to compile (waiting for a compile slot included).
     pub compile_timeout: Duration,
+    /// Compiles that may run at once. A compile that overruns its timeout is abandoned but
+    /// cannot be stopped (Cranelift has no cancellation): it keeps its slot until it ends, so
+    /// abandoned compiles can never pile up beyond this many threads.
+    pub max_compiles: usize,
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
     pub allocator: Allocator,
@@ -67,6 +71,7 @@ impl Default for RuntimeConfig {
             limits: Limits::default(),
             epoch_tick: Duration::from_millis(10),
             compile_timeout: Duration::from_secs(60),
+            max_compiles: 2,
             max_component_bytes: 32 << 20,
             allocator: Allocator::Auto,
             max_instances: 500,
@@ -108,6 +113,8 @@ pub enum LoadError {
     Invalid(String),
     #[error("compiling took longer than {0:?}")]
     CompileTimeout(Duration),
+    #[error("every compile slot stayed busy for {0:?}; try again shortly")]
+    CompilerBusy(Duration),
     #[error("component does not fit the gantry:connector/plugin world: {0}")]
     World(String),
     #[error("describe() failed: {0}")]
@@ -123,6 +130,7 @@ impl LoadError {
             LoadError::CoreModule => "core-module",
             LoadError::Invalid(_) => "invalid-component",
             LoadError::CompileTimeout(_) => "compile-timeout",
+            LoadError::CompilerBusy(_) => "compiler-busy",
             LoadError::World(_) => "world-mismatch",
             LoadError::Describe(_) => "bad-describe",
         }
@@ -138,6 +146,8 @@ pub struct RuntimeStats {
     pub cache_hits: u64,
     /// Connectors loaded now.
     pub loaded: usize,
+    /// Compiles running now, abandoned ones (past their timeout) included.
+    pub compiling: usize,
 }
 
 /// What a `.wasm` file is, imports and exports, and whether it fits the world.
@@ -177,6 +187,8 @@ struct Inner {
     loading: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     compiled: AtomicU64,
     cache_hits: AtomicU64,
+    /// One permit per compile that may run at once.
+    compiles: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -204,6 +216,7 @@ impl Runtime {
                 engine,
                 linker,
                 outbound: Arc::new(config.outbound.clone()),
+                compiles: Arc::new(tokio::sync::Semaphore::new(config.max_compiles.max(1))),
                 config,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
@@ -228,6 +241,8 @@ impl Runtime {
             compiled: self.inner.compiled.load(Ordering::Relaxed),
             cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
             loaded: self.loaded().len(),
+            compiling: self.inner.config.max_compiles.max(1)
+                - self.inner.compiles.available_permits(),
         }
     }
 
@@ -361,11 +376,20 @@ impl Runtime {
         let engine = self.inner.engine.clone();
         let bytes = bytes.to_vec();
         let limit = self.inner.config.compile_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let slot = tokio::time::timeout_at(deadline, self.inner.compiles.clone().acquire_owned())
+            .await
+            .map_err(|_| LoadError::CompilerBusy(limit))?
+            .expect("the compile semaphore is never closed");
         // Compilation is CPU-bound and may take a while: keep it off the async executor.
         // On timeout the caller gets its error at once; the thread finishes in the background
-        // and its result is dropped.
-        let task = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
-        match tokio::time::timeout(limit, task).await {
+        // and its result is dropped — holding its slot until then.
+        let task = tokio::task::spawn_blocking(move || {
+            let component = Component::new(&engine, &bytes);
+            drop(slot);
+            component
+        });
+        match tokio::time::timeout_at(deadline, task).await {
             Err(_) => Err(LoadError::CompileTimeout(limit)),
             Ok(Err(join)) => Err(LoadError::Invalid(format!("compiler failed: {join}"))),
             Ok(Ok(Err(e))) => Err(LoadError::Invalid(format!("{e:#}"))),

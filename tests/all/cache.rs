@@ -180,3 +180,34 @@ async fn a_cache_others_may_write_is_refused() {
     .expect_err("refused");
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_are_capped_and_an_abandoned_one_keeps_its_slot() {
+    // Cranelift cannot be stopped: a compile past its timeout runs on. It keeps its slot until
+    // it ends, so abandoned compiles never pile up beyond the cap.
+    let rt = Runtime::new(RuntimeConfig {
+        max_compiles: 1,
+        compile_timeout: std::time::Duration::from_millis(1),
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let err = rt.load(&connector("json-transform")).await.unwrap_err();
+    assert_eq!(err.code(), "compile-timeout", "{err}");
+    assert_eq!(
+        rt.stats().compiling,
+        1,
+        "the abandoned compile holds its slot"
+    );
+    let err = rt.load(&connector("echo")).await.unwrap_err();
+    assert_eq!(err.code(), "compiler-busy", "{err}");
+    let started = std::time::Instant::now();
+    while rt.stats().compiling > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the abandoned compile never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(rt.stats().compiled, 0, "nothing abandoned was kept");
+}

@@ -1265,3 +1265,72 @@ async fn the_data_directory_is_private_and_a_lost_key_is_never_replaced() {
         6
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_keeps_a_bounded_set_of_connectors_loaded() {
+    for limits in [
+        // At most one loaded: the second connector called pushes the first out.
+        gantry_host::LoadedLimits {
+            max: 1,
+            idle: std::time::Duration::from_secs(600),
+        },
+        // None kept once idle: the next call drops what nobody called since.
+        gantry_host::LoadedLimits {
+            max: 100,
+            idle: std::time::Duration::ZERO,
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = crate::support::small_runtime(None);
+        let reg = Registry::open(
+            RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                loaded: limits,
+                ..RegistryConfig::default()
+            },
+            rt.clone(),
+        )
+        .unwrap();
+        reg.create_org("acme").unwrap();
+        let mut instances = Vec::new();
+        for (name, file) in [("echo", "echo"), ("json-transform", "json-transform")] {
+            reg.publish(
+                "acme",
+                "dev",
+                request(name, "1.0.0", Visibility::Private, connector(file)),
+            )
+            .await
+            .unwrap();
+            let install = reg.install("acme", "ops", "acme", name, "1.0.0").unwrap();
+            let instance = reg
+                .create_instance("acme", "ops", install.id, "i", no_map(), no_map())
+                .unwrap();
+            instances.push(instance.id);
+        }
+        let (_, echo, result) = reg
+            .invoke_instance("acme", instances[0], "echo", "{}")
+            .await
+            .unwrap();
+        result.unwrap();
+        assert!(rt.is_loaded(&echo));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (_, jt, result) = reg
+            .invoke_instance(
+                "acme",
+                instances[1],
+                "pick",
+                r#"{"paths":[],"document":{}}"#,
+            )
+            .await
+            .unwrap();
+        result.unwrap();
+        assert!(rt.is_loaded(&jt));
+        assert!(!rt.is_loaded(&echo), "{limits:?}: echo is unloaded");
+        // Its next call loads it again.
+        let (_, _, result) = reg
+            .invoke_instance("acme", instances[0], "echo", "{}")
+            .await
+            .unwrap();
+        result.unwrap();
+    }
+}
