@@ -160,6 +160,7 @@ async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
             "digest": report.digest,
             "size": report.size,
             "imports": report.imports,
+            "never_granted": report.never_granted(),
             "exports": report.exports,
             "fits": fits,
             "describe": report.fits.as_ref().ok(),
@@ -171,8 +172,15 @@ async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
         println!("digest   {}", report.digest);
         println!("size     {} bytes", report.size);
         println!("imports  ({})", report.imports.len());
+        let never = report.never_granted();
         for name in &report.imports {
-            println!("  {name}");
+            if never.contains(&name.as_str()) {
+                println!(
+                    "  {name}  (never granted: refused at publish unless the operator accepts it)"
+                );
+            } else {
+                println!("  {name}");
+            }
         }
         println!("exports  ({})", report.exports.len());
         for name in &report.exports {

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Calls in flight at once before the API answers 429 [default: 64].
     #[arg(long, env = "GANTRY_MAX_CONCURRENT_CALLS")]
     max_concurrent_calls: Option<usize>,
+    /// Calls in flight at once of any one organisation before the API answers 429 [default: 16].
+    #[arg(long, env = "GANTRY_MAX_CALLS_PER_ORG")]
+    max_calls_per_org: Option<usize>,
 }
 
 /// The config file (`gantry serve --config gantry.toml`). Every key is optional.
@@ -44,6 +47,7 @@ pub struct ServeArgs {
 /// bind = "127.0.0.1:8080"
 /// max_upload_mib = 32
 /// max_concurrent_calls = 64
+/// max_calls_per_org = 16
 /// header_timeout_ms = 10000
 /// body_timeout_ms = 30000
 /// max_compiles = 2                    # compiles at once
@@ -74,6 +78,7 @@ pub struct ServeConfig {
     bind: Option<SocketAddr>,
     max_upload_mib: Option<usize>,
     max_concurrent_calls: Option<usize>,
+    max_calls_per_org: Option<usize>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
@@ -124,6 +129,10 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
                 .max_concurrent_calls
                 .or(file.max_concurrent_calls)
                 .unwrap_or(defaults.max_concurrent_calls),
+            max_calls_per_org: args
+                .max_calls_per_org
+                .or(file.max_calls_per_org)
+                .unwrap_or(defaults.max_calls_per_org),
             body_timeout: file
                 .body_timeout_ms
                 .map_or(defaults.body_timeout, Duration::from_millis),
@@ -155,7 +164,13 @@ fn read_config(path: Option<&Path>) -> Result<ServeConfig> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let settings = settings(&args, read_config(args.config.as_deref())?);
     let data_dir = &settings.data_dir;
-    std::fs::create_dir_all(data_dir)
+    // Only this user may read or write the data directory (the registry tightens an older,
+    // looser one).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(data_dir.join("cache")),

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub max_json_bytes: usize,
     /// Calls (invokes and flow runs) in flight at once; 429 beyond.
     pub max_concurrent_calls: usize,
+    /// Calls in flight at once of any one organisation; 429 beyond.
+    pub max_calls_per_org: usize,
     /// Longest a client may take to send a request body.
     pub body_timeout: Duration,
 }
@@ -49,6 +51,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 32 << 20,
             max_json_bytes: 4 << 20,
             max_concurrent_calls: 64,
+            max_calls_per_org: 16,
             body_timeout: Duration::from_secs(30),
         }
     }
@@ -370,17 +373,56 @@ impl Metrics {
 struct AppState {
     registry: Arc<Registry>,
     calls: Arc<Semaphore>,
+    /// Calls in flight by organisation, and how many one organisation may have.
+    per_org: Arc<Mutex<HashMap<String, usize>>>,
+    max_per_org: usize,
     metrics: Arc<Metrics>,
 }
 
+/// A call's place among the calls in flight, overall and in its organisation's share.
+struct CallPermit {
+    _overall: tokio::sync::OwnedSemaphorePermit,
+    org: String,
+    per_org: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        let mut per_org = self.per_org.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = per_org.get_mut(&self.org) {
+            *n -= 1;
+            if *n == 0 {
+                per_org.remove(&self.org);
+            }
+        }
+    }
+}
+
 impl AppState {
-    fn call_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.calls.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-calls",
-                "too many calls in flight; retry shortly",
-            )
+    /// A place for one more call of `org`: refused (429) when the server has as many calls in
+    /// flight as it takes, or `org` has its share of them — so one organisation's slow or
+    /// hostile calls cannot take every place.
+    fn call_permit(&self, org: &str) -> Result<CallPermit, ApiError> {
+        let busy = |message: String| {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-calls", message)
+        };
+        let overall = self
+            .calls
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy("too many calls in flight; retry shortly".into()))?;
+        let mut per_org = self.per_org.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = per_org.entry(org.to_string()).or_default();
+        if *n >= self.max_per_org {
+            return Err(busy(format!(
+                "organisation {org} has {n} calls in flight, its share; retry shortly"
+            )));
+        }
+        *n += 1;
+        Ok(CallPermit {
+            _overall: overall,
+            org: org.to_string(),
+            per_org: self.per_org.clone(),
         })
     }
 }
@@ -390,6 +432,8 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
     let state = AppState {
         registry,
         calls: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+        per_org: Arc::new(Mutex::new(HashMap::new())),
+        max_per_org: config.max_calls_per_org.max(1),
         metrics: Arc::new(Metrics::default()),
     };
     let publish = Router::new()
@@ -780,7 +824,7 @@ async fn invoke(
 ) -> ApiResult {
     let p = &caller.0;
     let ApiJson(input) = input?;
-    let _permit = s.call_permit()?;
+    let _permit = s.call_permit(&p.org)?;
     let started = std::time::Instant::now();
     let (description, digest, result) = s
         .registry
@@ -886,7 +930,7 @@ async fn run_flow(
 ) -> ApiResult {
     let p = &caller.0;
     let ApiJson(input) = input?;
-    let _permit = s.call_permit()?;
+    let _permit = s.call_permit(&p.org)?;
     let run = s.registry.run_flow(&p.org, id, &*input).await?;
     for step in &run.steps {
         let outcome = step.error.as_ref().map_or("ok", |_| "error");

@@ -157,16 +157,23 @@ fn new_store(
     ));
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let sandbox = Sandbox::new(label, digest, call, ctx, limits, ticks, policy);
+    let mut sandbox = sandbox;
+    // Ticks of CPU after which the call takes turns with other long runners.
+    sandbox.long_after =
+        ticks.saturating_sub((crate::turns::SHORT_CALL.as_nanos() / tick.as_nanos()).max(1) as u64);
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Every tick the guest runs through counts one tick against the CPU budget and yields to
     // the executor, so a guest that computes shares its worker thread with every other task
     // instead of holding it until its deadline. `tokio::task::yield_now` puts the call at the
     // back of the queue; wasmtime's plain `Yield` wakes the task at once, which tokio runs
-    // again first (its LIFO slot), starving what waits on the same worker.
+    // again first (its LIFO slot), starving what waits on the same worker. Past a short
+    // call's CPU time the call also takes turns for cores (see `turns`).
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut cx| {
+    let turns = runtime.turns().clone();
+    store.epoch_deadline_callback(move |mut cx| {
         let sandbox = cx.data_mut();
+        sandbox.turn.end();
         if sandbox.cpu_ticks_left == 0 {
             return Err(CpuDeadlineExceeded.into());
         }
@@ -174,10 +181,21 @@ fn new_store(
             return Err(BudgetExhausted.into());
         }
         sandbox.cpu_ticks_left -= 1;
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
+        let next: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+            if sandbox.cpu_ticks_left < sandbox.long_after {
+                turns.next(&sandbox.turn)
+            } else {
+                Box::pin(tokio::task::yield_now())
+            };
+        Ok(UpdateDeadline::YieldCustom(1, next))
+    });
+    // A long runner that calls into the host (and may wait there on the network) gives its
+    // slot back; it takes a turn again at its next tick.
+    store.call_hook(|cx, hook| {
+        if matches!(hook, wasmtime::CallHook::CallingHost) {
+            cx.data().turn.end();
+        }
+        Ok(())
     });
     store
 }
@@ -298,20 +316,24 @@ pub(crate) async fn invoke(
         });
     }
     let limits = ctx.limits.unwrap_or_else(|| runtime.default_limits());
-    let mut store = new_store(
-        runtime,
-        connector.label().clone(),
-        connector.digest_text().clone(),
-        ctx,
-        limits,
-        connector.declared_hosts().clone(),
+    let mut store = CallStore(
+        Some(new_store(
+            runtime,
+            connector.label().clone(),
+            connector.digest_text().clone(),
+            ctx,
+            limits,
+            connector.declared_hosts().clone(),
+        )),
+        runtime.background().clone(),
     );
     let budget = store.data().budget.clone();
     let run = async {
-        let plugin = connector.pre.instantiate_async(&mut store).await?;
+        let store: &mut Store<Sandbox> = &mut store;
+        let plugin = connector.pre.instantiate_async(&mut *store).await?;
         plugin
             .gantry_connector_connector()
-            .call_invoke(&mut store, operation, input)
+            .call_invoke(store, operation, input)
             .await
     };
     // A host task that exhausts the budget ends the call at once, even while the guest waits
@@ -352,7 +374,7 @@ pub(crate) async fn invoke(
     if let Err(e) = json::check(&output) {
         return Err(not_json(input).unwrap_or(CallError::InvalidOutput(e.to_string())));
     }
-    let mut sandbox = store.into_data();
+    let sandbox = store.data_mut();
     Ok(CallOutput {
         output,
         digest: *connector.digest(),
@@ -360,4 +382,35 @@ pub(crate) async fn invoke(
         memory_bytes: sandbox.limiter.memory_used(),
         logs: sandbox.take_logs(),
     })
+}
+
+/// Memory of a call's store past which it is dropped off the executor.
+const BIG_STORE: u64 = 16 << 20;
+
+/// A call's store. One that held much memory is dropped on a background thread of low
+/// priority: giving its memory back to the pool (decommitting it) takes a few milliseconds of
+/// kernel time that worker threads should spend on other calls.
+struct CallStore(Option<Store<Sandbox>>, Arc<rayon::ThreadPool>);
+
+impl std::ops::Deref for CallStore {
+    type Target = Store<Sandbox>;
+    fn deref(&self) -> &Store<Sandbox> {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for CallStore {
+    fn deref_mut(&mut self) -> &mut Store<Sandbox> {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for CallStore {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.take()
+            && store.data().limiter.memory_used() > BIG_STORE
+        {
+            self.1.spawn(move || drop(store));
+        }
+    }
 }

@@ -105,6 +105,10 @@ pub struct Sandbox {
     pub(crate) limiter: StoreLimiter,
     /// Epoch ticks of guest execution left before the CPU deadline.
     pub(crate) cpu_ticks_left: u64,
+    /// Ticks after which the call is a long runner and takes turns.
+    pub(crate) long_after: u64,
+    /// The slot this call holds while it executes a slice as a long runner.
+    pub(crate) turn: crate::turns::Turn,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) logs: Vec<LogLine>,
     log_bytes_left: usize,
@@ -158,6 +162,8 @@ impl Sandbox {
             secrets: ctx.secrets.clone(),
             limiter: StoreLimiter::new(limits),
             cpu_ticks_left: cpu_ticks,
+            long_after: 0,
+            turn: crate::turns::Turn::default(),
             stderr,
             logs: Vec::new(),
             log_bytes_left: limits.log_bytes,

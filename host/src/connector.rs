@@ -314,6 +314,11 @@ pub struct Connector {
 /// them fails.
 const NEVER_GRANTED: [&str; 2] = ["wasi:filesystem/", "wasi:sockets/"];
 
+/// Whether the import `name` is of an interface the sandbox never grants.
+pub(crate) fn never_granted(name: &str) -> bool {
+    NEVER_GRANTED.iter().any(|p| name.starts_with(p))
+}
+
 impl Connector {
     pub(crate) fn new(
         digest: Digest,
@@ -325,9 +330,7 @@ impl Connector {
     ) -> Self {
         let label = format!("{}@{}", description.name, description.version).into();
         Self {
-            ungranted_imports: imports
-                .filter(|name| NEVER_GRANTED.iter().any(|p| name.starts_with(p)))
-                .collect(),
+            ungranted_imports: imports.filter(|name| never_granted(name)).collect(),
             digest_text: digest.to_string().into(),
             declared_hosts: crate::policy::parse_lenient(&description.outbound_hosts).into(),
             digest,

@@ -30,6 +30,7 @@ mod registry;
 mod runtime;
 mod sqlite;
 mod swap;
+mod turns;
 mod vault;
 
 pub use api::{ApiConfig, ApiError, router, serve};

@@ -57,7 +57,10 @@ pub const BODY_CHUNK_BYTES: usize = 16 << 10;
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            cpu_time: Duration::from_secs(5),
+            // An integration call waits on the network far more than it computes: a second
+            // of CPU (Fastly gives 50 ms, Cloudflare 10 ms to 30 s) is room for transforming
+            // a document of the largest output (4 MiB) many times over.
+            cpu_time: Duration::from_secs(1),
             wall_time: Duration::from_secs(30),
             memory_bytes: 128 << 20,
             table_elements: 100_000,

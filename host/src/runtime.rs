@@ -15,6 +15,7 @@ use crate::connector::{Connector, Description, Origin};
 use crate::digest::Digest;
 use crate::limits::Limits;
 use crate::policy::OutboundConfig;
+use crate::turns::Turns;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +46,12 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Limits of a call whose [`CallContext`] names none.
     pub limits: Limits,
-    /// Interval of the epoch ticker, the resolution of CPU deadlines.
+    /// Interval of the epoch ticker: the resolution of CPU deadlines, and the longest slice a
+    /// guest executes before it yields its worker thread.
     pub epoch_tick: Duration,
+    /// Cores on which guests that have computed for long (past [`crate::turns::SHORT_CALL`])
+    /// take turns; the rest are always free for short calls. Default: all cores but one.
+    pub long_runner_slots: usize,
     /// Longest a component may take to compile (waiting for a compile slot included).
     pub compile_timeout: Duration,
     /// Compiles that may run at once. A compile that overruns its timeout is abandoned but
@@ -56,7 +61,10 @@ pub struct RuntimeConfig {
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
     pub allocator: Allocator,
-    /// Component instances that may be live at once (calls in flight, pooling allocator).
+    /// Component instances that may be live at once (calls in flight, pooling allocator), and
+    /// warm slots kept for as many modules. Each slot a call has used keeps up to 1 MiB of
+    /// its memory resident for the next call (`linear_memory_keep_resident`), so this also
+    /// bounds that memory: about 1 MiB a slot.
     pub max_instances: u32,
     /// Largest single linear memory, in bytes; no connector's memory cap may exceed it.
     pub max_memory_bytes: u64,
@@ -69,12 +77,14 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             limits: Limits::default(),
-            epoch_tick: Duration::from_millis(10),
+            epoch_tick: Duration::from_millis(1),
+            long_runner_slots: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             compile_timeout: Duration::from_secs(60),
             max_compiles: 2,
             max_component_bytes: 32 << 20,
             allocator: Allocator::Auto,
-            max_instances: 500,
+            max_instances: 128,
             max_memory_bytes: 1 << 30,
             outbound: OutboundConfig::default(),
         }
@@ -161,6 +171,17 @@ pub struct Inspection {
     pub fits: Result<Description, String>,
 }
 
+impl Inspection {
+    /// The imports the sandbox links but never grants (`wasi:filesystem`, `wasi:sockets`).
+    pub fn never_granted(&self) -> Vec<&str> {
+        self.imports
+            .iter()
+            .map(String::as_str)
+            .filter(|name| crate::connector::never_granted(name))
+            .collect()
+    }
+}
+
 /// The process-wide host: cheap to clone, every clone shares one engine.
 #[derive(Clone)]
 pub struct Runtime {
@@ -189,6 +210,11 @@ struct Inner {
     cache_hits: AtomicU64,
     /// One permit per compile that may run at once.
     compiles: Arc<tokio::sync::Semaphore>,
+    /// Threads of low priority for work calls should not wait behind: compiles, and giving
+    /// large memories back to the pool.
+    background: Arc<rayon::ThreadPool>,
+    /// The slots long-running guests take turns on.
+    turns: Turns,
     _ticker: EpochTicker,
 }
 
@@ -217,6 +243,8 @@ impl Runtime {
                 linker,
                 outbound: Arc::new(config.outbound.clone()),
                 compiles: Arc::new(tokio::sync::Semaphore::new(config.max_compiles.max(1))),
+                background: Arc::new(background_pool()?),
+                turns: Turns::new(config.long_runner_slots),
                 config,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
@@ -381,11 +409,13 @@ impl Runtime {
             .await
             .map_err(|_| LoadError::CompilerBusy(limit))?
             .expect("the compile semaphore is never closed");
-        // Compilation is CPU-bound and may take a while: keep it off the async executor.
-        // On timeout the caller gets its error at once; the thread finishes in the background
-        // and its result is dropped — holding its slot until then.
+        // Compilation is CPU-bound and may take a while: keep it off the async executor, on
+        // threads of low priority (calls come first). On timeout the caller gets its error at
+        // once; the compile finishes in the background and its result is dropped — holding its
+        // slot until then.
+        let pool = self.inner.background.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let component = Component::new(&engine, &bytes);
+            let component = pool.install(|| Component::new(&engine, &bytes));
             drop(slot);
             component
         });
@@ -470,6 +500,25 @@ impl Runtime {
     pub(crate) fn default_limits(&self) -> Limits {
         self.inner.config.limits
     }
+
+    pub(crate) fn turns(&self) -> &Turns {
+        &self.inner.turns
+    }
+
+    pub(crate) fn background(&self) -> &Arc<rayon::ThreadPool> {
+        &self.inner.background
+    }
+}
+
+/// Background threads, as many as the cores, each at low priority: Cranelift compiles on them
+/// (its parallel compilation runs in whichever rayon pool it is called from), so a publisher's
+/// compile takes what calls leave over; large stores are dropped on them too.
+fn background_pool() -> Result<rayon::ThreadPool, RuntimeError> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("gantry-background-{i}"))
+        .start_handler(|_| crate::turns::lower_priority())
+        .build()
+        .map_err(|e| RuntimeError::Engine(format!("cannot start the compile threads: {e}")))
 }
 
 /// Refuse what cannot be a component before spending time compiling it.

@@ -9,6 +9,7 @@ mod load;
 mod outbound;
 mod registry;
 mod sandbox;
+mod soak;
 mod support;
 mod swap;
 mod tenants;

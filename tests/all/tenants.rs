@@ -595,3 +595,69 @@ async fn what_the_sandbox_never_grants_is_refused_at_publish() {
     assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organisation_cannot_take_every_call_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApiConfig {
+        max_concurrent_calls: 8,
+        max_calls_per_org: 2,
+        ..ApiConfig::default()
+    };
+    let s = std::sync::Arc::new(Server::start(dir.path(), runtime().clone(), config).await);
+    let mallory = s.token("mallory", Role::Admin);
+    let acme = s.token("acme", Role::Admin);
+    let slow = s.echo_instance(&mallory, "mallory").await;
+    let fast = s.echo_instance(&acme, "acme").await;
+    // mallory fills its share with calls that take a while...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (s, token) = (s.clone(), mallory.clone());
+        held.push(tokio::spawn(async move {
+            s.call(
+                Method::POST,
+                &format!("/v1/instances/{slow}/invoke/delay"),
+                Some(&token),
+                Some(json!({"ms": 1500})),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and its next call is refused, while acme's goes through.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{slow}/invoke/echo"),
+            Some(&mallory),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::TOO_MANY_REQUESTS, "too-many-calls")
+    );
+    assert!(r.1.to_string().contains("its share"), "{}", r.1);
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{fast}/invoke/echo"),
+            Some(&acme),
+            Some(json!({"ok": true})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    for call in held {
+        assert_eq!(call.await.unwrap().0, StatusCode::OK);
+    }
+    // Its places come back when its calls end.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{slow}/invoke/echo"),
+            Some(&mallory),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+}
