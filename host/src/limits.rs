@@ -10,6 +10,7 @@
 //! host memory is bounded too (see [`Limits::handles`]).
 
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -134,52 +135,76 @@ impl std::fmt::Display for Resource {
 /// `CallError::ResourceLimit`, whichever task noticed.
 #[derive(Debug)]
 pub struct HostBudget {
-    connections: Arc<tokio::sync::Semaphore>,
+    /// Connections open now, and how many may be.
+    connections: AtomicU32,
+    max_connections: u32,
     exhausted: OnceLock<Resource>,
     /// Wakes the call, so it ends as soon as a host task exhausts the budget (even while the
     /// guest waits on something).
-    signal: tokio::sync::Notify,
+    waker: atomic_waker::AtomicWaker,
+}
+
+/// One open connection's place in its call's budget, given back when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<HostBudget>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl HostBudget {
     pub fn new(limits: &Limits) -> Self {
         Self {
-            connections: Arc::new(tokio::sync::Semaphore::new(limits.connections as usize)),
+            connections: AtomicU32::new(0),
+            max_connections: limits.connections,
             exhausted: OnceLock::new(),
-            signal: tokio::sync::Notify::new(),
+            waker: atomic_waker::AtomicWaker::new(),
         }
     }
 
     /// A connection slot, held for as long as the connection is open; `None` (and the budget
     /// marked exhausted) when all are taken.
-    pub fn connection(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permit = self.connections.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            self.exhaust(Resource::Connections);
+    pub fn connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let taken = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Some(ConnectionSlot(self.clone())),
+            Err(_) => {
+                self.exhaust(Resource::Connections);
+                None
+            }
         }
-        permit
     }
 
     /// Record that the call ran out of `resource` (the first one recorded is kept).
     pub fn exhaust(&self, resource: Resource) {
         let _ = self.exhausted.set(resource);
-        // `notify_one` keeps the wake-up for a waiter that comes later.
-        self.signal.notify_one();
-    }
-
-    /// Resolves once the budget is exhausted.
-    pub async fn exhaustion(&self) -> Resource {
-        loop {
-            if let Some(resource) = self.exhausted() {
-                return resource;
-            }
-            self.signal.notified().await;
-        }
+        self.waker.wake();
     }
 
     /// The resource the call ran out of, if any.
     pub fn exhausted(&self) -> Option<Resource> {
         self.exhausted.get().copied()
+    }
+
+    /// Resolves once the budget is exhausted.
+    pub async fn exhaustion(&self) -> Resource {
+        std::future::poll_fn(|cx| {
+            if let Some(resource) = self.exhausted() {
+                return std::task::Poll::Ready(resource);
+            }
+            self.waker.register(cx.waker());
+            match self.exhausted() {
+                Some(resource) => std::task::Poll::Ready(resource),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }
 

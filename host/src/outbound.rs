@@ -5,7 +5,7 @@
 //! roots) for https, HTTP/1.1, the `host` header from the URL and no hop-by-hop headers, a
 //! response size cap. Redirects are never followed: the guest sees the 3xx.
 
-use crate::limits::HostBudget;
+use crate::limits::{ConnectionSlot, HostBudget};
 use crate::policy::{Origin, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -131,14 +131,14 @@ pub(crate) fn forbidden_header(name: &http::HeaderName) -> bool {
 /// holds while the connection is open.
 pub(crate) struct Admitted {
     origin: Origin,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: ConnectionSlot,
 }
 
 /// Check `uri` against the policy and take a connection slot from the call's budget. Done
 /// before a request body is read, so no body of a refused request is ever buffered.
 pub(crate) fn admit(
     policy: &OutboundPolicy,
-    budget: &HostBudget,
+    budget: &Arc<HostBudget>,
     uri: &http::Uri,
 ) -> Result<Admitted, OutboundError> {
     let origin = Origin::of_uri(uri).map_err(OutboundError::InvalidRequest)?;

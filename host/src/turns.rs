@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,7 +28,15 @@ pub(crate) struct Turns {
 
 /// One call's turn: the slot it holds while it executes a slice, if any.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub(crate) struct Turn(Arc<TurnSlot>);
+
+#[derive(Debug, Default)]
+pub(crate) struct TurnSlot {
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Whether `slot` holds one: checked on every call into the host, so the common case (a
+    /// short call, holding none) takes no lock.
+    held: AtomicBool,
+}
 
 impl Turns {
     /// `slots` long runners may execute at once.
@@ -44,7 +53,8 @@ impl Turns {
         Box::pin(async move {
             tokio::task::yield_now().await;
             if let Ok(slot) = slots.acquire_owned().await {
-                *turn.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot);
+                *turn.0.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot);
+                turn.0.held.store(true, Ordering::Release);
             }
         })
     }
@@ -54,7 +64,13 @@ impl Turn {
     /// The slice is over (a tick passed, or the guest called into the host): give the slot
     /// back.
     pub fn end(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if self.0.held.swap(false, Ordering::AcqRel) {
+            self.0
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
     }
 }
 
@@ -93,7 +109,7 @@ mod tests {
             .await
             .expect("b got the slot")
             .unwrap();
-        assert!(b.0.lock().unwrap().is_some());
+        assert!(b.0.slot.lock().unwrap().is_some());
         b.end();
         assert_eq!(turns.slots.available_permits(), 1);
     }

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! `GANTRY_SOAK_SECS` sets each phase's length (default 60), `GANTRY_SOAK_HOSTILE` the share of
-//! calls that are hostile, in percent (default 2).
+//! the four callers' calls that are hostile, in percent (default 2), and
+//! `GANTRY_SOAK_ATTACKERS` a number of further callers that make hostile calls only (default
+//! 0: with them the four callers keep calling as many well-behaved calls as without, a stricter
+//! test than the mix, where a caller busy with a hostile call makes no well-behaved one).
 
 use crate::support::{connector, runtime, sample_dir};
 use gantry_host::{PublishRequest, Registry, RegistryConfig, Role, Visibility};
@@ -248,18 +251,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// One phase: four callers for `length`, `hostile_percent` of their calls hostile.
+/// One phase: four callers for `length`, `hostile_percent` of their calls hostile, and
+/// `attackers` more callers whose every call is hostile.
 async fn phase(
     addr: &str,
     pid: u32,
     setup: &Setup,
     length: Duration,
     hostile_percent: u64,
+    attackers: u64,
 ) -> Phase {
     let result = Arc::new(Mutex::new(Phase::default()));
     let deadline = Instant::now() + length;
     let mut tasks = Vec::new();
-    for caller in 0..4u64 {
+    for caller in 0..4 + attackers {
+        let hostile_percent = if caller < 4 { hostile_percent } else { 100 };
         let (addr, result) = (addr.to_string(), result.clone());
         let (good, hostile) = (setup.good.clone(), setup.hostile.clone());
         let publishes = setup.publishes.clone();
@@ -467,12 +473,18 @@ async fn soak_hostile_tenants_beside_a_well_behaved_one() {
             .send()
             .await;
     }
+    let attackers: u64 = std::env::var("GANTRY_SOAK_ATTACKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let length = Duration::from_secs(secs);
-    let mut steady = phase(&addr, pid, &setup, length, 0).await;
-    let mut hostile = phase(&addr, pid, &setup, length, hostile_percent).await;
+    let mut steady = phase(&addr, pid, &setup, length, 0, 0).await;
+    let mut hostile = phase(&addr, pid, &setup, length, hostile_percent, attackers).await;
     report("well-behaved only", &mut steady);
     report(
-        &format!("with {hostile_percent} % hostile calls"),
+        &format!(
+            "with {hostile_percent} % hostile calls and {attackers} callers of hostile calls only"
+        ),
         &mut hostile,
     );
     let ratio = percentile(&hostile.good_ok, 0.99).as_secs_f64()
