@@ -661,3 +661,78 @@ async fn one_organisation_cannot_take_every_call_slot() {
         .await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_grow_the_host_or_hoard_connections() {
+    // An upstream on loopback that takes connections and never answers.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = upstream.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryConfig {
+        data_dir: dir.path().to_path_buf(),
+        private_addresses: [("mallory".to_string(), vec!["127.0.0.1".parse().unwrap()])].into(),
+        ..RegistryConfig::default()
+    };
+    let s = Server::start_with(registry, runtime().clone(), ApiConfig::default()).await;
+    let mallory = s.token("mallory", Role::Admin);
+    let mut invoke = Vec::new();
+    for name in ["header-bomb", "conn-hog"] {
+        let r = s
+            .publish(&mallory, name, "1.0.0", "", connector(name))
+            .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        let id = install(&s, &mallory, "mallory", &format!("mallory/{name}"), "1.0.0").await;
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("/v1/installs/{id}/outbound"),
+                Some(&mallory),
+                Some(json!(["http://127.0.0.1:*"])),
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+        invoke.push(format!(
+            "/v1/instances/{}/invoke/run",
+            instance(&s, &mallory, id).await
+        ));
+    }
+    // Header maps in host memory until the handle cap: a typed error, not a bigger server.
+    let r = s
+        .call(Method::POST, &invoke[0], Some(&mallory), Some(json!({})))
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::BAD_GATEWAY, "resource-limit")
+    );
+    // Fifty requests at once: the call ends at its sixth connection, long before a timeout.
+    let started = std::time::Instant::now();
+    let r = s
+        .call(
+            Method::POST,
+            &invoke[1],
+            Some(&mallory),
+            Some(json!({"authority": upstream_addr.to_string(), "count": 50})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::BAD_GATEWAY, "resource-limit")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) <= 6);
+    s.shutdown().await;
+}
