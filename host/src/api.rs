@@ -183,7 +183,7 @@ struct ErrorDetail {
         get_install, customise, grant_outbound, update, rebind_install, create_instance, instances,
         get_instance, invoke, create_flow, flows, get_flow, run_flow, runs, rebind_step, audit_log,
         create_token),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, crate::connector::Description, crate::connector::Summary)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -110,7 +110,7 @@ impl Description {
 
 /// Bounds of what `describe()` may say. A description is stored with every version and shown
 /// to every organisation in the marketplace, so it is bounded before anything is stored: in
-/// all, per item, and in how deep a schema nests (see [`crate::json::KEPT_DEPTH`]).
+/// all, per item, and in how deep a schema nests (see [`crate::KEPT_DEPTH`]).
 pub mod bounds {
     /// All the text of a description together, schemas included.
     pub const TOTAL_BYTES: usize = 512 << 10;

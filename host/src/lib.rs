@@ -46,6 +46,7 @@ pub use digest::{Digest, ParseDigestError};
 pub use flow::{
     Flow, FlowLimits, Run, RunError, RunStatus, Scope, Step, StepRun, StepSpec, map_input,
 };
+pub use json::KEPT_DEPTH;
 pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
 pub use metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
 pub use outbound::OutboundError;
@@ -63,3 +64,4 @@ pub use runtime::{
 };
 pub use sqlite::SqliteStore;
 pub use swap::{Bindings, BoundCallError};
+pub use turns::SHORT_CALL;

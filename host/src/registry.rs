@@ -229,10 +229,11 @@ impl Loaded {
     }
 }
 
-/// A published version (one revision of it). `publisher` is the token label of whoever
-/// published it; another organisation sees the publishing organisation's name there.
+/// A published version (one revision of it), with what it describes itself as: its whole
+/// [`Description`], or the [`Summary`] a listing shows. `publisher` is the token label of
+/// whoever published it; another organisation sees the publishing organisation's name there.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct VersionInfo {
+pub struct VersionInfo<D = Description> {
     pub org: String,
     pub name: String,
     #[schema(value_type = String, example = "1.2.0")]
@@ -246,10 +247,10 @@ pub struct VersionInfo {
     pub publisher: String,
     pub published_at: i64,
     pub tags: Vec<String>,
-    pub description: Description,
+    pub description: D,
 }
 
-impl VersionInfo {
+impl<D> VersionInfo<D> {
     /// `org/name@version`.
     pub fn reference(&self) -> String {
         format!("{}/{}@{}", self.org, self.name, self.version)
@@ -299,35 +300,7 @@ pub struct Listing {
 /// A version as the marketplace lists it: a [`VersionInfo`] whose description leaves out the
 /// operations' schemas (`GET /v1/connectors/{org}/{name}/versions` has them), so a listing
 /// stays small whatever the connectors declare.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ListedVersion {
-    pub org: String,
-    pub name: String,
-    #[schema(value_type = String, example = "1.2.0")]
-    pub version: semver::Version,
-    pub revision: u32,
-    #[schema(value_type = String, example = "sha256:…")]
-    pub digest: Digest,
-    pub size: u64,
-    pub visibility: Visibility,
-    pub state: VersionState,
-    /// Who published it: the token's label for the publishing organisation itself, the
-    /// organisation's name for everyone else.
-    pub publisher: String,
-    pub published_at: i64,
-    pub tags: Vec<String>,
-    pub description: Summary,
-}
-
-impl ListedVersion {
-    /// As `viewer` may see it.
-    pub(crate) fn seen_by(mut self, viewer: &str) -> Self {
-        if self.org != viewer {
-            self.publisher = self.org.clone();
-        }
-        self
-    }
-}
+pub type ListedVersion = VersionInfo<Summary>;
 
 /// A page of a list: at most `limit` items after the one named `after` (an id, or
 /// `org/name` in the marketplace).

@@ -49,7 +49,7 @@ pub struct RuntimeConfig {
     /// Interval of the epoch ticker: the resolution of CPU deadlines, and the longest slice a
     /// guest executes before it yields its worker thread.
     pub epoch_tick: Duration,
-    /// Cores on which guests that have computed for long (past [`crate::turns::SHORT_CALL`])
+    /// Cores on which guests that have computed for long (past [`crate::SHORT_CALL`])
     /// take turns; the rest are always free for short calls. Default: all cores but one.
     pub long_runner_slots: usize,
     /// Longest a component may take to compile (waiting for a compile slot included).

@@ -314,7 +314,9 @@ fn digest(row: &Row<'_>, index: usize) -> rusqlite::Result<Digest> {
 const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
     state, publisher, published_at, tags, description";
 
-fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
+/// A version row, with the description of type `D` from the last column: the whole
+/// [`Description`] ([`VERSION_COLUMNS`]) or the [`Summary`] ([`LISTED_COLUMNS`]).
+fn version_row<D: for<'de> Deserialize<'de>>(row: &Row<'_>) -> rusqlite::Result<VersionInfo<D>> {
     Ok(VersionInfo {
         org: row.get(0)?,
         name: row.get(1)?,
@@ -331,27 +333,9 @@ fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
     })
 }
 
-/// A version as the marketplace lists it: [`VERSION_COLUMNS`] with the summary in place of the
-/// description.
+/// [`VERSION_COLUMNS`] with the summary in place of the description.
 const LISTED_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
     state, publisher, published_at, tags, summary";
-
-fn listed_row(row: &Row<'_>) -> rusqlite::Result<ListedVersion> {
-    Ok(ListedVersion {
-        org: row.get(0)?,
-        name: row.get(1)?,
-        version: semver(row, 2)?,
-        revision: row.get(3)?,
-        digest: digest(row, 4)?,
-        size: row.get(5)?,
-        visibility: enum_text(row, 6)?,
-        state: enum_text(row, 7)?,
-        publisher: row.get(8)?,
-        published_at: row.get(9)?,
-        tags: json(row, 10)?,
-        description: json(row, 11)?,
-    })
-}
 
 /// Keeps only the newest revision of each version (of the rows aliased `v`).
 const CURRENT_REVISION: &str = "v.revision = (SELECT MAX(revision) FROM versions w \
@@ -586,7 +570,7 @@ impl Metadata for Sql<'_> {
                  WHERE (org = ?1 OR visibility = 'public') AND {CURRENT_REVISION}"
             ),
             [viewer],
-            listed_row,
+            version_row,
         )
     }
 
