@@ -294,18 +294,29 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
     );
     match result {
         Ok(out) => {
+            // The output exactly as the connector wrote it: through a `Value` a number beyond
+            // f64 would be rounded and a lone surrogate escape refused (as the API and the
+            // remote `instance invoke` already pass it).
             if json {
-                let value = serde_json::json!({
-                    "output": serde_json::from_str::<serde_json::Value>(&out.output)?,
-                    "digest": out.digest,
-                    "duration_us": out.duration.as_micros() as u64,
-                    "memory_bytes": out.memory_bytes,
-                    "logs": out.logs,
-                });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                #[derive(serde::Serialize)]
+                struct Report<'a> {
+                    output: &'a serde_json::value::RawValue,
+                    digest: gantry_host::Digest,
+                    duration_us: u64,
+                    memory_bytes: u64,
+                    logs: &'a [gantry_host::LogLine],
+                }
+                let output: &serde_json::value::RawValue = serde_json::from_str(&out.output)?;
+                let report = Report {
+                    output,
+                    digest: out.digest,
+                    duration_us: out.duration.as_micros() as u64,
+                    memory_bytes: out.memory_bytes,
+                    logs: &out.logs,
+                };
+                println!("{}", serde_json::to_string(&report)?);
             } else {
-                let value: serde_json::Value = serde_json::from_str(&out.output)?;
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", out.output);
                 for line in &out.logs {
                     eprintln!("log {:<5} {}", line.level, line.message);
                 }

@@ -121,6 +121,7 @@ pub enum VersionState {
 
 /// Where a fault is injected in a publish (for durability tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
 pub enum FaultPoint {
     /// The blob is written, the row not yet inserted.
     AfterBlobWrite,
@@ -128,7 +129,8 @@ pub enum FaultPoint {
     BeforeCommit,
 }
 
-/// Returns `true` to make the publish fail at that point.
+/// Returns `true` to make the publish fail at that point (for durability tests).
+#[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>;
 
 /// Settings of a [`Registry`].
@@ -137,6 +139,7 @@ pub struct RegistryConfig {
     /// Directory holding `gantry.db`, `blobs/` and `secrets.key`.
     pub data_dir: PathBuf,
     /// Fault injection, for tests; `None` in production.
+    #[doc(hidden)]
     pub faults: Option<FaultHook>,
     /// Where component bytes go; `None` keeps them in `<data_dir>/blobs` ([`FsBlobStore`]). An
     /// object-store implementation of [`BlobStore`] plugs in here.

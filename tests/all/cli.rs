@@ -482,3 +482,29 @@ fn bench_refuses_bad_arguments_with_a_reason() {
     assert!(stderr.contains("echo.nope: the call fails"), "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 }
+
+#[test]
+fn invoke_prints_the_output_exactly_as_written() {
+    // A number beyond f64 and a lone surrogate escape: valid JSON no `Value` keeps.
+    let input = r#"{"n": 123456789012345678901234567890, "s": "\ud800 half"}"#;
+    let out = gantry(&["invoke", &wasm("echo"), "echo", input, "--no-cache"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{input}\n"));
+    let out = gantry(&[
+        "invoke",
+        &wasm("echo"),
+        "echo",
+        input,
+        "--no-cache",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(r#"{{"output":{input},"digest":"sha256:"#)),
+        "{stdout}"
+    );
+}
