@@ -1,0 +1,149 @@
+//! Publishing, version states, the marketplace and a connector's versions.
+
+use super::{ApiJson, ApiResult, created, ok, query};
+use crate::api::auth::{Caller, Publisher, Viewer};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::state::AppState;
+use crate::registry::{
+    Listing, Page, PublishRequest, Search, VersionInfo, VersionState, Visibility,
+};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishQuery {
+    #[serde(default = "private")]
+    visibility: Visibility,
+    #[serde(default)]
+    tags: Option<String>,
+}
+
+pub(crate) fn private() -> Visibility {
+    Visibility::Private
+}
+
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Object), (status = 200, description = "Same bytes: unchanged", body = Object), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn publish(
+    State(s): State<AppState>,
+    caller: Caller<Publisher>,
+    Path((name, version)): Path<(String, String)>,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/wasm" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "publish the component bytes with `Content-Type: application/wasm`",
+        ));
+    }
+    let bytes = body?;
+    let tags = query
+        .tags
+        .map(|t| {
+            t.split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = PublishRequest {
+        name,
+        version,
+        visibility: query.visibility,
+        tags,
+        bytes: bytes.to_vec(),
+    };
+    let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
+    let body = json!({"outcome": outcome, "version": info});
+    match outcome {
+        crate::PublishOutcome::Unchanged => ok(body),
+        _ => created(body),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 204, description = "Deleted"), (status = 409, description = "Pinned", body = ErrorBody)))]
+pub(crate) async fn delete_version(
+    State(s): State<AppState>,
+    caller: Caller<Publisher>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult {
+    let p = &caller.0;
+    s.registry
+        .delete_version(&p.org, &p.actor(), &name, &version)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateBody {
+    state: VersionState,
+}
+
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateBody, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
+pub(crate) async fn set_state(
+    State(s): State<AppState>,
+    caller: Caller<Publisher>,
+    Path((name, version)): Path<(String, String)>,
+    body: Result<ApiJson<StateBody>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(body) = body?;
+    ok(s.registry
+        .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
+}
+
+/// `/v1/marketplace`'s query: the search and the page.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MarketplaceQuery {
+    text: Option<String>,
+    tag: Option<String>,
+    publisher: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "At most this many connectors (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this `org/name`")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
+pub(crate) async fn marketplace(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    q: Result<Query<MarketplaceQuery>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let q = query(q)?;
+    let search = Search {
+        text: q.text,
+        tag: q.tag,
+        publisher: q.publisher,
+    };
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    ok(s.registry.search(&p.org, &search, &page)?)
+}
+
+#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn versions(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult {
+    let p = &caller.0;
+    ok(s.registry.versions(&p.org, &org, &name)?)
+}

@@ -1,0 +1,113 @@
+//! Flows: create, list, run, the run history, rebinding a step.
+
+use super::{ApiJson, ApiResult, created, ok, query};
+use crate::api::auth::{Caller, Operator, Viewer};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::state::AppState;
+use crate::flow::{Flow, Run, StepSpec};
+use crate::registry::Page;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlowBody {
+    name: String,
+    steps: Vec<StepSpec>,
+}
+
+#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
+pub(crate) async fn create_flow(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    body: Result<ApiJson<FlowBody>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(body) = body?;
+    created(
+        s.registry
+            .create_flow(&p.org, &p.actor(), &body.name, body.steps)?,
+    )
+}
+
+#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
+pub(crate) async fn flows(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.flows(&p.org, &page)?)
+}
+
+#[utoipa::path(get, path = "/v1/flows/{id}", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_flow(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = &caller.0;
+    ok(s.registry.get_flow(&p.org, id)?)
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
+pub(crate) async fn run_flow(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path(id): Path<i64>,
+    // Passed to the steps as written, like `invoke`'s input.
+    input: Result<ApiJson<Box<RawValue>>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(input) = input?;
+    let _permit = s.call_permit(&p.org)?;
+    let run = s.registry.run_flow(&p.org, id, &*input).await?;
+    for step in &run.steps {
+        let outcome = step.error.as_ref().map_or("ok", |_| "error");
+        let (name, version) = s.registry.label_of(&step.digest).unwrap_or_default();
+        s.metrics.record(
+            &p.org,
+            &name,
+            &version,
+            &step.digest.to_string(),
+            outcome,
+            step.duration_us as f64 / 1e6,
+        );
+    }
+    created(run)
+}
+
+#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue with the runs before this run id (newest first)")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
+pub(crate) async fn runs(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.runs(&p.org, id, &page)?)
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RebindStepBody {
+    #[serde(default)]
+    instance: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepBody, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
+pub(crate) async fn rebind_step(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, step)): Path<(i64, String)>,
+    body: Result<ApiJson<RebindStepBody>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(body) = body?;
+    ok(s.registry
+        .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
+}

@@ -1,0 +1,132 @@
+//! Instances (configuration and sealed credentials) and invoking an operation of one.
+
+use super::{ApiJson, ApiResult, created, ok, query};
+use crate::api::auth::{Caller, Operator, Viewer};
+use crate::api::error::{ApiError, ErrorBody, call_error};
+use crate::api::state::AppState;
+use crate::call::CallError;
+use crate::capability::LogLine;
+use crate::digest::Digest;
+use crate::registry::{Instance, Page};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstanceBody {
+    install: i64,
+    name: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])), request_body = InstanceBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Instance)))]
+pub(crate) async fn create_instance(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    body: Result<ApiJson<InstanceBody>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(body) = body?;
+    created(s.registry.create_instance(
+        &p.org,
+        &p.actor(),
+        body.install,
+        &body.name,
+        body.config,
+        body.secrets,
+    )?)
+}
+
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
+pub(crate) async fn instances(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = &caller.0;
+    let page = query(page)?;
+    ok(s.registry.instances(&p.org, &page)?)
+}
+
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Instance), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_instance(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = &caller.0;
+    ok(s.registry.get_instance(&p.org, id)?)
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
+pub(crate) async fn invoke(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, operation)): Path<(i64, String)>,
+    // The input goes to the connector as the client wrote it, and the output comes back as the
+    // connector wrote it: through `Value`, a number beyond 64 bits or with more digits than an
+    // f64 holds would be rounded, and an escape `Value` cannot hold (a lone surrogate) would
+    // turn a whole output into `null`.
+    input: Result<ApiJson<Box<RawValue>>, ApiError>,
+) -> ApiResult {
+    let p = &caller.0;
+    let ApiJson(input) = input?;
+    let _permit = s.call_permit(&p.org)?;
+    let started = std::time::Instant::now();
+    let (description, digest, result) = s
+        .registry
+        .invoke_instance(&p.org, id, &operation, input.get())
+        .await?;
+    let (name, version) = (description.name.as_str(), description.version.to_string());
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(out) => {
+            s.metrics.record(
+                &p.org,
+                name,
+                &version,
+                &out.digest.to_string(),
+                "ok",
+                seconds,
+            );
+            // `invoke` checked that the output is one JSON document. serde_json has no
+            // unchecked way to make a `RawValue`, so this reads it once more (no allocation,
+            // ~1.5 µs per 10 KB on a ~200 µs request) and cannot fail after that check.
+            let output: &RawValue = serde_json::from_str(&out.output)
+                .map_err(|e| call_error(CallError::InvalidOutput(e.to_string())))?;
+            ok(InvokeResponse {
+                output,
+                digest: out.digest,
+                duration_us: out.duration.as_micros() as u64,
+                logs: &out.logs,
+            })
+        }
+        Err(e) => {
+            s.metrics.record(
+                &p.org,
+                name,
+                &version,
+                &digest.to_string(),
+                e.code(),
+                seconds,
+            );
+            Err(call_error(e))
+        }
+    }
+}
+
+/// What `invoke` answers. Serialised straight to the body (`json!` would parse `output` into a
+/// `Value`, the very thing this avoids).
+#[derive(serde::Serialize)]
+pub(crate) struct InvokeResponse<'a> {
+    output: &'a RawValue,
+    digest: Digest,
+    duration_us: u64,
+    logs: &'a [LogLine],
+}
