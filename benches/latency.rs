@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gantry_bench::cases;
 use gantry_bench::raw::RawHost;
 use gantry_bench::scenario::{self, Deployment, HttpServer};
-use gantry_host::{Bindings, CallContext};
+use gantry_host::CallContext;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,46 +125,46 @@ fn loaded_versions(c: &mut Criterion) {
     group.finish();
 }
 
+/// The product path of a hot swap: flow runs while the step is rebound between two digests.
 fn hot_swap(c: &mut Criterion) {
     let tokio = tokio();
-    let runtime = support::runtime();
     let case = &cases::standard()[0];
     let bytes = support::connector(&case.connector);
-    let a = tokio.block_on(runtime.load(&bytes)).unwrap();
-    let b = tokio
-        .block_on(runtime.load(&scenario::variant(&bytes, 1)))
-        .unwrap();
-    let bindings = Arc::new(Bindings::new());
-    bindings.bind("connector", a.clone());
-    let ctx = CallContext::default();
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = Arc::new(
+        tokio
+            .block_on(scenario::SwapDeployment::new(
+                dir.path(),
+                scenario::runtime_in(dir.path()).unwrap(),
+                &bytes,
+                &case.operation,
+            ))
+            .unwrap(),
+    );
+    let input = serde_json::value::RawValue::from_string(case.input.clone()).unwrap();
     let mut group = c.benchmark_group("hot-swap");
     for swapping in [false, true] {
         let stop = Arc::new(AtomicBool::new(false));
         let swapper = swapping.then(|| {
-            let (bindings, stop, a, b) = (bindings.clone(), stop.clone(), a.clone(), b.clone());
+            let (deployment, stop) = (deployment.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut flip = false;
+                let mut next = 1;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(2));
-                    bindings.bind("connector", if flip { a.clone() } else { b.clone() });
-                    flip = !flip;
+                    deployment.rebind(next).unwrap();
+                    next = 1 - next;
                 }
             })
         });
         let name = if swapping {
-            "rebind-every-2ms"
+            "flow-run-rebind-every-2ms"
         } else {
-            "steady"
+            "flow-run-steady"
         };
         group.bench_function(BenchmarkId::from_parameter(name), |bench| {
-            bench.to_async(&tokio).iter(|| async {
-                black_box(
-                    bindings
-                        .invoke(runtime, "connector", &case.operation, &case.input, &ctx)
-                        .await
-                        .unwrap(),
-                )
-            })
+            bench
+                .to_async(&tokio)
+                .iter(|| async { assert!(black_box(deployment.run(&input).await)) })
         });
         stop.store(true, Ordering::Relaxed);
         if let Some(swapper) = swapper {

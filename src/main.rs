@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gantry_host::{CallContext, CallError, Limits, Runtime, RuntimeConfig, Secrets};
+use gantry_host::sandbox::Secrets;
+use gantry_host::{CallContext, CallError, Limits, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -304,7 +305,7 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
                     digest: gantry_host::Digest,
                     duration_us: u64,
                     memory_bytes: u64,
-                    logs: &'a [gantry_host::LogLine],
+                    logs: &'a [gantry_host::sandbox::LogLine],
                 }
                 let output: &serde_json::value::RawValue = serde_json::from_str(&out.output)?;
                 let report = Report {

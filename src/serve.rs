@@ -2,10 +2,8 @@
 //! organisation from the built sample connectors, and serve the HTTP API.
 
 use anyhow::{Context, Result};
-use gantry_host::{
-    ApiConfig, PublishRequest, Registry, RegistryConfig, Role, Runtime, RuntimeConfig, StepSpec,
-    Visibility,
-};
+use gantry_host::model::{PublishRequest, Role, StepSpec, Visibility};
+use gantry_host::{ApiConfig, Registry, RegistryConfig, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,17 +55,17 @@ pub struct ServeArgs {
 /// cpu_time = 5000
 /// memory_bytes = 134217728
 ///
-/// [outbound]          # operator settings of outbound HTTP (gantry_host::OutboundConfig)
+/// [outbound]          # operator settings of outbound HTTP (gantry_host::sandbox::OutboundConfig)
 /// request_timeout = 20000
 ///
 /// [private_addresses] # per organisation: private addresses its connectors may reach
 /// demo = ["127.0.0.1"]
 ///
-/// [flows]             # bounds of flows and runs (gantry_host::FlowLimits)
+/// [flows]             # bounds of flows and runs (gantry_host::registry::FlowLimits)
 /// steps = 64
 /// run_bytes = 16777216
 ///
-/// [loaded]            # connectors kept loaded between calls (gantry_host::LoadedLimits)
+/// [loaded]            # connectors kept loaded between calls (gantry_host::registry::LoadedLimits)
 /// max = 256
 /// idle = 600000
 /// ```
@@ -82,11 +80,11 @@ pub struct ServeConfig {
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
-    outbound: Option<gantry_host::OutboundConfig>,
+    outbound: Option<gantry_host::sandbox::OutboundConfig>,
     #[serde(default)]
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
-    flows: Option<gantry_host::FlowLimits>,
-    loaded: Option<gantry_host::LoadedLimits>,
+    flows: Option<gantry_host::registry::FlowLimits>,
+    loaded: Option<gantry_host::registry::LoadedLimits>,
     max_compiles: Option<usize>,
     #[serde(default)]
     accept_ungranted_imports: bool,
@@ -100,10 +98,10 @@ struct Settings {
     api: ApiConfig,
     header_timeout: Duration,
     limits: gantry_host::Limits,
-    outbound: gantry_host::OutboundConfig,
+    outbound: gantry_host::sandbox::OutboundConfig,
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
-    flows: gantry_host::FlowLimits,
-    loaded: gantry_host::LoadedLimits,
+    flows: gantry_host::registry::FlowLimits,
+    loaded: gantry_host::registry::LoadedLimits,
     max_compiles: usize,
     accept_ungranted_imports: bool,
 }

@@ -387,20 +387,25 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
             .push(tokio.block_on(scenario::restart_then_call(&data_dir, instance, op, input))?);
     }
 
-    writeln!(progress, "measuring the hot swap …")?;
-    let a = tokio.block_on(runtime.load(bytes))?;
-    let b = tokio.block_on(runtime.load(&scenario::variant(bytes, 1)))?;
+    writeln!(
+        progress,
+        "measuring the hot swap (flow runs under rebinds) …"
+    )?;
+    let swap_dir = tempfile::tempdir()?;
+    let swap = Arc::new(tokio.block_on(scenario::SwapDeployment::new(
+        swap_dir.path(),
+        scenario::runtime_in(swap_dir.path())?,
+        bytes,
+        op,
+    ))?);
     let load = Load {
         duration: options.duration / SWAP_ROUNDS,
         ..options.load(options.callers)
     };
     for _ in 0..SWAP_ROUNDS {
-        let swap = |every| {
-            let (a, b) = (a.clone(), b.clone());
-            tokio.block_on(scenario::hot_swap(&runtime, a, b, op, input, load, every))
-        };
-        let (steady, _) = swap(None);
-        let (swapping, rebinds) = swap(Some(options.swap_every));
+        let swap = |every| tokio.block_on(scenario::hot_swap(&swap, input, load, every));
+        let (steady, _) = swap(None)?;
+        let (swapping, rebinds) = swap(Some(options.swap_every))?;
         results.hot_swap.push(SwapRound {
             steady,
             swapping,
@@ -590,6 +595,19 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
                 writeln!(out, "  {GANTRY} ÷ {label:<31} {ratio}{target}")?;
             }
         }
+        let path = |name: &str| rows.iter().find(|r| r.path == name);
+        if let (Some(registry), Some(in_process)) = (path(GANTRY_INSTANCE), path(GANTRY)) {
+            writeln!(
+                out,
+                "  {GANTRY_INSTANCE} p50 ÷ {GANTRY} p50: {:.2}×   target ≤ 1.3×",
+                registry.one.p50.as_secs_f64() / in_process.one.p50.as_secs_f64()
+            )?;
+            writeln!(
+                out,
+                "  {GANTRY_INSTANCE} calls/s ×{n} ÷ ×1: {:.2}×   target ≥ 1.6× with 2 callers",
+                registry.many.per_second() / registry.one.per_second().max(f64::EPSILON)
+            )?;
+        }
     }
     let quantiles = |samples: &[Duration]| {
         let s = Summary::new(samples.to_vec(), 0, Duration::from_secs(1));
@@ -611,8 +629,9 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         let rebinds: usize = rounds.iter().map(|r| r.rebinds).sum();
         writeln!(
             out,
-            "\nhot swap ({}, {n} callers, a rebind every {} ms: {rebinds} rebinds; {} rounds of a \
-             steady window then a swapping one)",
+            "\nhot swap: flow runs of one step ({}) from {n} callers, the step rebound between \
+             two digests every {} ms: {rebinds} rebinds; {} rounds of a steady window then a \
+             swapping one",
             options.cases[0].name,
             options.swap_every.as_millis(),
             rounds.len()

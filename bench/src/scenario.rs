@@ -4,10 +4,8 @@
 
 use crate::stats::{Load, Summary, closed_loop_tasks};
 use anyhow::{Context, Result, ensure};
-use gantry_host::{
-    ApiConfig, Bindings, CallContext, Connector, PublishRequest, Registry, RegistryConfig, Role,
-    Runtime, RuntimeConfig, Visibility,
-};
+use gantry_host::model::{PublishRequest, Role, RunStatus, StepSpec, Visibility};
+use gantry_host::{ApiConfig, Connector, Registry, RegistryConfig, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -79,7 +77,7 @@ impl Deployment {
 
     /// Run `operation` of the instance through the registry (what the API does per call).
     pub async fn invoke(&self, operation: &str, input: &str) -> Result<gantry_host::CallOutput> {
-        let (_, _, result) = self
+        let (_, result) = self
             .registry
             .invoke_instance(ORG, self.instance, operation, input)
             .await?;
@@ -241,7 +239,7 @@ pub async fn restart_then_call(
     let started = Instant::now();
     let runtime = runtime_in(data_dir)?;
     let registry = open_registry(data_dir, runtime)?;
-    let (_, _, result) = registry
+    let (_, result) = registry
         .invoke_instance(ORG, instance, operation, input)
         .await?;
     result.context("the first call after the restart failed")?;
@@ -253,62 +251,117 @@ pub async fn restart_then_call(
     Ok(elapsed)
 }
 
-/// Calls through a hot-swap binding under `load`; with `swap_every`, a task rebinds the name
-/// between `a` and `b` at that interval for the whole run. Returns what the callers saw and
-/// how many rebinds happened.
+/// The product path of a hot swap: a flow whose one step calls an instance, and two instances
+/// to rebind it between — of the same connector, as published with other bytes by a second
+/// organisation (so each has its own digest).
+pub struct SwapDeployment {
+    registry: Arc<Registry>,
+    flow: i64,
+    instances: [i64; 2],
+}
+
+impl SwapDeployment {
+    pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8], operation: &str) -> Result<Self> {
+        let first = Deployment::new(dir, runtime, bytes).await?;
+        let registry = first.registry.clone();
+        let other = "bench-other";
+        registry.create_org(other)?;
+        registry
+            .publish(
+                other,
+                other,
+                PublishRequest {
+                    name: first.name.clone(),
+                    version: first.version.clone(),
+                    visibility: Visibility::Public,
+                    tags: Vec::new(),
+                    bytes: variant(bytes, 1),
+                },
+            )
+            .await?;
+        let install = registry.install(ORG, ORG, other, &first.name, &first.version)?;
+        let second = registry.create_instance(
+            ORG,
+            ORG,
+            install.id,
+            "bench-other",
+            Default::default(),
+            Default::default(),
+        )?;
+        let flow = registry.create_flow(
+            ORG,
+            ORG,
+            "hot swap",
+            vec![StepSpec {
+                name: "call".into(),
+                instance: first.instance,
+                operation: operation.into(),
+                input: serde_json::Value::String("${input}".into()),
+            }],
+        )?;
+        Ok(Self {
+            registry,
+            flow: flow.id,
+            instances: [first.instance, second.id],
+        })
+    }
+
+    /// Rebind the flow's step to instance `which` (0 or 1).
+    pub fn rebind(&self, which: usize) -> Result<()> {
+        self.registry
+            .rebind_step(ORG, ORG, self.flow, "call", Some(self.instances[which]))?;
+        Ok(())
+    }
+
+    /// Run the flow on `input`; whether the run succeeded.
+    pub async fn run(&self, input: &serde_json::value::RawValue) -> bool {
+        self.registry
+            .run_flow(ORG, self.flow, input)
+            .await
+            .is_ok_and(|run| run.status == RunStatus::Succeeded)
+    }
+}
+
+/// Flow runs under `load`; with `swap_every`, a task rebinds the flow's step between the two
+/// instances at that interval for the whole run. A run that does not succeed is a failure.
+/// Returns what the callers saw and how many rebinds happened.
 pub async fn hot_swap(
-    runtime: &Runtime,
-    a: Arc<Connector>,
-    b: Arc<Connector>,
-    operation: &str,
+    deployment: &Arc<SwapDeployment>,
     input: &str,
     load: Load,
     swap_every: Option<Duration>,
-) -> (Summary, usize) {
-    let bindings = Arc::new(Bindings::new());
-    bindings.bind("connector", a.clone());
+) -> Result<(Summary, usize)> {
+    let input: Arc<serde_json::value::RawValue> =
+        serde_json::value::RawValue::from_string(input.to_string())?.into();
+    // Every window starts on the first instance.
+    deployment.rebind(0)?;
     let done = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicUsize::new(0));
     let swapper = swap_every.map(|every| {
-        let (bindings, done, swaps) = (bindings.clone(), done.clone(), swaps.clone());
+        let (deployment, done, swaps) = (deployment.clone(), done.clone(), swaps.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            let mut next_is_b = true;
+            let mut next = 1;
             while !done.load(Ordering::Relaxed) {
                 tick.tick().await;
-                bindings.bind("connector", if next_is_b { b.clone() } else { a.clone() });
-                next_is_b = !next_is_b;
+                deployment.rebind(next)?;
+                next = 1 - next;
                 swaps.fetch_add(1, Ordering::Relaxed);
             }
+            anyhow::Ok(())
         })
     });
-    let (runtime, operation, input) = (
-        runtime.clone(),
-        Arc::<str>::from(operation),
-        Arc::<str>::from(input),
-    );
-    let ctx = Arc::new(CallContext::default());
+    let callers = deployment.clone();
     let summary = closed_loop_tasks(load, move || {
-        let (bindings, runtime, operation, input, ctx) = (
-            bindings.clone(),
-            runtime.clone(),
-            operation.clone(),
-            input.clone(),
-            ctx.clone(),
-        );
-        async move {
-            bindings
-                .invoke(&runtime, "connector", &operation, &input, &ctx)
-                .await
-                .is_ok()
-        }
+        let (deployment, input) = (callers.clone(), input.clone());
+        async move { deployment.run(&input).await }
     })
     .await;
     done.store(true, Ordering::Relaxed);
     if let Some(swapper) = swapper {
-        let _ = swapper.await;
+        swapper.await??;
     }
-    (summary, swaps.load(Ordering::Relaxed))
+    Ok((summary, swaps.load(Ordering::Relaxed)))
 }
 
 /// Load `count` distinct variants of `bytes` (each its own digest and compiled code).

@@ -1,67 +1,33 @@
 //! `gantry-host`: Gantry's connector host as a library.
 //!
-//! Three lifetimes, three types:
-//! - once per process: [`Runtime`] — the wasmtime engine, the linker of host capabilities, the
-//!   epoch ticker and the precompiled-artifact cache;
-//! - once per digest: [`Connector`] — a compiled, pre-instantiated component and its
-//!   [`Description`], loaded by [`Runtime::load`];
-//! - once per call: a fresh store and sandbox inside [`Runtime::invoke`], bounded by [`Limits`].
+//! Two halves, each a stack of layers that point one way (a layer uses only those below it):
 //!
-//! [`Bindings`] maps names to connectors and swaps them atomically (hot swap). [`Registry`]
-//! holds what is published, installed, configured and bound, persistently, by organisation.
+//! - **the runtime** — [`sandbox`] (what a call may do: capabilities, limits, the outbound
+//!   policy and client) under [`runtime`] (the wasmtime engine, loading a component once per
+//!   digest as a [`Connector`], and running each call in a fresh, bounded store);
+//! - **the lifecycle** — [`model`] (the domain as plain data, depending on nothing else of
+//!   Gantry) under [`store`] (metadata and blob backends, behind traits) under [`registry`]
+//!   (the seeds' rules: publishing, installs, instances, flows, tokens, and the pin table
+//!   calls resolve through) under [`api`] (the HTTP API).
+//!
+//! The registry is where the halves meet: it resolves what a call runs and hands it to the
+//! runtime. Where a new thing goes: a rule in `registry/` (shared rules in `registry/rules.rs`),
+//! a backend in `store/` (it must pass the store conformance suite), a route in
+//! `api/routes/`, a new WIT version in `wit.rs` and `runtime/`.
 
-mod api;
-mod auth;
-mod bindings;
-mod blob;
-mod cache;
-mod call;
-mod capability;
-mod connector;
-mod digest;
+pub mod api;
 mod durable;
-mod flow;
 mod json;
-mod limits;
-mod metadata;
-mod outbound;
-mod policy;
-mod registry;
-mod runtime;
-mod sqlite;
-mod swap;
-mod turns;
-mod vault;
+pub mod model;
+pub mod registry;
+pub mod runtime;
+pub mod sandbox;
+pub mod store;
+mod wit;
 
 pub use api::{ApiConfig, ApiError, router, serve};
-pub use auth::{Principal, Role};
-pub use blob::{BlobStore, FsBlobStore};
-pub use call::{CallError, CallOutput, ConnectorError};
-pub use capability::{CallContext, LogLine, Secrets};
-pub use connector::{
-    ConfigKey, Connector, Description, Operation, OperationSummary, Origin, SecretKey, Summary,
-    bounds as describe_bounds,
-};
-pub use digest::{Digest, ParseDigestError};
-pub use flow::{
-    Flow, FlowLimits, Run, RunError, RunStatus, Scope, Step, StepRun, StepSpec, map_input,
-};
 pub use json::KEPT_DEPTH;
-pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
-pub use metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
-pub use outbound::OutboundError;
-pub use policy::{
-    Origin as OutboundOrigin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address,
-};
-pub use registry::{
-    AuditEntry, Error as RegistryError, FaultHook, FaultPoint, Install, Instance, ListedVersion,
-    Listing, LoadedLimits, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, Search,
-    UpdateMode, VersionInfo, VersionState, VersionSummary, Visibility, parse_version,
-    validate_label, validate_name,
-};
-pub use runtime::{
-    Allocator, Inspection, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats,
-};
-pub use sqlite::SqliteStore;
-pub use swap::{Bindings, BoundCallError};
-pub use turns::SHORT_CALL;
+pub use model::{Description, Digest};
+pub use registry::{Registry, RegistryConfig};
+pub use runtime::{CallError, CallOutput, Connector, Runtime, RuntimeConfig};
+pub use sandbox::{CallContext, Limits};

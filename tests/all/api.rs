@@ -2,7 +2,8 @@
 //! router alone): the seeds' stories, the auth matrix, bad input, limits and restarts.
 
 use crate::support::{Server, connector, error_code, runtime, small_runtime};
-use gantry_host::{ApiConfig, Registry, RegistryConfig, Role};
+use gantry_host::model::Role;
+use gantry_host::{ApiConfig, Registry, RegistryConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -312,10 +313,10 @@ async fn the_auth_matrix() {
     reg.publish(
         "acme",
         "t",
-        gantry_host::PublishRequest {
+        gantry_host::model::PublishRequest {
             name: "echo".into(),
             version: "1.0.0".into(),
-            visibility: gantry_host::Visibility::Private,
+            visibility: gantry_host::model::Visibility::Private,
             tags: vec![],
             bytes: connector("echo"),
         },
@@ -338,7 +339,7 @@ async fn the_auth_matrix() {
             "acme",
             "t",
             "f",
-            vec![gantry_host::StepSpec {
+            vec![gantry_host::model::StepSpec {
                 name: "e".into(),
                 instance: instance.id,
                 operation: "echo".into(),

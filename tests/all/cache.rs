@@ -2,7 +2,8 @@
 //! damaged or forged cache entry is recompiled rather than trusted.
 
 use crate::support::{connector, json, small_runtime};
-use gantry_host::{CallContext, Origin, Runtime, RuntimeConfig};
+use gantry_host::runtime::Origin;
+use gantry_host::{CallContext, Runtime, RuntimeConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -159,7 +159,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
     );
     registry.create_org("acme").unwrap();
     let token = registry
-        .create_token("acme", "test", gantry_host::Role::Admin, "cli")
+        .create_token("acme", "test", gantry_host::model::Role::Admin, "cli")
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = format!("http://{}", listener.local_addr().unwrap());

@@ -1,7 +1,8 @@
 //! Each sample connector runs; `json-transform` gives the right outputs and rejects bad input.
 
 use crate::support::{connector, json, runtime};
-use gantry_host::{CallContext, CallError, ConnectorError};
+use gantry_host::runtime::ConnectorError;
+use gantry_host::{CallContext, CallError};
 use serde_json::json;
 
 async fn transform(

@@ -1,7 +1,7 @@
 //! Bad bytes are refused at load with a message that says why, and nothing is cached.
 
 use crate::support::{connector, files_under, small_runtime};
-use gantry_host::LoadError;
+use gantry_host::runtime::LoadError;
 
 /// A component that exports a plain function instead of the connector interface.
 const OTHER_WORLD: &str = r#"

@@ -7,9 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gantry_host::{
-    CallContext, CallError, ConnectorError, Limits, OutboundConfig, Runtime, RuntimeConfig,
-};
+use gantry_host::runtime::ConnectorError;
+use gantry_host::sandbox::OutboundConfig;
+use gantry_host::{CallContext, CallError, Limits, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -286,7 +286,7 @@ fn ctx(config: &[(&str, String)], secrets: &[(&str, &str)], grants: &[&str]) -> 
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
-        secrets: gantry_host::Secrets::new(
+        secrets: gantry_host::sandbox::Secrets::new(
             secrets
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -787,7 +787,7 @@ async fn a_call_holds_at_most_its_share_of_connections() {
     assert_eq!(
         err,
         CallError::ResourceLimit {
-            resource: gantry_host::Resource::Connections,
+            resource: gantry_host::sandbox::Resource::Connections,
             limit: cap.into()
         },
         "{err}"

@@ -2,10 +2,13 @@
 //! durability and secrets — through the `gantry-host` library, on a real SQLite file.
 
 use crate::support::{connector, files_under, runtime};
-use gantry_host::{
-    FaultPoint, Page, PublishOutcome, PublishRequest, Registry, RegistryConfig, RegistryError,
-    RunStatus, Search, StepSpec, UpdateMode, VersionState, Visibility,
+use gantry_host::model::{
+    Page, PublishOutcome, PublishRequest, RunStatus, Search, StepSpec, UpdateMode, VersionState,
+    Visibility,
 };
+use gantry_host::registry::{Error as RegistryError, FaultPoint};
+use gantry_host::store::StoreError;
+use gantry_host::{Registry, RegistryConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -335,9 +338,9 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
 async fn patchworks_setup(
     reg: &Registry,
 ) -> (
-    gantry_host::Install,
-    gantry_host::Instance,
-    gantry_host::Flow,
+    gantry_host::model::Install,
+    gantry_host::model::Instance,
+    gantry_host::model::Flow,
 ) {
     reg.create_org("vendor").unwrap();
     reg.create_org("acme").unwrap();
@@ -853,7 +856,7 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     let orphan = gantry_host::Digest::of(b"orphan");
-    gantry_host::FsBlobStore::open(dir.path().join("blobs"))
+    gantry_host::store::FsBlobStore::open(dir.path().join("blobs"))
         .unwrap()
         .put_blob(&orphan, b"orphan");
     assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
@@ -865,9 +868,9 @@ trait PutBlob {
     fn put_blob(&self, digest: &gantry_host::Digest, bytes: &[u8]);
 }
 
-impl PutBlob for gantry_host::FsBlobStore {
+impl PutBlob for gantry_host::store::FsBlobStore {
     fn put_blob(&self, digest: &gantry_host::Digest, bytes: &[u8]) {
-        gantry_host::BlobStore::put(self, digest, bytes).unwrap();
+        gantry_host::store::BlobStore::put(self, digest, bytes).unwrap();
     }
 }
 
@@ -1024,7 +1027,7 @@ async fn a_credential_appears_in_no_log_line_at_any_level() {
 #[derive(Default)]
 struct MemoryBlobs(std::sync::Mutex<std::collections::HashMap<gantry_host::Digest, Vec<u8>>>);
 
-impl gantry_host::BlobStore for MemoryBlobs {
+impl gantry_host::store::BlobStore for MemoryBlobs {
     fn put(&self, digest: &gantry_host::Digest, bytes: &[u8]) -> std::io::Result<()> {
         self.0.lock().unwrap().insert(*digest, bytes.to_vec());
         Ok(())
@@ -1098,19 +1101,19 @@ async fn echo_flow(reg: &Registry, input: serde_json::Value) -> (i64, i64) {
 /// A metadata store in another place, with an outage switch: stands in for a PostgreSQL
 /// backend behind the `MetadataStore` seam, and counts the units the registry runs.
 struct RemoteMetadata {
-    inner: gantry_host::SqliteStore,
+    inner: gantry_host::store::SqliteStore,
     units: std::sync::atomic::AtomicUsize,
     down: AtomicBool,
 }
 
-impl gantry_host::MetadataStore for RemoteMetadata {
+impl gantry_host::store::MetadataStore for RemoteMetadata {
     fn unit(
         &self,
-        access: gantry_host::Access,
-        work: &mut dyn FnMut(&mut dyn gantry_host::Metadata) -> Result<(), RegistryError>,
-    ) -> Result<(), RegistryError> {
+        access: gantry_host::store::Access,
+        work: &mut dyn FnMut(&mut dyn gantry_host::store::Metadata) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(RegistryError::Storage("the database is unreachable".into()));
+            return Err(StoreError::failed("the database is unreachable"));
         }
         self.units.fetch_add(1, Ordering::SeqCst);
         self.inner.unit(access, work)
@@ -1122,7 +1125,7 @@ async fn another_metadata_store_plugs_in() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let meta = Arc::new(RemoteMetadata {
-        inner: gantry_host::SqliteStore::open(&elsewhere.path().join("meta.db")).unwrap(),
+        inner: gantry_host::store::SqliteStore::open(&elsewhere.path().join("meta.db")).unwrap(),
         units: Default::default(),
         down: AtomicBool::new(false),
     });
@@ -1139,7 +1142,12 @@ async fn another_metadata_store_plugs_in() {
     let reg = open_on(meta.clone()).unwrap();
     reg.create_org("acme").unwrap();
     let token = reg
-        .create_token("acme", "admin@acme", gantry_host::Role::Operator, "ci")
+        .create_token(
+            "acme",
+            "admin@acme",
+            gantry_host::model::Role::Operator,
+            "ci",
+        )
         .unwrap();
     assert_eq!(reg.authenticate(&token).unwrap().unwrap().org, "acme");
     let echo = connector("echo");
@@ -1256,7 +1264,7 @@ async fn the_data_directory_is_private_and_a_lost_key_is_never_replaced() {
     // The right key back: everything opens and the credential reaches the guest.
     std::fs::rename(&kept, &key).unwrap();
     let reg = open(&data);
-    let (_, _, result) = reg
+    let (_, result) = reg
         .invoke_instance("acme", instance, "context", "{}")
         .await
         .unwrap();
@@ -1270,12 +1278,12 @@ async fn the_data_directory_is_private_and_a_lost_key_is_never_replaced() {
 async fn the_registry_keeps_a_bounded_set_of_connectors_loaded() {
     for limits in [
         // At most one loaded: the second connector called pushes the first out.
-        gantry_host::LoadedLimits {
+        gantry_host::registry::LoadedLimits {
             max: 1,
             idle: std::time::Duration::from_secs(600),
         },
         // None kept once idle: the next call drops what nobody called since.
-        gantry_host::LoadedLimits {
+        gantry_host::registry::LoadedLimits {
             max: 100,
             idle: std::time::Duration::ZERO,
         },
@@ -1307,14 +1315,19 @@ async fn the_registry_keeps_a_bounded_set_of_connectors_loaded() {
                 .unwrap();
             instances.push(instance.id);
         }
-        let (_, echo, result) = reg
+        let (echo, result) = reg
             .invoke_instance("acme", instances[0], "echo", "{}")
             .await
             .unwrap();
+        let echo = {
+            let digest = *echo.digest();
+            drop(echo); // the call is over: only the registry may keep it loaded
+            digest
+        };
         result.unwrap();
         assert!(rt.is_loaded(&echo));
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let (_, jt, result) = reg
+        let (jt, result) = reg
             .invoke_instance(
                 "acme",
                 instances[1],
@@ -1324,10 +1337,15 @@ async fn the_registry_keeps_a_bounded_set_of_connectors_loaded() {
             .await
             .unwrap();
         result.unwrap();
+        let jt = {
+            let digest = *jt.digest();
+            drop(jt);
+            digest
+        };
         assert!(rt.is_loaded(&jt));
         assert!(!rt.is_loaded(&echo), "{limits:?}: echo is unloaded");
         // Its next call loads it again.
-        let (_, _, result) = reg
+        let (_, result) = reg
             .invoke_instance("acme", instances[0], "echo", "{}")
             .await
             .unwrap();

@@ -182,7 +182,7 @@ async fn header_bomb_stops_at_its_host_handle_cap() {
     assert_eq!(
         err,
         CallError::ResourceLimit {
-            resource: gantry_host::Resource::Handles,
+            resource: gantry_host::sandbox::Resource::Handles,
             limit: Limits::default().handles.into()
         },
         "{err}"

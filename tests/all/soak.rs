@@ -16,7 +16,8 @@
 //! test than the mix, where a caller busy with a hostile call makes no well-behaved one).
 
 use crate::support::{connector, runtime, sample_dir};
-use gantry_host::{PublishRequest, Registry, RegistryConfig, Role, Visibility};
+use gantry_host::model::{PublishRequest, Role, Visibility};
+use gantry_host::{Registry, RegistryConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::BufRead;

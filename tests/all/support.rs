@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use gantry_host::{ApiConfig, Registry, RegistryConfig, Role, Runtime, RuntimeConfig};
+use gantry_host::model::Role;
+use gantry_host::{ApiConfig, Registry, RegistryConfig, Runtime, RuntimeConfig};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;

@@ -1,52 +1,128 @@
-//! Hot swap: rebinding under load drops no call, every result comes from exactly one version,
-//! calls in flight finish on the version they started on, and an unbound version is unloaded.
+//! Hot swap on the product path: a flow step rebound under load drops no run, every run comes
+//! from exactly one version, a run in flight finishes on the version it started on, and a
+//! version nothing pins or runs any more is unloaded.
 
-use crate::support::{connector, json, runtime};
-use gantry_host::{Bindings, CallContext};
+use crate::support::{connector, json, small_runtime};
+use gantry_host::model::{PublishRequest, RunStatus, StepSpec, Visibility};
+use gantry_host::{Registry, RegistryConfig, Runtime};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebinding_under_load_drops_no_call() {
-    let rt = runtime();
-    let v1 = rt.load(&connector("echo")).await.unwrap();
-    let v2 = rt.load(&connector("echo-v2")).await.unwrap();
-    let bindings = Arc::new(Bindings::new());
-    bindings.bind("echo", v1.clone());
+/// A registry with echo 1.0.0 and echo 2.0.0 installed alongside, an instance of each, and a
+/// flow whose one step (`call`, operation `operation`) is bound to the first.
+struct TwoVersions {
+    registry: Arc<Registry>,
+    runtime: Runtime,
+    flow: i64,
+    v1: i64,
+    v2: i64,
+    _dir: tempfile::TempDir,
+}
 
+async fn two_versions(operation: &str) -> TwoVersions {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = small_runtime(None);
+    let registry = Registry::open(
+        RegistryConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..RegistryConfig::default()
+        },
+        runtime.clone(),
+    )
+    .unwrap();
+    registry.create_org("acme").unwrap();
+    let mut instances = Vec::new();
+    for (version, file) in [("1.0.0", "echo"), ("2.0.0", "echo-v2")] {
+        registry
+            .publish(
+                "acme",
+                "dev",
+                PublishRequest {
+                    name: "echo".into(),
+                    version: version.into(),
+                    visibility: Visibility::Private,
+                    tags: Vec::new(),
+                    bytes: connector(file),
+                },
+            )
+            .await
+            .unwrap();
+        let install = registry
+            .install("acme", "ops", "acme", "echo", version)
+            .unwrap();
+        let instance = registry
+            .create_instance(
+                "acme",
+                "ops",
+                install.id,
+                version,
+                BTreeMap::new(),
+                BTreeMap::new(),
+            )
+            .unwrap();
+        instances.push(instance.id);
+    }
+    let flow = registry
+        .create_flow(
+            "acme",
+            "ops",
+            "swap",
+            vec![StepSpec {
+                name: "call".into(),
+                instance: instances[0],
+                operation: operation.into(),
+                input: json!("${input}"),
+            }],
+        )
+        .unwrap();
+    TwoVersions {
+        registry: Arc::new(registry),
+        runtime,
+        flow: flow.id,
+        v1: instances[0],
+        v2: instances[1],
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebinding_under_load_drops_no_run() {
+    let t = two_versions("echo").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (from_v1, from_v2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut callers = Vec::new();
     for task in 0..4 {
-        let (bindings, stop) = (bindings.clone(), stop.clone());
+        let (registry, stop, flow) = (t.registry.clone(), stop.clone(), t.flow);
         let (from_v1, from_v2) = (from_v1.clone(), from_v2.clone());
         callers.push(tokio::spawn(async move {
-            let mut calls = 0u64;
+            let mut runs = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let input = json!({"task": task, "call": calls}).to_string();
-                let out = bindings
-                    .invoke(runtime(), "echo", "echo", &input, &CallContext::default())
-                    .await
-                    .unwrap_or_else(|e| panic!("call failed during swap: {e}"));
-                let output = json(&out.output);
-                if output == json(&input) {
+                let input = json!({"task": task, "run": runs});
+                let run = registry.run_flow("acme", flow, &input).await.unwrap();
+                assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+                let output = run.output_value().unwrap();
+                if output == input {
                     from_v1.fetch_add(1, Ordering::Relaxed);
-                } else if output == json!({"version": "2.0.0", "echo": json(&input)}) {
+                } else if output == json!({"version": "2.0.0", "echo": input}) {
                     from_v2.fetch_add(1, Ordering::Relaxed);
                 } else {
                     panic!("result from neither version: {output}");
                 }
-                calls += 1;
+                runs += 1;
             }
-            calls
+            runs
         }));
     }
 
     for i in 0..60 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        bindings.bind("echo", if i % 2 == 0 { v2.clone() } else { v1.clone() });
+        let to = if i % 2 == 0 { t.v2 } else { t.v1 };
+        t.registry
+            .rebind_step("acme", "ops", t.flow, "call", Some(to))
+            .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
@@ -62,80 +138,79 @@ async fn rebinding_under_load_drops_no_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_in_flight_finishes_on_the_version_it_started_on() {
-    let rt = runtime();
-    let v1 = rt.load(&connector("echo")).await.unwrap();
-    let v2 = rt.load(&connector("echo-v2")).await.unwrap();
-    let bindings = Arc::new(Bindings::new());
-    bindings.bind("slow", v1.clone());
-
-    let held_before = Arc::strong_count(&v1);
+async fn a_run_in_flight_finishes_on_the_version_it_started_on() {
+    let t = two_versions("delay").await;
     let in_flight = {
-        let bindings = bindings.clone();
-        tokio::spawn(async move {
-            bindings
-                .invoke(
-                    runtime(),
-                    "slow",
-                    "delay",
-                    r#"{"ms":400}"#,
-                    &CallContext::default(),
-                )
-                .await
-        })
+        let (registry, flow) = (t.registry.clone(), t.flow);
+        tokio::spawn(async move { registry.run_flow("acme", flow, json!({"ms": 400})).await })
     };
-    // Wait until the call has resolved its binding (it holds one more `Arc` of v1).
-    while Arc::strong_count(&v1) == held_before {
+    // Wait until the run has resolved its step (echo 1.0.0 is loaded for it).
+    let v1 = loop {
+        if let Some(digest) = t.runtime.loaded().first().copied() {
+            break digest;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let previous = bindings.bind("slow", v2.clone()).unwrap();
-    assert_eq!(previous.digest(), v1.digest());
+    };
+    let rebound = t
+        .registry
+        .rebind_step("acme", "ops", t.flow, "call", Some(t.v2))
+        .unwrap();
+    let v2 = rebound.steps[0].digest;
+    assert_ne!(v1, v2);
 
-    let after = bindings
-        .invoke(rt, "slow", "echo", r#"{"a":1}"#, &CallContext::default())
+    let after = t
+        .registry
+        .run_flow("acme", t.flow, json!({"ms": 1}))
         .await
         .unwrap();
+    assert_eq!(after.steps[0].digest, v2, "a new run gets the new version");
     assert_eq!(
-        after.digest,
-        *v2.digest(),
-        "a new call gets the new version"
+        after.output_value(),
+        Some(json!({"version": "2.0.0", "echo": {"ms": 1}}))
     );
 
     let before = in_flight.await.unwrap().unwrap();
+    assert_eq!(before.status, RunStatus::Succeeded, "{:?}", before.error);
+    assert_eq!(before.steps[0].digest, v1, "the run in flight stayed on v1");
     assert_eq!(
-        before.digest,
-        *v1.digest(),
-        "the call in flight stayed on v1"
+        json(before.output.as_ref().unwrap().get()),
+        json!({"ms": 400})
     );
-    assert_eq!(before.output, r#"{"ms":400}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unbound_version_is_unloaded_when_its_last_call_ends() {
-    let rt = crate::support::small_runtime(None);
-    let bindings = Bindings::new();
-    let v1 = rt.load(&connector("echo")).await.unwrap();
-    let d1 = *v1.digest();
-    bindings.bind("echo", v1);
-    let v2 = rt.load(&connector("echo-v2")).await.unwrap();
-
-    // A call holds v1 while it is rebound away.
-    let held = bindings.resolve("echo").unwrap();
-    bindings.bind("echo", v2);
-    assert!(rt.is_loaded(&d1), "still running: stays loaded");
-    rt.invoke(&held, "echo", "{}", &CallContext::default())
+async fn a_version_nothing_pins_or_runs_is_unloaded_when_its_last_call_ends() {
+    let t = two_versions("delay").await;
+    let first = t
+        .registry
+        .run_flow("acme", t.flow, json!({"ms": 1}))
         .await
         .unwrap();
-    drop(held);
-    assert!(!rt.is_loaded(&d1), "nothing binds or runs it: unloaded");
-    assert_eq!(rt.loaded().len(), 1);
+    let v1 = first.steps[0].digest;
+    assert!(t.runtime.is_loaded(&v1), "pinned and called: kept loaded");
 
-    bindings.unbind("echo");
-    assert!(rt.loaded().is_empty());
+    // A run holds v1 while the step is rebound away.
+    let in_flight = {
+        let (registry, flow) = (t.registry.clone(), t.flow);
+        tokio::spawn(async move { registry.run_flow("acme", flow, json!({"ms": 300})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.registry
+        .rebind_step("acme", "ops", t.flow, "call", Some(t.v2))
+        .unwrap();
+    assert!(t.runtime.is_loaded(&v1), "still running: stays loaded");
+    let finished = in_flight.await.unwrap().unwrap();
+    assert_eq!(finished.steps[0].digest, v1);
     assert!(
-        bindings
-            .invoke(&rt, "echo", "echo", "{}", &CallContext::default())
-            .await
-            .is_err()
+        !t.runtime.is_loaded(&v1),
+        "nothing pins or runs it: unloaded"
     );
+
+    // The next run loads v2 only.
+    let next = t
+        .registry
+        .run_flow("acme", t.flow, json!({"ms": 1}))
+        .await
+        .unwrap();
+    assert_eq!(t.runtime.loaded(), vec![next.steps[0].digest]);
 }

@@ -3,7 +3,9 @@
 //! test per finding of the security review, each with the hostile component it needs.
 
 use crate::support::{Server, connector, error_code, runtime};
-use gantry_host::{ApiConfig, FlowLimits, RegistryConfig, Role};
+use gantry_host::model::Role;
+use gantry_host::registry::FlowLimits;
+use gantry_host::{ApiConfig, RegistryConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;

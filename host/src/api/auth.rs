@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::auth::{Principal, Role};
+use crate::model::{Principal, Role};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};

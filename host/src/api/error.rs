@@ -2,8 +2,8 @@
 //! the status its rule maps to — once, here, for every registry and call error. 5xx details
 //! are logged, never returned.
 
-use crate::call::CallError;
 use crate::registry::Error as RegistryError;
+use crate::runtime::call::CallError;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::StatusCode;
@@ -49,20 +49,24 @@ impl From<RegistryError> for ApiError {
         use RegistryError as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_)
+            E::Immutable { .. }
+            | E::Pinned { .. }
+            | E::MissingOperations { .. }
+            | E::NameTaken { .. }
             | E::Deprecated(_)
             | E::Blocked(_)
             | E::AcknowledgementRequired(_)
             | E::PublicPermanent(_) => StatusCode::CONFLICT,
-            E::InvalidName { .. }
+            E::InvalidName(_)
             | E::InvalidVersion(_)
             | E::InvalidInput(_)
+            | E::InvalidPage(_)
             | E::DescribeMismatch { .. }
             | E::UngrantedImports(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Load(crate::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            E::Load(crate::LoadError::CompilerBusy(_)) => StatusCode::TOO_MANY_REQUESTS,
+            E::Load(crate::runtime::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Load(crate::runtime::LoadError::CompilerBusy(_)) => StatusCode::TOO_MANY_REQUESTS,
             E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Storage(_) | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Storage { .. } | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

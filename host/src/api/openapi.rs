@@ -17,7 +17,7 @@ use super::routes::{connectors, flows, installs, instances, ops};
         flows::get_flow, flows::run_flow, flows::runs, flows::rebind_step, ops::audit_log,
         ops::create_token
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::connector::Description, crate::connector::Summary)),
+    components(schemas(ErrorBody, ErrorDetail, crate::model::Description, crate::model::Summary)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -4,9 +4,7 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Caller, Publisher, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::registry::{
-    Listing, Page, PublishRequest, Search, VersionInfo, VersionState, Visibility,
-};
+use crate::model::{Listing, Page, PublishRequest, Search, VersionInfo, VersionState, Visibility};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -71,7 +69,7 @@ pub(crate) async fn publish(
     let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
     let body = json!({"outcome": outcome, "version": info});
     match outcome {
-        crate::PublishOutcome::Unchanged => ok(body),
+        crate::model::PublishOutcome::Unchanged => ok(body),
         _ => created(body),
     }
 }

@@ -4,7 +4,7 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Admin, Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::registry::{Install, Page, UpdateMode};
+use crate::model::{Install, Page, UpdateMode};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;

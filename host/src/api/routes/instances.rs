@@ -4,10 +4,10 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody, call_error};
 use crate::api::state::AppState;
-use crate::call::CallError;
-use crate::capability::LogLine;
-use crate::digest::Digest;
-use crate::registry::{Instance, Page};
+use crate::model::Digest;
+use crate::model::{Instance, Page};
+use crate::runtime::call::CallError;
+use crate::sandbox::LogLine;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
@@ -79,11 +79,15 @@ pub(crate) async fn invoke(
     let ApiJson(input) = input?;
     let _permit = s.call_permit(&p.org)?;
     let started = std::time::Instant::now();
-    let (description, digest, result) = s
+    let (connector, result) = s
         .registry
         .invoke_instance(&p.org, id, &operation, input.get())
         .await?;
-    let (name, version) = (description.name.as_str(), description.version.to_string());
+    let (name, version) = (
+        connector.description().name.as_str(),
+        connector.description().version.to_string(),
+    );
+    let digest = connector.digest();
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(out) => {

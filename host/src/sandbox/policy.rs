@@ -170,10 +170,10 @@ pub fn parse_patterns(patterns: &[String]) -> Result<Vec<OriginPattern>, String>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboundConfig {
-    #[serde(with = "crate::limits::millis")]
+    #[serde(with = "crate::sandbox::limits::millis")]
     pub connect_timeout: Duration,
     /// Whole request, response body included (the call's wall-clock deadline applies as well).
-    #[serde(with = "crate::limits::millis")]
+    #[serde(with = "crate::sandbox::limits::millis")]
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,

@@ -1,14 +1,71 @@
-//! The metadata side of the store, behind a trait: organisations, versions, installs,
-//! instances, flows, runs, tokens and the audit log. [`SqliteStore`](crate::SqliteStore) is the
-//! embedded default; a PostgreSQL backend implements the same two traits.
+//! Where the lifecycle's state is kept, behind two traits: [`MetadataStore`] (organisations,
+//! versions, installs, instances, flows, runs, tokens, settings and the audit log) and
+//! [`BlobStore`] (component bytes, content-addressed). [`SqliteStore`] and [`FsBlobStore`] are
+//! the embedded defaults; a PostgreSQL or object-store backend implements the same traits and
+//! must pass the same conformance suite (`tests/all/store.rs`).
+//!
+//! A store answers plain lookups and writes. It holds no lifecycle rule: which revision is
+//! current, who may see a version, what pins it and what may be deleted are decided by the
+//! [registry](crate::registry), from what the store returns.
 
-use crate::auth::{Principal, Role};
-use crate::digest::Digest;
-use crate::flow::{Flow, Run, Step};
-use crate::registry::{
-    AuditEntry, Error, Install, Instance, ListedVersion, Result, VersionInfo, VersionState,
+mod blob;
+
+mod sqlite;
+
+pub use blob::{BlobStore, FsBlobStore};
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, Principal, Role, Run, Step,
+    VersionInfo, VersionState,
 };
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A failure of the store itself, or a unit its work aborted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed; nothing of the unit was written.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The unit's work returned without finishing: nothing of it was written.
+    #[error("the unit was aborted")]
+    Aborted,
+}
+
+impl StoreError {
+    /// A failure with no underlying error.
+    pub fn failed(message: impl Into<String>) -> Self {
+        StoreError::Failed {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source`.
+    pub fn caused(
+        message: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Failed {
+            message: format!("{message}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::caused("I/O", e)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Whether a unit may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +77,8 @@ pub enum Access {
 /// A metadata backend.
 ///
 /// Work is done in *units*: [`MetadataStore::unit`] hands `work` a [`Metadata`] view and
-/// either commits everything it wrote (when it returns `Ok`) or nothing. The contract a
-/// backend must keep:
+/// either commits everything it wrote (when it returns `Ok`) or nothing (when it returns
+/// `Err`, [`StoreError::Aborted`] included). The contract a backend must keep:
 /// - a unit sees one consistent state;
 /// - [`Access::Write`] units are serialised with each other, so a read-check-write inside one
 ///   (a version's next revision, "is this blob still referenced?") cannot race another
@@ -29,10 +86,8 @@ pub enum Access {
 /// - `work` may be run more than once (a backend may retry a unit that lost a serialisation
 ///   conflict); only the last run's result counts.
 ///
-/// [`Metadata`] methods return [`Error::Storage`] for backend failures and `Ok(None)` / empty
-/// lists for missing things; scoping by organisation and the lifecycle rules live in the
-/// registry. Use it through [`read`](#method.read) and [`write`](#method.write) on
-/// `dyn MetadataStore`.
+/// [`Metadata`] methods return `Ok(None)` / empty lists for missing things; scoping by
+/// organisation and the lifecycle rules live in the registry.
 pub trait MetadataStore: Send + Sync {
     /// Run `work` as one unit of `access`.
     fn unit(
@@ -44,27 +99,57 @@ pub trait MetadataStore: Send + Sync {
 
 impl dyn MetadataStore {
     /// Run `work` in a read unit and return what it returns.
-    pub fn read<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.run(Access::Read, work)
     }
 
     /// Run `work` in a write unit: all its writes commit when it returns `Ok`, none otherwise.
-    pub fn write<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.run(Access::Write, work)
     }
 
-    fn run<T>(
+    /// Run `work` as a unit; an error of its own aborts the unit and is returned as it is.
+    fn run<T, E: From<StoreError>>(
         &self,
         access: Access,
-        mut work: impl FnMut(&mut dyn Metadata) -> Result<T>,
-    ) -> Result<T> {
+        mut work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut out = None;
-        self.unit(access, &mut |m| {
-            out = Some(work(m)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| Error::Storage("the metadata store did not run the unit".into()))
+        let unit = self.unit(access, &mut |m| match work(m) {
+            Ok(value) => {
+                out = Some(Ok(value));
+                Ok(())
+            }
+            Err(e) => {
+                out = Some(Err(e));
+                Err(StoreError::Aborted)
+            }
+        });
+        match (unit, out) {
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(StoreError::Aborted), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), _) => {
+                Err(StoreError::failed("the metadata store did not run the unit").into())
+            }
+        }
     }
+}
+
+/// A revision as garbage collection sees it: where it is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionKey {
+    pub org: String,
+    pub name: String,
+    pub version: String,
+    pub revision: u32,
+    pub digest: Digest,
 }
 
 /// A flow step as found through the instance it uses.
@@ -75,13 +160,9 @@ pub struct BoundStep {
     pub operation: String,
     pub instance: i64,
     pub digest: Digest,
-}
-
-/// What pins a version: installs of it and flow steps bound to one of its revisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pins {
-    pub installs: u64,
-    pub steps: u64,
+    /// The package the instance's install took in.
+    pub package_org: String,
+    pub package_name: String,
 }
 
 /// The statements of one unit. Times are milliseconds since the Unix epoch.
@@ -98,27 +179,24 @@ pub trait Metadata {
     fn instance_count(&mut self) -> Result<u64>;
 
     // ----- versions -----
-    /// The newest revision of `org/name@version`, whoever may see it.
-    fn current_revision(
-        &mut self,
-        org: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<VersionInfo>>;
-    /// The newest revision of package `org/name` stored under `digest`.
-    fn package_revision(
+    fn insert_version(&mut self, version: &VersionInfo) -> Result<()>;
+    /// Every revision of `org/name@version`.
+    fn revisions(&mut self, org: &str, name: &str, version: &str) -> Result<Vec<VersionInfo>>;
+    /// Every revision of every version of package `org/name`.
+    fn package_revisions(&mut self, org: &str, name: &str) -> Result<Vec<VersionInfo>>;
+    /// The revisions of package `org/name` that hold `digest`.
+    fn revisions_with(
         &mut self,
         org: &str,
         name: &str,
         digest: &Digest,
-    ) -> Result<Option<VersionInfo>>;
-    /// Current revisions of every version of `org/name` that `viewer` may see (its own and
-    /// public ones), in no particular order.
-    fn visible_versions(&mut self, viewer: &str, org: &str, name: &str)
-    -> Result<Vec<VersionInfo>>;
-    /// Current revisions of every version of every connector `viewer` may see, as listed.
-    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<ListedVersion>>;
-    fn insert_version(&mut self, version: &VersionInfo) -> Result<()>;
+    ) -> Result<Vec<VersionInfo>>;
+    /// Every revision of every public version, as listed.
+    fn public_catalogue(&mut self) -> Result<Vec<ListedVersion>>;
+    /// Every revision of every version `org` published, as listed.
+    fn org_catalogue(&mut self, org: &str) -> Result<Vec<ListedVersion>>;
+    /// The keys of every revision of package `org/name`.
+    fn revision_keys(&mut self, org: &str, name: &str) -> Result<Vec<RevisionKey>>;
     /// Set the state of every revision of `org/name@version`.
     fn set_version_state(
         &mut self,
@@ -127,16 +205,9 @@ pub trait Metadata {
         version: &str,
         state: VersionState,
     ) -> Result<()>;
-    fn version_pins(&mut self, org: &str, name: &str, version: &str) -> Result<Pins>;
-    /// Delete every revision of `org/name@version`; returns their digests.
-    fn delete_version(&mut self, org: &str, name: &str, version: &str) -> Result<Vec<Digest>>;
-    /// Delete superseded revisions (not the newest of their version) that no step pins;
-    /// returns their digests.
-    fn delete_superseded_unpinned(&mut self) -> Result<Vec<Digest>>;
+    fn delete_revision(&mut self, key: &RevisionKey) -> Result<()>;
     /// Whether any version row holds `digest`.
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool>;
-    /// Every digest a flow step is pinned to.
-    fn pinned_digests(&mut self) -> Result<HashSet<Digest>>;
 
     // ----- installs (`update_available` is left `None`: the registry works it out) -----
     /// Install `version` into `org`; returns the new install's id.
@@ -150,17 +221,18 @@ pub trait Metadata {
     fn install(&mut self, org: &str, id: i64) -> Result<Option<Install>>;
     /// Installs of `org` with ids above `after`, by id, at most `limit`.
     fn installs(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Install>>;
+    /// Installs (of every organisation) of package `org/name`.
+    fn installs_of_package(&mut self, org: &str, name: &str) -> Result<Vec<Install>>;
+    /// Set the customisations of install `id`, and who changed them when (`None`: nobody).
     fn set_customisations(
         &mut self,
         org: &str,
         id: i64,
         customisations: &BTreeMap<String, String>,
-        by: &str,
-        at: i64,
+        modified: Option<(&str, i64)>,
     ) -> Result<()>;
     fn set_outbound(&mut self, org: &str, id: i64, origins: &[String]) -> Result<()>;
-    /// Move install `id` to `version`, dropping its customisations.
-    fn move_install(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()>;
+    fn set_install_version(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()>;
 
     // ----- instances (secrets are stored sealed; this layer never sees them open) -----
     /// Insert `instance` (its `id` is ignored) with no secrets yet; returns the new id.
@@ -181,6 +253,8 @@ pub trait Metadata {
     fn flows(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Flow>>;
     /// Steps of `org`'s flows that use an instance of install `install`.
     fn steps_through_install(&mut self, org: &str, install: i64) -> Result<Vec<BoundStep>>;
+    /// Steps (of every organisation) bound through an install of package `org/name`.
+    fn steps_through_package(&mut self, org: &str, name: &str) -> Result<Vec<BoundStep>>;
     /// Bind step `step` of flow `flow` to `instance`, pinned to `digest`.
     fn bind_step(&mut self, flow: i64, step: &str, instance: i64, digest: &Digest) -> Result<()>;
     /// Record `run` (its `id` is ignored); returns the new id.

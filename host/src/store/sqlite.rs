@@ -4,19 +4,16 @@
 //! One connection behind a mutex: a unit holds it from start to end in one transaction
 //! (`IMMEDIATE` for a write unit), so writers are serialised as the trait requires.
 
-use crate::auth::{Principal, Role};
-use crate::connector::{Description, Summary};
-use crate::digest::Digest;
-use crate::flow::{Flow, Run, RunStatus, Step};
-use crate::metadata::{Access, BoundStep, Metadata, MetadataStore, Pins};
-use crate::registry::{
-    AuditEntry, Error, Install, Instance, ListedVersion, Result, VersionInfo, VersionState,
+use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
+use crate::model::{
+    AuditEntry, Description, Digest, Flow, Install, Instance, ListedVersion, Principal, Role, Run,
+    RunStatus, Step, Summary, VersionInfo, VersionState,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -149,7 +146,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = open(path).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                Error::Storage(format!(
+                StoreError::failed(format!(
                     "{} is in use by another process: one Gantry per data directory",
                     path.display()
                 ))
@@ -255,9 +252,9 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl From<rusqlite::Error> for Error {
+impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Storage(e.to_string())
+        StoreError::caused("SQLite", e)
     }
 }
 
@@ -308,7 +305,7 @@ fn semver(row: &Row<'_>, index: usize) -> rusqlite::Result<semver::Version> {
 fn digest(row: &Row<'_>, index: usize) -> rusqlite::Result<Digest> {
     row.get::<_, String>(index)?
         .parse()
-        .map_err(|e: crate::ParseDigestError| bad_column(index, e))
+        .map_err(|e: crate::model::ParseDigestError| bad_column(index, e))
 }
 
 const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
@@ -336,10 +333,6 @@ fn version_row<D: for<'de> Deserialize<'de>>(row: &Row<'_>) -> rusqlite::Result<
 /// [`VERSION_COLUMNS`] with the summary in place of the description.
 const LISTED_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
     state, publisher, published_at, tags, summary";
-
-/// Keeps only the newest revision of each version (of the rows aliased `v`).
-const CURRENT_REVISION: &str = "v.revision = (SELECT MAX(revision) FROM versions w \
-    WHERE w.org = v.org AND w.name = v.name AND w.version = v.version)";
 
 const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, \
     modified_at, created_by, created_at, outbound";
@@ -401,7 +394,7 @@ fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Storage(format!("cannot store JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::caused("cannot store JSON", e))
 }
 
 // ----- the statements -----------------------------------------------------------------------
@@ -477,6 +470,23 @@ impl Sql<'_> {
 
 type FlowRow = (i64, String, String, i64);
 
+/// Steps with the instance and install they are bound through (`s`, `i`, `n`) and their flow (`f`).
+const BOUND_STEPS: &str = "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest, \
+    n.pkg_org, n.name FROM steps s JOIN flows f ON f.id = s.flow_id \
+    JOIN instances i ON i.id = s.instance_id JOIN installs n ON n.id = i.install_id";
+
+fn bound_step_row(r: &Row<'_>) -> rusqlite::Result<BoundStep> {
+    Ok(BoundStep {
+        flow: r.get(0)?,
+        name: r.get(1)?,
+        operation: r.get(2)?,
+        instance: r.get(3)?,
+        digest: digest(r, 4)?,
+        package_org: r.get(5)?,
+        package_name: r.get(6)?,
+    })
+}
+
 fn flow_row(row: &Row<'_>) -> rusqlite::Result<FlowRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
@@ -515,62 +525,70 @@ impl Metadata for Sql<'_> {
             .unwrap_or(0))
     }
 
-    fn current_revision(
-        &mut self,
-        org: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<VersionInfo>> {
-        self.one(
+    fn revisions(&mut self, org: &str, name: &str, version: &str) -> Result<Vec<VersionInfo>> {
+        self.all(
             &format!(
                 "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 \
-                 AND version = ?3 ORDER BY revision DESC LIMIT 1"
+                 AND version = ?3"
             ),
             params![org, name, version],
             version_row,
         )
     }
 
-    fn package_revision(
+    fn package_revisions(&mut self, org: &str, name: &str) -> Result<Vec<VersionInfo>> {
+        self.all(
+            &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2"),
+            params![org, name],
+            version_row,
+        )
+    }
+
+    fn revisions_with(
         &mut self,
         org: &str,
         name: &str,
         digest: &Digest,
-    ) -> Result<Option<VersionInfo>> {
-        self.one(
+    ) -> Result<Vec<VersionInfo>> {
+        self.all(
             &format!(
                 "SELECT {VERSION_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 \
-                 AND digest = ?3 ORDER BY revision DESC LIMIT 1"
+                 AND digest = ?3"
             ),
             params![org, name, digest.to_string()],
             version_row,
         )
     }
 
-    fn visible_versions(
-        &mut self,
-        viewer: &str,
-        org: &str,
-        name: &str,
-    ) -> Result<Vec<VersionInfo>> {
+    fn public_catalogue(&mut self) -> Result<Vec<ListedVersion>> {
         self.all(
-            &format!(
-                "SELECT {VERSION_COLUMNS} FROM versions v WHERE org = ?1 AND name = ?2 \
-                 AND {CURRENT_REVISION} AND (org = ?3 OR visibility = 'public')"
-            ),
-            params![org, name, viewer],
+            &format!("SELECT {LISTED_COLUMNS} FROM versions WHERE visibility = 'public'"),
+            [],
             version_row,
         )
     }
 
-    fn visible_catalogue(&mut self, viewer: &str) -> Result<Vec<ListedVersion>> {
+    fn org_catalogue(&mut self, org: &str) -> Result<Vec<ListedVersion>> {
         self.all(
-            &format!(
-                "SELECT {LISTED_COLUMNS} FROM versions v \
-                 WHERE (org = ?1 OR visibility = 'public') AND {CURRENT_REVISION}"
-            ),
-            [viewer],
+            &format!("SELECT {LISTED_COLUMNS} FROM versions WHERE org = ?1"),
+            [org],
             version_row,
+        )
+    }
+
+    fn revision_keys(&mut self, org: &str, name: &str) -> Result<Vec<RevisionKey>> {
+        self.all(
+            "SELECT version, revision, digest FROM versions WHERE org = ?1 AND name = ?2",
+            params![org, name],
+            |r| {
+                Ok(RevisionKey {
+                    org: org.to_string(),
+                    name: name.to_string(),
+                    version: r.get(0)?,
+                    revision: r.get(1)?,
+                    digest: digest(r, 2)?,
+                })
+            },
         )
     }
 
@@ -613,55 +631,12 @@ impl Metadata for Sql<'_> {
         Ok(())
     }
 
-    fn version_pins(&mut self, org: &str, name: &str, version: &str) -> Result<Pins> {
-        let count = |sql: &str| -> Result<u64> {
-            Ok(self
-                .0
-                .prepare_cached(sql)?
-                .query_row(params![org, name, version], |r| r.get(0))?)
-        };
-        Ok(Pins {
-            installs: count(
-                "SELECT COUNT(*) FROM installs WHERE pkg_org = ?1 AND name = ?2 AND version = ?3",
-            )?,
-            // Steps bound through installs of this package: another organisation's steps
-            // pinned to the same bytes of its own package are not this version's pins.
-            steps: count(
-                "SELECT COUNT(*) FROM steps s \
-                 JOIN instances i ON i.id = s.instance_id \
-                 JOIN installs n ON n.id = i.install_id \
-                 WHERE n.pkg_org = ?1 AND n.name = ?2 AND s.digest IN \
-                 (SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3)",
-            )?,
-        })
-    }
-
-    fn delete_version(&mut self, org: &str, name: &str, version: &str) -> Result<Vec<Digest>> {
-        let digests = self.all(
-            "SELECT digest FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
-            params![org, name, version],
-            |r| digest(r, 0),
-        )?;
+    fn delete_revision(&mut self, key: &RevisionKey) -> Result<()> {
         self.run(
-            "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3",
-            params![org, name, version],
+            "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3 AND revision = ?4",
+            params![key.org, key.name, key.version, key.revision],
         )?;
-        Ok(digests)
-    }
-
-    fn delete_superseded_unpinned(&mut self) -> Result<Vec<Digest>> {
-        let doomed = self.all(
-            &format!(
-                "SELECT v.id, v.digest FROM versions v WHERE NOT ({CURRENT_REVISION}) \
-                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.digest = v.digest)"
-            ),
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, digest(r, 1)?)),
-        )?;
-        for (id, _) in &doomed {
-            self.run("DELETE FROM versions WHERE id = ?1", [id])?;
-        }
-        Ok(doomed.into_iter().map(|(_, digest)| digest).collect())
+        Ok(())
     }
 
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool> {
@@ -669,13 +644,6 @@ impl Metadata for Sql<'_> {
             "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
             [digest.to_string()],
         )
-    }
-
-    fn pinned_digests(&mut self) -> Result<HashSet<Digest>> {
-        Ok(self
-            .all("SELECT DISTINCT digest FROM steps", [], |r| digest(r, 0))?
-            .into_iter()
-            .collect())
     }
 
     fn insert_install(
@@ -711,14 +679,25 @@ impl Metadata for Sql<'_> {
         )
     }
 
+    fn installs_of_package(&mut self, org: &str, name: &str) -> Result<Vec<Install>> {
+        self.all(
+            &format!(
+                "SELECT {INSTALL_COLUMNS} FROM installs WHERE pkg_org = ?1 AND name = ?2 \
+                 ORDER BY id"
+            ),
+            params![org, name],
+            install_row,
+        )
+    }
+
     fn set_customisations(
         &mut self,
         org: &str,
         id: i64,
         customisations: &BTreeMap<String, String>,
-        by: &str,
-        at: i64,
+        modified: Option<(&str, i64)>,
     ) -> Result<()> {
+        let (by, at) = modified.unzip();
         self.run(
             "UPDATE installs SET customisations = ?3, modified_by = ?4, modified_at = ?5 \
              WHERE org = ?1 AND id = ?2",
@@ -735,10 +714,9 @@ impl Metadata for Sql<'_> {
         Ok(())
     }
 
-    fn move_install(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()> {
+    fn set_install_version(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()> {
         self.run(
-            "UPDATE installs SET version = ?3, customisations = '{}', modified_by = NULL, \
-             modified_at = NULL WHERE org = ?1 AND id = ?2",
+            "UPDATE installs SET version = ?3 WHERE org = ?1 AND id = ?2",
             params![org, id, version.to_string()],
         )?;
         Ok(())
@@ -849,21 +827,23 @@ impl Metadata for Sql<'_> {
 
     fn steps_through_install(&mut self, org: &str, install: i64) -> Result<Vec<BoundStep>> {
         self.all(
-            "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest \
-             FROM steps s JOIN flows f ON f.id = s.flow_id \
-             WHERE f.org = ?1 AND s.instance_id IN \
-               (SELECT id FROM instances WHERE org = ?1 AND install_id = ?2) \
-             ORDER BY s.flow_id, s.position",
+            &format!(
+                "{BOUND_STEPS} WHERE f.org = ?1 AND n.org = ?1 AND n.id = ?2 \
+                 ORDER BY s.flow_id, s.position"
+            ),
             params![org, install],
-            |r| {
-                Ok(BoundStep {
-                    flow: r.get(0)?,
-                    name: r.get(1)?,
-                    operation: r.get(2)?,
-                    instance: r.get(3)?,
-                    digest: digest(r, 4)?,
-                })
-            },
+            bound_step_row,
+        )
+    }
+
+    fn steps_through_package(&mut self, org: &str, name: &str) -> Result<Vec<BoundStep>> {
+        self.all(
+            &format!(
+                "{BOUND_STEPS} WHERE n.pkg_org = ?1 AND n.name = ?2 \
+                 ORDER BY s.flow_id, s.position"
+            ),
+            params![org, name],
+            bound_step_row,
         )
     }
 
@@ -967,7 +947,7 @@ impl Metadata for Sql<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Visibility;
+    use crate::model::Visibility;
 
     #[test]
     fn migrates_once_and_reopens() {
@@ -1013,9 +993,9 @@ mod tests {
         let failed: Result<()> = store.write(|m| {
             m.create_org("acme", 1)?;
             assert!(m.org_exists("acme")?, "a unit sees its own writes");
-            Err(Error::Conflict("stop".into()))
+            Err(StoreError::failed("stop"))
         });
-        assert_eq!(failed, Err(Error::Conflict("stop".into())));
+        assert!(matches!(failed, Err(StoreError::Failed { message, .. }) if message == "stop"));
         assert!(!store.read(|m| m.org_exists("acme")).unwrap());
         store.write(|m| m.create_org("acme", 1)).unwrap();
         assert!(store.read(|m| m.org_exists("acme")).unwrap());

@@ -8,15 +8,21 @@
 //!   credentials ([`Secrets`] never prints its values).
 //! - `log.log` goes to `tracing`, tagged with the connector, bounded per call.
 //! - Outbound HTTP, through `http.send` and wasi:http alike, goes through one
-//!   [`OutboundPolicy`] and one client ([`crate::outbound`]): declared ∩ granted origins,
+//!   [`OutboundPolicy`] and one client (`outbound.rs`): declared ∩ granted origins,
 //!   addresses re-checked after DNS, size caps, no redirects followed.
 
-use crate::bindings::gantry::connector::{http, log, secrets, types};
-use crate::limits::{self, HostBudget, Limits, StoreLimiter};
-use crate::outbound::{self, OutboundError};
-use crate::policy::{Origin, OutboundPolicy};
+pub(crate) mod limits;
+pub(crate) mod outbound;
+pub(crate) mod policy;
+
+pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
+pub use outbound::OutboundError;
+pub use policy::{Origin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address};
+
+use crate::wit::gantry::connector::{http, log, secrets, types};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use limits::{HostBudget, StoreLimiter};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -108,7 +114,7 @@ pub struct Sandbox {
     /// Ticks after which the call is a long runner and takes turns.
     pub(crate) long_after: u64,
     /// The slot this call holds while it executes a slice as a long runner.
-    pub(crate) turn: crate::turns::Turn,
+    pub(crate) turn: crate::runtime::turns::Turn,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) logs: Vec<LogLine>,
     log_bytes_left: usize,
@@ -163,7 +169,7 @@ impl Sandbox {
             limiter: StoreLimiter::new(limits),
             cpu_ticks_left: cpu_ticks,
             long_after: 0,
-            turn: crate::turns::Turn::default(),
+            turn: crate::runtime::turns::Turn::default(),
             stderr,
             logs: Vec::new(),
             log_bytes_left: limits.log_bytes,

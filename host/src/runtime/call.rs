@@ -5,14 +5,14 @@
 //! Every way a call can fail is a [`CallError`] variant; a guest can trap, spin, exhaust its
 //! memory or stack, but it cannot make the host panic.
 
-use crate::bindings::{self, PluginPre};
-use crate::capability::{CallContext, LogLine, Sandbox};
-use crate::connector::Connector;
-use crate::digest::Digest;
+use super::Connector;
 use crate::json;
-use crate::limits::{Limits, Resource};
-use crate::policy::{OriginPattern, OutboundPolicy};
+use crate::model::Digest;
 use crate::runtime::Runtime;
+use crate::sandbox::limits::{Limits, Resource};
+use crate::sandbox::policy::{OriginPattern, OutboundPolicy};
+use crate::sandbox::{CallContext, LogLine, Sandbox};
+use crate::wit::{self as bindings, PluginPre};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use std::sync::Arc;
@@ -159,8 +159,9 @@ fn new_store(
     let sandbox = Sandbox::new(label, digest, call, ctx, limits, ticks, policy);
     let mut sandbox = sandbox;
     // Ticks of CPU after which the call takes turns with other long runners.
-    sandbox.long_after =
-        ticks.saturating_sub((crate::turns::SHORT_CALL.as_nanos() / tick.as_nanos()).max(1) as u64);
+    sandbox.long_after = ticks.saturating_sub(
+        (crate::runtime::turns::SHORT_CALL.as_nanos() / tick.as_nanos()).max(1) as u64,
+    );
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Every tick the guest runs through counts one tick against the CPU budget and yields to

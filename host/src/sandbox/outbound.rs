@@ -5,8 +5,8 @@
 //! roots) for https, HTTP/1.1, the `host` header from the URL and no hop-by-hop headers, a
 //! response size cap. Redirects are never followed: the guest sees the 3xx.
 
-use crate::limits::{ConnectionSlot, HostBudget};
-use crate::policy::{Origin, OutboundPolicy};
+use crate::sandbox::limits::{ConnectionSlot, HostBudget};
+use crate::sandbox::policy::{Origin, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use std::net::{IpAddr, SocketAddr};

@@ -5,8 +5,8 @@
 //! into place and its directory synced; reads verify the digest, so a damaged file is an error,
 //! never wrong code.
 
-use crate::digest::Digest;
 use crate::durable::{sync_dir, write_atomic};
+use crate::model::Digest;
 use std::fs;
 use std::io;
 use std::path::PathBuf;

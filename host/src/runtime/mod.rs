@@ -7,21 +7,30 @@
 //! connector stays loaded while something holds its `Arc`; the runtime itself keeps only weak
 //! references, so a digest nothing binds and nothing runs is unloaded.
 
-use crate::bindings::PluginPre;
-use crate::cache::ArtifactCache;
-use crate::call::{self, CallError};
-use crate::capability::{self, CallContext, Sandbox};
-use crate::connector::{Connector, Description, Origin};
-use crate::digest::Digest;
-use crate::limits::Limits;
-use crate::policy::OutboundConfig;
-use crate::turns::Turns;
+pub(crate) mod cache;
+pub(crate) mod call;
+mod connector;
+pub(crate) mod turns;
+
+pub use call::{CallError, CallOutput, ConnectorError};
+pub use connector::{Connector, Origin};
+pub use turns::SHORT_CALL;
+
+use crate::wit::PluginPre;
+use cache::ArtifactCache;
+
+use crate::model::Description;
+use crate::model::Digest;
+use crate::sandbox::limits::Limits;
+use crate::sandbox::policy::OutboundConfig;
+use crate::sandbox::{CallContext, Sandbox};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use turns::Turns;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -49,7 +58,7 @@ pub struct RuntimeConfig {
     /// Interval of the epoch ticker: the resolution of CPU deadlines, and the longest slice a
     /// guest executes before it yields its worker thread.
     pub epoch_tick: Duration,
-    /// Cores on which guests that have computed for long (past [`crate::SHORT_CALL`])
+    /// Cores on which guests that have computed for long (past [`SHORT_CALL`])
     /// take turns; the rest are always free for short calls. Default: all cores but one.
     pub long_runner_slots: usize,
     /// Longest a component may take to compile (waiting for a compile slot included).
@@ -104,7 +113,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Limits(#[from] crate::limits::InvalidLimits),
+    Limits(#[from] crate::sandbox::limits::InvalidLimits),
 }
 
 /// Why bytes could not be loaded as a connector. Nothing is cached when loading fails.
@@ -177,7 +186,7 @@ impl Inspection {
         self.imports
             .iter()
             .map(String::as_str)
-            .filter(|name| crate::connector::never_granted(name))
+            .filter(|name| connector::never_granted(name))
             .collect()
     }
 }
@@ -224,7 +233,8 @@ impl Runtime {
         config.limits.validate(config.max_memory_bytes)?;
         let engine = new_engine(&config)?;
         let mut linker = Linker::new(&engine);
-        capability::add_to_linker(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        crate::sandbox::add_to_linker(&mut linker)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         let cache =
             match &config.cache_dir {
                 Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|source| {
@@ -287,10 +297,11 @@ impl Runtime {
 
     /// Whether the connector with `digest` is loaded now.
     pub fn is_loaded(&self, digest: &Digest) -> bool {
-        self.lookup(digest).is_some()
+        self.loaded_connector(digest).is_some()
     }
 
-    fn lookup(&self, digest: &Digest) -> Option<Arc<Connector>> {
+    /// The connector with `digest`, if it is loaded now.
+    pub fn loaded_connector(&self, digest: &Digest) -> Option<Arc<Connector>> {
         let loaded = self
             .inner
             .loaded
@@ -305,7 +316,7 @@ impl Runtime {
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
         check_header(bytes, self.inner.config.max_component_bytes)?;
         let digest = Digest::of(bytes);
-        if let Some(loaded) = self.lookup(&digest) {
+        if let Some(loaded) = self.loaded_connector(&digest) {
             return Ok(loaded);
         }
         let gate = self
@@ -318,7 +329,7 @@ impl Runtime {
             .clone();
         let _loading = gate.lock().await;
         // Whoever held the gate before us may have loaded it.
-        if let Some(loaded) = self.lookup(&digest) {
+        if let Some(loaded) = self.loaded_connector(&digest) {
             return Ok(loaded);
         }
         let result = self.load_new(digest, bytes).await;
@@ -516,7 +527,7 @@ impl Runtime {
 fn background_pool() -> Result<rayon::ThreadPool, RuntimeError> {
     rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("gantry-background-{i}"))
-        .start_handler(|_| crate::turns::lower_priority())
+        .start_handler(|_| crate::runtime::turns::lower_priority())
         .build()
         .map_err(|e| RuntimeError::Engine(format!("cannot start the compile threads: {e}")))
 }

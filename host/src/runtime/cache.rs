@@ -12,8 +12,8 @@
 //! Layout: `<root>/key`, `<root>/<engine hash>/<digest hex>.cwasm`. Each file is `MAGIC`, the
 //! source digest, the HMAC, then the artifact, written atomically ([`durable::write_atomic`]).
 
-use crate::digest::Digest;
 use crate::durable;
+use crate::model::Digest;
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 use std::fs;

@@ -1,0 +1,19 @@
+//! The audit log.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One entry of the audit log. Never holds a secret value.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub org: String,
+    pub actor: String,
+    pub at: i64,
+    pub action: String,
+    pub subject: String,
+    #[schema(value_type = Object)]
+    pub before: Value,
+    #[schema(value_type = Object)]
+    pub after: Value,
+}

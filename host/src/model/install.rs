@@ -1,0 +1,62 @@
+//! Installs (a package version taken into an organisation, with its customisations) and
+//! instances (its configuration and sealed credentials).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A package version taken into an organisation, with its customisations.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Install {
+    pub id: i64,
+    pub org: String,
+    pub package_org: String,
+    pub name: String,
+    #[schema(value_type = String, example = "1.2.0")]
+    pub version: semver::Version,
+    /// Overlay on the connector's default config.
+    pub customisations: BTreeMap<String, String>,
+    pub modified_by: Option<String>,
+    pub modified_at: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    /// Outbound origins granted to this install (`scheme://host[:port]`, `*` wildcards). A
+    /// request must match one of these and one the connector declares.
+    pub outbound: Vec<String>,
+    /// The newest active version above this one, if any.
+    #[schema(value_type = Option<String>)]
+    pub update_available: Option<semver::Version>,
+}
+
+impl Install {
+    pub fn reference(&self) -> String {
+        format!("{}/{}@{}", self.package_org, self.name, self.version)
+    }
+}
+
+/// How an install moves to a newer version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum UpdateMode {
+    /// Move the install; drop its customisations (which must be acknowledged when there are
+    /// any); keep its instances; rebind every flow step bound through it.
+    Overwrite {
+        #[serde(default)]
+        acknowledge_customisations_lost: bool,
+    },
+    /// Install the new version next to the old one; nothing existing changes.
+    Alongside,
+}
+
+/// Configuration and credentials for an install: an "authenticated connection". Secrets are
+/// write-only: only their keys are ever returned.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Instance {
+    pub id: i64,
+    pub org: String,
+    pub install_id: i64,
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+    pub secret_keys: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}

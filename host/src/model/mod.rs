@@ -1,0 +1,30 @@
+//! The domain: what the lifecycle is about — published versions and what they describe,
+//! installs, instances, flows and their runs, tokens, the audit log — as plain data. This
+//! module depends on no other part of Gantry: the store keeps these types, the registry
+//! applies the rules to them, the API shows them.
+
+mod audit;
+mod description;
+mod digest;
+mod flow;
+mod install;
+mod names;
+mod page;
+mod token;
+mod version;
+
+pub use audit::AuditEntry;
+pub use description::{
+    ConfigKey, Description, Operation, OperationSummary, SecretKey, Summary, bounds,
+};
+pub use digest::{Digest, ParseDigestError};
+pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec};
+pub use install::{Install, Instance, UpdateMode};
+pub(crate) use names::version_key;
+pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
+pub use page::{InvalidPage, Page};
+pub use token::{Principal, Role};
+pub use version::{
+    ListedVersion, Listing, PublishOutcome, PublishRequest, Search, VersionInfo, VersionState,
+    VersionSummary, Visibility,
+};

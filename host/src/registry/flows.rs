@@ -1,0 +1,384 @@
+//! Flows: ordered steps, each naming an instance and an operation, mapping its input from the
+//! flow's input and earlier steps' outputs, and **pinned to the exact digest** current when it
+//! was bound. Nothing moves a pin except an explicit rebind (one step, every step using an
+//! install, or an overwrite update of that install). Every run is recorded.
+//!
+//! A step's input is mapped from the flow's input and earlier steps' outputs (see
+//! [`map_input`]).
+//!
+//! A run keeps the flow's input and each step's output once, as the JSON text it arrived as
+//! ([`RawValue`]): a step's input is written from its template with the referenced parts
+//! copied in as text, nothing is parsed into a tree, and a run's outputs together are bounded
+//! ([`FlowLimits::run_bytes`]), so one large input through many steps cannot multiply in
+//! memory.
+
+use super::mapping::{Scope, map_input};
+use super::pins::Call;
+use super::rules::{
+    audit, check_bindable, installed_version, load_flow, load_install_row, load_instance,
+    require_org,
+};
+use super::{Error, Registry, Result, now_ms};
+use crate::model::{
+    Digest, Flow, Page, Run, RunError, RunStatus, Step, StepRun, StepSpec, VersionInfo,
+    validate_label,
+};
+use crate::runtime::CallError;
+use crate::store::Metadata;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bounds of flows and their runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowLimits {
+    /// Steps in one flow.
+    pub steps: usize,
+    /// Bytes of step outputs one run keeps, all steps together (each step's output is bounded
+    /// by its call's `output_bytes` too). A step whose output would pass it fails the run
+    /// with `run-too-large`.
+    pub run_bytes: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        Self {
+            steps: 64,
+            run_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Rebind every step bound through `install`'s instances to `target` (overwrite update).
+/// Refused, changing nothing, when `target` lacks an operation one of those steps uses.
+pub(crate) fn rebind_install_steps(
+    m: &mut dyn Metadata,
+    org: &str,
+    install: i64,
+    target: &VersionInfo,
+) -> Result<Vec<Value>> {
+    let steps = m.steps_through_install(org, install)?;
+    let uses: Vec<String> = steps
+        .iter()
+        .filter(|s| target.description.operation(&s.operation).is_none())
+        .map(|s| format!("flow {} step `{}` uses `{}`", s.flow, s.name, s.operation))
+        .collect();
+    if !uses.is_empty() {
+        return Err(Error::MissingOperations {
+            version: target.reference(),
+            uses,
+        });
+    }
+    for step in &steps {
+        m.bind_step(step.flow, &step.name, step.instance, &target.digest)?;
+    }
+    Ok(steps
+        .into_iter()
+        .map(|s| json!({"flow": s.flow, "step": s.name, "from": s.digest, "to": target.digest}))
+        .collect())
+}
+
+/// The digest a new binding to `instance` gets, checking the operation exists and the version
+/// may be bound.
+fn bind(m: &mut dyn Metadata, org: &str, instance: i64, operation: &str) -> Result<Digest> {
+    let instance = load_instance(m, org, instance)?;
+    let install = load_install_row(m, org, instance.install_id)?;
+    let version = installed_version(m, &install)?;
+    check_bindable(&version)?;
+    if version.description.operation(operation).is_none() {
+        return Err(Error::InvalidInput(format!(
+            "{} has no operation `{operation}`",
+            version.reference()
+        )));
+    }
+    Ok(version.digest)
+}
+
+impl Registry {
+    /// Create a flow; each step is pinned to the digest its instance's install runs now.
+    pub fn create_flow(
+        &self,
+        org: &str,
+        actor: &str,
+        name: &str,
+        steps: Vec<StepSpec>,
+    ) -> Result<Flow> {
+        validate_label("flow name", name)?;
+        if steps.is_empty() {
+            return Err(Error::InvalidInput("a flow needs at least one step".into()));
+        }
+        if steps.len() > self.flow_limits.steps {
+            return Err(Error::InvalidInput(format!(
+                "a flow has at most {} steps; this one has {}",
+                self.flow_limits.steps,
+                steps.len()
+            )));
+        }
+        let mut names = HashSet::new();
+        for step in &steps {
+            validate_label("step name", &step.name)?;
+            let depth = crate::json::value_nesting(&step.input);
+            if depth > crate::json::KEPT_DEPTH {
+                return Err(Error::InvalidInput(format!(
+                    "the input of step `{}` nests {depth} levels deep; at most {}",
+                    step.name,
+                    crate::json::KEPT_DEPTH
+                )));
+            }
+            if !names.insert(step.name.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "step name `{}` is used twice",
+                    step.name
+                )));
+            }
+        }
+        self.change(|m| {
+            require_org(m, org)?;
+            if m.flow_name_taken(org, name)? {
+                return Err(Error::NameTaken {
+                    what: "flow",
+                    name: name.to_string(),
+                });
+            }
+            let id = m.insert_flow(org, name, actor, now_ms())?;
+            let mut pins = Vec::new();
+            for (position, spec) in steps.iter().enumerate() {
+                let step = Step {
+                    name: spec.name.clone(),
+                    instance: spec.instance,
+                    operation: spec.operation.clone(),
+                    input: spec.input.clone(),
+                    digest: bind(m, org, spec.instance, &spec.operation)?,
+                };
+                m.insert_step(id, position, &step)?;
+                pins.push(
+                    json!({"step": step.name, "instance": step.instance, "digest": step.digest}),
+                );
+            }
+            audit(
+                m,
+                org,
+                actor,
+                "create-flow",
+                &format!("flow {id}"),
+                Value::Null,
+                json!({"name": name, "steps": pins}),
+            )?;
+            load_flow(m, org, id)
+        })
+    }
+
+    pub fn get_flow(&self, org: &str, id: i64) -> Result<Flow> {
+        self.read(|m| load_flow(m, org, id))
+    }
+
+    /// One page of the flows of `org`, by id.
+    pub fn flows(&self, org: &str, page: &Page) -> Result<Vec<Flow>> {
+        let after = page.after_id()?.unwrap_or(0);
+        self.read(|m| Ok(m.flows(org, after, page.limit())?))
+    }
+
+    /// Rebind step `step` of flow `flow` to `instance` (or its own instance again, picking up
+    /// what that install runs now). Deprecated and blocked versions are refused.
+    pub fn rebind_step(
+        &self,
+        org: &str,
+        actor: &str,
+        flow: i64,
+        step: &str,
+        instance: Option<i64>,
+    ) -> Result<Flow> {
+        let (rebound, package) = self.change(|m| {
+            let current = load_flow(m, org, flow)?;
+            let old = current
+                .steps
+                .iter()
+                .find(|s| s.name == step)
+                .ok_or_else(|| Error::NotFound(format!("step `{step}` of flow {flow}")))?;
+            // The package the step leaves: one of its revisions may be collectable now.
+            let left = load_instance(m, org, old.instance)?.install_id;
+            let left = load_install_row(m, org, left)?;
+            let instance = instance.unwrap_or(old.instance);
+            let digest = bind(m, org, instance, &old.operation)?;
+            m.bind_step(flow, step, instance, &digest)?;
+            audit(
+                m,
+                org,
+                actor,
+                "rebind-step",
+                &format!("flow {flow} step {step}"),
+                json!({"instance": old.instance, "digest": old.digest}),
+                json!({"instance": instance, "digest": digest}),
+            )?;
+            Ok((load_flow(m, org, flow)?, (left.package_org, left.name)))
+        })?;
+        self.collect_garbage(&package.0, &package.1)?;
+        Ok(rebound)
+    }
+
+    /// Rebind every step (in every flow of `org`) that uses an instance of install `from` to
+    /// instance `to`. Returns how many steps moved.
+    pub fn rebind_install(&self, org: &str, actor: &str, from: i64, to: i64) -> Result<usize> {
+        let (moved, left) = self.change(|m| {
+            let left = load_install_row(m, org, from)?;
+            let steps = m.steps_through_install(org, from)?;
+            let mut moved = Vec::new();
+            for step in &steps {
+                let digest = bind(m, org, to, &step.operation)?;
+                m.bind_step(step.flow, &step.name, to, &digest)?;
+                moved.push(json!({"flow": step.flow, "step": step.name,
+                    "from": {"instance": step.instance, "digest": step.digest},
+                    "to": {"instance": to, "digest": digest}}));
+            }
+            audit(
+                m,
+                org,
+                actor,
+                "rebind-install",
+                &format!("install {from}"),
+                Value::Null,
+                json!({"steps": moved}),
+            )?;
+            Ok((steps.len(), left))
+        })?;
+        self.collect_garbage(&left.package_org, &left.name)?;
+        Ok(moved)
+    }
+
+    /// Run flow `flow` on `input`. The run is recorded whether it succeeds or fails; an error
+    /// is returned only when the flow cannot be found (or `input` is not JSON).
+    pub async fn run_flow(&self, org: &str, flow: i64, input: impl Serialize) -> Result<Run> {
+        let input = serde_json::value::to_raw_value(&input)
+            .map_err(|e| Error::InvalidInput(format!("the run's input: {e}")))?;
+        let plan = self.plan(org, flow).await?;
+        let flow = &plan.flow;
+        let started_at = now_ms();
+        let started = Instant::now();
+        let mut records: Vec<StepRun> = Vec::with_capacity(flow.steps.len());
+        let mut failure = None;
+        let mut kept = 0usize;
+        for (step, call) in flow.steps.iter().zip(&plan.steps) {
+            let step_started = Instant::now();
+            let scope = Scope {
+                input: Some(&input),
+                steps: records
+                    .iter()
+                    .filter_map(|r| Some((r.name.as_str(), &**r.output.as_ref()?)))
+                    .collect(),
+            };
+            let result = self
+                .run_step(step, call, &scope, self.flow_limits.run_bytes - kept)
+                .await;
+            let duration_us = step_started.elapsed().as_micros() as u64;
+            let (output, error) = match result {
+                Ok(output) => {
+                    kept += output.get().len();
+                    (Some(output), None)
+                }
+                Err((code, message)) => (
+                    None,
+                    Some(RunError {
+                        step: step.name.clone(),
+                        code,
+                        message,
+                    }),
+                ),
+            };
+            records.push(StepRun {
+                name: step.name.clone(),
+                digest: step.digest,
+                duration_us,
+                output,
+                error: error.clone(),
+            });
+            if error.is_some() {
+                failure = error;
+                break;
+            }
+        }
+        let status = if failure.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        let output = match failure {
+            None => records.last().and_then(|r| r.output.clone()),
+            Some(_) => None,
+        };
+        let mut run = Run {
+            id: 0,
+            flow_id: flow.id,
+            status,
+            started_at,
+            duration_us: started.elapsed().as_micros() as u64,
+            steps: records,
+            output,
+            error: failure,
+        };
+        run.id = self.write(|m| Ok(m.insert_run(org, &run)?))?;
+        tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
+            duration_us = run.duration_us, "flow run finished");
+        Ok(run)
+    }
+
+    /// Run one step; its output as written, or the code and message of its failure. `room`:
+    /// bytes of output the run may still keep.
+    async fn run_step(
+        &self,
+        step: &Step,
+        call: &Result<Arc<Call>>,
+        scope: &Scope<'_>,
+        room: usize,
+    ) -> std::result::Result<Box<RawValue>, (String, String)> {
+        let call = call
+            .as_ref()
+            .map_err(|e| (e.code().to_string(), e.to_string()))?;
+        let input = map_input(&step.input, scope).map_err(|m| ("invalid-input".to_string(), m))?;
+        let output = match self
+            .runtime
+            .invoke(&call.connector, &step.operation, &input, &call.ctx)
+            .await
+        {
+            Ok(out) => out.output,
+            Err(CallError::Guest(guest)) => {
+                return Err(("connector-error".into(), guest.to_string()));
+            }
+            Err(e) => return Err((e.code().into(), e.to_string())),
+        };
+        if output.len() > room {
+            return Err((
+                "run-too-large".into(),
+                format!(
+                    "the step's output ({} bytes) would take the run's outputs past {} bytes",
+                    output.len(),
+                    self.flow_limits.run_bytes
+                ),
+            ));
+        }
+        let depth = crate::json::nesting(&output);
+        if depth > crate::json::KEPT_DEPTH {
+            return Err((
+                "invalid-output".into(),
+                format!(
+                    "the output nests {depth} levels deep; a run keeps documents at most {} deep",
+                    crate::json::KEPT_DEPTH
+                ),
+            ));
+        }
+        RawValue::from_string(output).map_err(|e| ("invalid-output".into(), e.to_string()))
+    }
+
+    /// One page of the recorded runs of flow `flow`, newest first (`page.after` names the
+    /// run to continue *before*).
+    pub fn runs(&self, org: &str, flow: i64, page: &Page) -> Result<Vec<Run>> {
+        let before = page.after_id()?.unwrap_or(i64::MAX);
+        self.read(|m| {
+            load_flow(m, org, flow)?;
+            Ok(m.runs(org, flow, before, page.limit())?)
+        })
+    }
+}

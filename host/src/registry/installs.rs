@@ -1,0 +1,193 @@
+//! Installs and their two update modes.
+
+use super::rules::{
+    audit, check_bindable, check_config_keys, installed_version, load_install, load_install_row,
+    require_org, visible_version, with_update_available,
+};
+use super::{Error, Registry, Result, now_ms};
+use crate::model::{Install, Page, UpdateMode};
+use crate::store::Metadata;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+impl Registry {
+    // ----- installs ------------------------------------------------------------------------
+
+    /// Take `pkg_org/name@version` into `org`. Deprecated and blocked versions are refused.
+    pub fn install(
+        &self,
+        org: &str,
+        actor: &str,
+        pkg_org: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Install> {
+        self.change(|m| {
+            require_org(m, org)?;
+            let target = visible_version(m, org, pkg_org, name, version)?;
+            check_bindable(&target)?;
+            let id = m.insert_install(org, actor, &target, now_ms())?;
+            audit(
+                m,
+                org,
+                actor,
+                "install",
+                &format!("install {id}"),
+                Value::Null,
+                serde_json::json!({"package": target.reference(), "digest": target.digest}),
+            )?;
+            load_install(m, org, id)
+        })
+    }
+
+    pub fn get_install(&self, org: &str, id: i64) -> Result<Install> {
+        self.read(|m| load_install(m, org, id))
+    }
+
+    /// One page of the installs of `org`, by id.
+    pub fn installs(&self, org: &str, page: &Page) -> Result<Vec<Install>> {
+        let after = page.after_id()?.unwrap_or(0);
+        self.read(|m| {
+            m.installs(org, after, page.limit())?
+                .into_iter()
+                .map(|install| with_update_available(m, install))
+                .collect()
+        })
+    }
+
+    /// Set the install's customisations (an overlay on the connector's default config). Keys
+    /// must be config keys the connector declares.
+    pub fn customise(
+        &self,
+        org: &str,
+        actor: &str,
+        id: i64,
+        customisations: BTreeMap<String, String>,
+    ) -> Result<Install> {
+        self.change(|m| {
+            let install = load_install_row(m, org, id)?;
+            let package = installed_version(m, &install)?;
+            check_config_keys(&package, customisations.keys())?;
+            m.set_customisations(org, id, &customisations, Some((actor, now_ms())))?;
+            audit(
+                m,
+                org,
+                actor,
+                "customise",
+                &format!("install {id}"),
+                serde_json::to_value(&install.customisations)?,
+                serde_json::to_value(&customisations)?,
+            )?;
+            load_install(m, org, id)
+        })
+    }
+
+    /// Grant install `id` the outbound origins `hosts` (replacing earlier grants). Each must be
+    /// `scheme://host[:port]` with optional `*` wildcards.
+    pub fn grant_outbound(
+        &self,
+        org: &str,
+        actor: &str,
+        id: i64,
+        hosts: Vec<String>,
+    ) -> Result<Install> {
+        crate::sandbox::policy::parse_patterns(&hosts).map_err(Error::InvalidInput)?;
+        self.change(|m| {
+            let install = load_install_row(m, org, id)?;
+            m.set_outbound(org, id, &hosts)?;
+            audit(
+                m,
+                org,
+                actor,
+                "grant-outbound",
+                &format!("install {id}"),
+                serde_json::to_value(&install.outbound)?,
+                serde_json::to_value(&hosts)?,
+            )?;
+            load_install(m, org, id)
+        })
+    }
+
+    /// Update install `id` to `version` in `mode`. Returns the install that now runs the new
+    /// version (the same one for overwrite, a new one for alongside).
+    pub fn update(
+        &self,
+        org: &str,
+        actor: &str,
+        id: i64,
+        version: &str,
+        mode: UpdateMode,
+    ) -> Result<Install> {
+        let install = self.change(|m| self.update_in(m, org, actor, id, version, mode))?;
+        self.collect_garbage(&install.package_org, &install.name)?;
+        Ok(install)
+    }
+
+    fn update_in(
+        &self,
+        m: &mut dyn Metadata,
+        org: &str,
+        actor: &str,
+        id: i64,
+        version: &str,
+        mode: UpdateMode,
+    ) -> Result<Install> {
+        let install = load_install_row(m, org, id)?;
+        let target = visible_version(m, org, &install.package_org, &install.name, version)?;
+        check_bindable(&target)?;
+        if target.version == install.version {
+            return Err(Error::InvalidInput(format!(
+                "install {id} is already on {}",
+                target.reference()
+            )));
+        }
+        let result_id = match mode {
+            UpdateMode::Alongside => {
+                let new_id = m.insert_install(org, actor, &target, now_ms())?;
+                audit(
+                    m,
+                    org,
+                    actor,
+                    "update-alongside",
+                    &format!("install {new_id}"),
+                    serde_json::json!({"install": id, "package": install.reference()}),
+                    serde_json::json!({"install": new_id, "package": target.reference(), "digest": target.digest}),
+                )?;
+                new_id
+            }
+            UpdateMode::Overwrite {
+                acknowledge_customisations_lost,
+            } => {
+                if !install.customisations.is_empty() && !acknowledge_customisations_lost {
+                    return Err(Error::AcknowledgementRequired(format!(
+                        "install {id} was customised by {}; overwriting drops its customisations \
+                         ({}) — acknowledge that explicitly, or install alongside",
+                        install.modified_by.as_deref().unwrap_or("someone"),
+                        install
+                            .customisations
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                // An overwrite drops the customisations (acknowledged above) with the old version.
+                m.set_install_version(org, id, &target.version)?;
+                m.set_customisations(org, id, &BTreeMap::new(), None)?;
+                // Rebind every step bound through this install's instances, as part of the update.
+                let rebound = super::flows::rebind_install_steps(m, org, id, &target)?;
+                audit(
+                    m,
+                    org,
+                    actor,
+                    "update-overwrite",
+                    &format!("install {id}"),
+                    serde_json::json!({"package": install.reference(), "customisations": install.customisations}),
+                    serde_json::json!({"package": target.reference(), "digest": target.digest, "rebound_steps": rebound}),
+                )?;
+                id
+            }
+        };
+        load_install(m, org, result_id)
+    }
+}

@@ -1,0 +1,236 @@
+//! The lifecycle: organisations, publishing (private revisions, immutable public versions),
+//! version states, the marketplace, installs and their two update modes, instances with sealed
+//! credentials, flows and their runs, tokens, and the audit log — the rules of the seeds,
+//! applied to the [`model`](crate::model) over a [`store`](crate::store).
+//!
+//! One file per concern: `rules.rs` holds the rules every operation shares (visibility, the
+//! current revision, what pins a version, what may be bound), `pins.rs` the table calls
+//! resolve through, `resolve.rs` how a call is resolved, `gc.rs` what is deleted. Everything is scoped by organisation: a private thing of another
+//! organisation is [`Error::NotFound`], exactly like a missing one. A publish writes the blob
+//! before the metadata that references it and removes it if that does not commit, so a
+//! version is stored whole or not at all; opening the registry sweeps blobs no row references.
+
+mod error;
+mod flows;
+mod gc;
+mod installs;
+mod instances;
+mod mapping;
+mod pins;
+mod publish;
+mod resolve;
+mod rules;
+mod tokens;
+mod vault;
+
+pub use error::{Cause, Error, Result};
+pub use flows::FlowLimits;
+pub use mapping::{Scope, map_input};
+
+use crate::model::{AuditEntry, Page};
+use crate::runtime::Runtime;
+use crate::store::{BlobStore, FsBlobStore, Metadata, MetadataStore, SqliteStore};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use vault::Vault;
+
+/// Where a fault is injected in a publish (for durability tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum FaultPoint {
+    /// The blob is written, the row not yet inserted.
+    AfterBlobWrite,
+    /// The row is inserted, the transaction not yet committed.
+    BeforeCommit,
+}
+
+/// Returns `true` to make the publish fail at that point (for durability tests).
+#[doc(hidden)]
+pub type FaultHook = Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
+/// Settings of a [`Registry`].
+#[derive(Clone, Default)]
+pub struct RegistryConfig {
+    /// Directory holding `gantry.db`, `blobs/` and `secrets.key`.
+    pub data_dir: PathBuf,
+    /// Fault injection, for tests; `None` in production.
+    #[doc(hidden)]
+    pub faults: Option<FaultHook>,
+    /// Where component bytes go; `None` keeps them in `<data_dir>/blobs` ([`FsBlobStore`]). An
+    /// object-store implementation of [`BlobStore`] plugs in here.
+    pub blobs: Option<Arc<dyn BlobStore>>,
+    /// Where metadata goes; `None` keeps it in `<data_dir>/gantry.db` ([`SqliteStore`]). A
+    /// PostgreSQL implementation of [`MetadataStore`] plugs in here.
+    pub metadata: Option<Arc<dyn MetadataStore>>,
+    /// The operator's allowances of private addresses, by organisation: the connectors of an
+    /// organisation may reach these loopback/private addresses (when an install grants the
+    /// origin), and no other organisation's may.
+    pub private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// Bounds of flows and their runs.
+    pub flows: FlowLimits,
+    /// How many connectors the registry keeps loaded between calls, and for how long.
+    pub loaded: LoadedLimits,
+    /// Accept at publish components that import `wasi:filesystem` or `wasi:sockets`, which the
+    /// sandbox never grants (some toolchains import them whatever the code does, e.g.
+    /// componentize-py). Off by default: such an import is refused with `ungranted-imports`.
+    pub accept_ungranted_imports: bool,
+}
+
+/// How many connectors a [`Registry`] keeps loaded between calls (compiled code and a warm
+/// pool slot each), and for how long one nobody calls stays loaded. Past either, the least
+/// recently used is dropped (its next call loads it again from the artifact cache, ~1 ms), so
+/// a tenant calling many versions once cannot keep them all in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadedLimits {
+    pub max: usize,
+    #[serde(with = "crate::sandbox::limits::millis")]
+    pub idle: std::time::Duration,
+}
+
+impl Default for LoadedLimits {
+    fn default() -> Self {
+        Self {
+            max: 256,
+            idle: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: the time every record carries.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The registry: metadata, blobs, sealed secrets, and the runtime that runs what it holds.
+pub struct Registry {
+    pub(crate) meta: Arc<dyn MetadataStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) vault: Vault,
+    pub(crate) runtime: Runtime,
+    faults: Option<FaultHook>,
+    pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+    pub(crate) flow_limits: FlowLimits,
+    accept_ungranted_imports: bool,
+    /// What calls run, resolved once per change.
+    pins: pins::PinTable,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// The setting that holds the fingerprint of the key sealing instance secrets.
+const SECRETS_KEY_ID: &str = "secrets_key_id";
+
+/// The vault over the key in `path`. A key is created only for a store that has sealed
+/// nothing yet: if the store knows another key (or has instances but no record of one), a
+/// missing or different key file is an error — a new key would leave every credential
+/// unreadable.
+fn open_vault(meta: &Arc<dyn MetadataStore>, path: &std::path::Path) -> Result<Vault> {
+    let (known, instances) =
+        meta.read(|m| Ok::<_, Error>((m.setting(SECRETS_KEY_ID)?, m.instance_count()?)))?;
+    if !path.exists() && (known.is_some() || instances > 0) {
+        return Err(Error::SecretsKey(format!(
+            "{} is missing, but {instances} instance(s) hold credentials sealed with it{}; \
+             restore the file from a backup (a new key would leave them unreadable)",
+            path.display(),
+            known.map(|id| format!(" (key {id})")).unwrap_or_default()
+        )));
+    }
+    let (vault, _) = Vault::open_or_create(path)?;
+    match known {
+        Some(id) if id != vault.key_id() => Err(Error::SecretsKey(format!(
+            "{} is key {}, but the credentials were sealed with key {id}; restore the \
+             right file",
+            path.display(),
+            vault.key_id()
+        ))),
+        Some(_) => Ok(vault),
+        None => {
+            meta.write(|m| m.set_setting(SECRETS_KEY_ID, vault.key_id()))?;
+            Ok(vault)
+        }
+    }
+}
+
+impl Registry {
+    /// Open (creating if needed) the registry in `config.data_dir`.
+    pub fn open(config: RegistryConfig, runtime: Runtime) -> Result<Self> {
+        let dir = &config.data_dir;
+        // Token hashes, sealed secrets and the key that opens them live here: only this
+        // user may read or write it.
+        crate::durable::private_dir(dir)?;
+        crate::durable::tighten(dir, 0o700)?;
+        let meta: Arc<dyn MetadataStore> = match config.metadata {
+            Some(meta) => meta,
+            None => Arc::new(SqliteStore::open(&dir.join("gantry.db"))?),
+        };
+        let blobs: Arc<dyn BlobStore> = match config.blobs {
+            Some(blobs) => blobs,
+            None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
+        };
+        let vault = open_vault(&meta, &dir.join("secrets.key"))?;
+        let registry = Self {
+            meta,
+            blobs,
+            vault,
+            runtime,
+            faults: config.faults,
+            private_addresses: config.private_addresses,
+            flow_limits: config.flows,
+            accept_ungranted_imports: config.accept_ungranted_imports,
+            pins: pins::PinTable::new(config.loaded),
+        };
+        registry.sweep_orphans()?;
+        Ok(registry)
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Run `work` in a read unit.
+    fn read<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+        self.meta.read(work)
+    }
+
+    /// Run `work` in a write unit that changes nothing a call resolves (recording a run,
+    /// collecting garbage).
+    fn write<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+        self.meta.write(work)
+    }
+
+    /// Run `work` as one lifecycle change: a write unit, after whose commit every call
+    /// resolves anew ([`pins`]). Every other write goes through here.
+    fn change<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+        let out = self.write(work)?;
+        self.pins.invalidate();
+        Ok(out)
+    }
+
+    fn fault(&self, point: FaultPoint) -> Result<()> {
+        match &self.faults {
+            Some(hook) if hook(point) => {
+                Err(Error::storage(format!("injected fault at {point:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ----- audit ---------------------------------------------------------------------------
+
+    /// One page of the audit log of `org`, oldest first.
+    pub fn audit_log(&self, org: &str, page: &Page) -> Result<Vec<AuditEntry>> {
+        let after = page.after_id()?.unwrap_or(0);
+        self.read(|m| Ok(m.audit_log(org, after, page.limit())?))
+    }
+}

@@ -1,0 +1,175 @@
+//! The pin table: what a call through an instance, or a run of a flow, runs — its exact
+//! digest, its loaded code, its config, secrets and grants — resolved from the store once and
+//! then served from memory. It is Gantry's one hot-swap mechanism:
+//!
+//! - a call takes an `Arc` of its entry when it starts and keeps it to the end, so a change
+//!   never reaches a call in flight;
+//! - every lifecycle change (a rebind, an overwrite, a state change, a customisation, a grant,
+//!   a republish) empties the table when it commits ([`PinTable::invalidate`]), so the next
+//!   call resolves anew and sees it — a blocked version is refused from its next call on;
+//! - a resolution that read the store before a change committed is never kept: it carries the
+//!   generation it started in, and [`PinTable::keep`] drops it if the table moved on.
+//!
+//! The table is bounded like the connectors it holds: at most `max` of them (a flow counts
+//! each of its steps) and none idle longer than `idle`; past either, the least recently used
+//! entries go, and a connector no entry or call holds is unloaded.
+
+use super::{Error, LoadedLimits};
+use crate::model::Flow;
+use crate::runtime::Connector;
+use crate::sandbox::CallContext;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+/// What a call is made through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Instance { org: String, id: i64 },
+    Flow { org: String, id: i64 },
+}
+
+/// What one call runs: the exact version's loaded code, and the call's context.
+pub(crate) struct Call {
+    pub connector: Arc<Connector>,
+    pub ctx: CallContext,
+}
+
+/// A flow ready to run: its definition, and for each step what it calls or why it cannot.
+pub(crate) struct Plan {
+    pub flow: Flow,
+    pub steps: Vec<Result<Arc<Call>, Error>>,
+}
+
+/// A resolved target.
+#[derive(Clone)]
+pub(crate) enum Pinned {
+    Call(Arc<Call>),
+    Plan(Arc<Plan>),
+}
+
+impl Pinned {
+    /// How many connectors it holds loaded.
+    fn weight(&self) -> usize {
+        match self {
+            Pinned::Call(_) => 1,
+            Pinned::Plan(plan) => plan.steps.iter().filter(|s| s.is_ok()).count().max(1),
+        }
+    }
+}
+
+struct Entry {
+    pinned: Pinned,
+    weight: usize,
+    /// Microseconds since the table's start when it was last used.
+    used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    generation: u64,
+    entries: HashMap<Target, Entry>,
+    weight: usize,
+}
+
+pub(crate) struct PinTable {
+    limits: LoadedLimits,
+    started: Instant,
+    table: RwLock<Table>,
+}
+
+impl PinTable {
+    pub fn new(limits: LoadedLimits) -> Self {
+        Self {
+            limits,
+            started: Instant::now(),
+            table: RwLock::new(Table::default()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// What `target` resolves to, if resolved since the last change; counts as a use.
+    pub fn get(&self, target: &Target) -> Option<Pinned> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = table.entries.get(target)?;
+        entry.used.store(self.now(), Ordering::Relaxed);
+        Some(entry.pinned.clone())
+    }
+
+    /// The generation a resolution starts in: read it before reading the store.
+    pub fn generation(&self) -> u64 {
+        self.table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
+    /// Keep what `target` resolved to in `generation`, unless a change committed since. Drops
+    /// what has been idle too long, then the least recently used past the bound.
+    pub fn keep(&self, target: Target, pinned: Pinned, generation: u64) {
+        let now = self.now();
+        let idle = self.limits.idle.as_micros() as u64;
+        let max = self.limits.max.max(1);
+        let mut evicted = Vec::new();
+        {
+            let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+            if table.generation != generation {
+                return;
+            }
+            let weight = pinned.weight();
+            let entry = Entry {
+                pinned,
+                weight,
+                used: AtomicU64::new(now),
+            };
+            if let Some(old) = table.entries.insert(target, entry) {
+                table.weight -= old.weight;
+                evicted.push(old);
+            }
+            table.weight += weight;
+            let stale: Vec<Target> = table
+                .entries
+                .iter()
+                .filter(|(_, e)| now.saturating_sub(e.used.load(Ordering::Relaxed)) > idle)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for target in stale {
+                evicted.extend(table.remove(&target));
+            }
+            while table.weight > max && table.entries.len() > 1 {
+                let oldest = table
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
+                    .map(|(t, _)| t.clone())
+                    .expect("not empty");
+                evicted.extend(table.remove(&oldest));
+            }
+        }
+        // Unloading a connector unmaps its code: done after the lock is released.
+        drop(evicted);
+    }
+
+    /// Forget everything resolved: a lifecycle change committed.
+    pub fn invalidate(&self) {
+        let old = {
+            let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+            table.generation += 1;
+            table.weight = 0;
+            std::mem::take(&mut table.entries)
+        };
+        drop(old);
+    }
+}
+
+impl Table {
+    fn remove(&mut self, target: &Target) -> Option<Entry> {
+        let entry = self.entries.remove(target)?;
+        self.weight -= entry.weight;
+        Some(entry)
+    }
+}

@@ -1,0 +1,157 @@
+//! Resolving what a call runs: an instance's call runs the current revision of the version its
+//! install is on; a flow step's runs the exact digest it is pinned to, looked up within the
+//! package its instance's install took in (a digest is not an identity across organisations:
+//! another one may publish the same bytes, with another state). Either way a blocked version
+//! is refused, and the call gets config (the connector's defaults, then the install's
+//! customisations, then the instance's), its opened secrets and its install's grants.
+//!
+//! Results are kept in the [pin table](super::pins) until the next lifecycle change.
+
+use super::pins::{Call, Pinned, Plan, Target};
+use super::rules::{
+    current, installed_version, load_flow, load_install_row, load_instance, visible,
+};
+use super::{Error, Registry, Result};
+use crate::model::{Digest, Install, Instance, Step, VersionInfo, VersionState};
+use crate::runtime::Connector;
+use crate::sandbox::{CallContext, Secrets};
+use crate::store::Metadata;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A version found for a call, with what its context is built from.
+struct Found {
+    version: VersionInfo,
+    instance: Instance,
+    install: Install,
+}
+
+impl Registry {
+    /// What a call of instance `id` of `org` runs now.
+    pub(crate) async fn pinned_call(&self, org: &str, id: i64) -> Result<Arc<Call>> {
+        let target = Target::Instance {
+            org: org.to_string(),
+            id,
+        };
+        if let Some(Pinned::Call(call)) = self.pins.get(&target) {
+            return Ok(call);
+        }
+        let generation = self.pins.generation();
+        let found = self.read(|m| {
+            let instance = load_instance(m, org, id)?;
+            let install = load_install_row(m, org, instance.install_id)?;
+            let version = installed_version(m, &install)?;
+            Ok(Found {
+                version,
+                instance,
+                install,
+            })
+        })?;
+        let call = Arc::new(self.call_of(org, found).await?);
+        self.pins
+            .keep(target, Pinned::Call(call.clone()), generation);
+        Ok(call)
+    }
+
+    /// What a run of flow `id` of `org` runs now: the flow and, per step, its call or why it
+    /// cannot be made.
+    pub(crate) async fn plan(&self, org: &str, id: i64) -> Result<Arc<Plan>> {
+        let target = Target::Flow {
+            org: org.to_string(),
+            id,
+        };
+        if let Some(Pinned::Plan(plan)) = self.pins.get(&target) {
+            return Ok(plan);
+        }
+        let generation = self.pins.generation();
+        let (flow, found) = self.read(|m| {
+            let flow = load_flow(m, org, id)?;
+            let found = flow
+                .steps
+                .iter()
+                .map(|step| found_for_step(m, org, step))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((flow, found))
+        })?;
+        let mut steps = Vec::with_capacity(found.len());
+        for step in found {
+            steps.push(match step {
+                Ok(found) => self.call_of(org, found).await.map(Arc::new),
+                Err(e) => Err(e),
+            });
+        }
+        let plan = Arc::new(Plan { flow, steps });
+        self.pins
+            .keep(target, Pinned::Plan(plan.clone()), generation);
+        Ok(plan)
+    }
+
+    /// The call that runs `found`: refused when its version is blocked.
+    async fn call_of(&self, org: &str, found: Found) -> Result<Call> {
+        let Found {
+            version,
+            instance,
+            install,
+        } = found;
+        if version.state == VersionState::Blocked {
+            return Err(Error::Blocked(version.reference()));
+        }
+        let mut config: BTreeMap<String, String> = version
+            .description
+            .config
+            .iter()
+            .filter_map(|k| k.default_value.clone().map(|v| (k.name.clone(), v)))
+            .collect();
+        config.extend(install.customisations);
+        config.extend(instance.config);
+        let secrets = Secrets::new(self.read(|m| self.open_secrets(m, org, instance.id))?);
+        let ctx = CallContext {
+            config,
+            secrets,
+            limits: None,
+            outbound: install.outbound,
+            allow_private: self.private_addresses.get(org).cloned().unwrap_or_default(),
+        };
+        let connector = self.connector(&version.digest).await?;
+        Ok(Call { connector, ctx })
+    }
+
+    /// The connector for `digest`: the one already loaded, or its blob loaded (from the
+    /// artifact cache when it was compiled before).
+    async fn connector(&self, digest: &Digest) -> Result<Arc<Connector>> {
+        if let Some(loaded) = self.runtime.loaded_connector(digest) {
+            return Ok(loaded);
+        }
+        let bytes = self
+            .blobs
+            .get(digest)?
+            .ok_or_else(|| Error::storage(format!("the blob of {digest} is missing")))?;
+        Ok(self.runtime.load(&bytes).await?)
+    }
+}
+
+/// What step `step` of a flow of `org` runs, or why it cannot run (the run records that as the
+/// step's failure); `Err` of the outer result only for a storage failure.
+fn found_for_step(
+    m: &mut dyn Metadata,
+    org: &str,
+    step: &Step,
+) -> Result<std::result::Result<Found, Error>> {
+    let found = (|| {
+        let instance = load_instance(m, org, step.instance)?;
+        let install = load_install_row(m, org, instance.install_id)?;
+        let version =
+            current(m.revisions_with(&install.package_org, &install.name, &step.digest)?)
+                .filter(|v| visible(v, org))
+                .ok_or_else(|| Error::NotFound(format!("connector version {}", step.digest)))?;
+        Ok(Found {
+            version,
+            instance,
+            install,
+        })
+    })();
+    match found {
+        Err(e @ Error::Storage { .. }) => Err(e),
+        other => Ok(other),
+    }
+}

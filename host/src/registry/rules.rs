@@ -1,0 +1,202 @@
+//! The lifecycle's rules, in one place: who may see a version, which one an install runs, which
+//! may be bound anew, which config keys a version takes, and the audit trail every change leaves.
+
+use super::{Error, Result, now_ms};
+use crate::model::{
+    AuditEntry, Flow, Install, Instance, VersionInfo, VersionState, Visibility, version_key,
+};
+use crate::store::{BoundStep, Metadata, RevisionKey};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Whether `viewer` may see `version`: its own organisation's, or public.
+pub(crate) fn visible<D>(version: &VersionInfo<D>, viewer: &str) -> bool {
+    version.org == viewer || version.visibility == Visibility::Public
+}
+
+/// The current revision among revisions of one version: the newest.
+pub(crate) fn current<D>(revisions: Vec<VersionInfo<D>>) -> Option<VersionInfo<D>> {
+    revisions.into_iter().max_by_key(|v| v.revision)
+}
+
+/// The current revision of each version among `revisions`.
+pub(crate) fn current_each<D>(revisions: Vec<VersionInfo<D>>) -> Vec<VersionInfo<D>> {
+    let mut newest: BTreeMap<(String, String, String), VersionInfo<D>> = BTreeMap::new();
+    for v in revisions {
+        let key = (v.org.clone(), v.name.clone(), v.version.to_string());
+        match newest.get(&key) {
+            Some(kept) if kept.revision >= v.revision => {}
+            _ => {
+                newest.insert(key, v);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Whether `step` pins the revision `key`: it is bound through an install of that revision's
+/// package, to that revision's digest. (Another organisation's step pinned to the same bytes
+/// of its own package pins its own package's revision, not this one.) The one definition of
+/// "pinned": deleting a version and collecting superseded revisions both ask it.
+pub(crate) fn pins(step: &BoundStep, key: &RevisionKey) -> bool {
+    step.package_org == key.org && step.package_name == key.name && step.digest == key.digest
+}
+
+/// What pins version `org/name@version`: how many installs are on it, and how many steps are
+/// bound to one of its revisions.
+pub(crate) fn version_pins(
+    m: &mut dyn Metadata,
+    org: &str,
+    name: &str,
+    version: &str,
+) -> Result<(u64, u64)> {
+    let installs = m
+        .installs_of_package(org, name)?
+        .iter()
+        .filter(|i| i.version.to_string() == version)
+        .count() as u64;
+    let revisions: Vec<RevisionKey> = m
+        .revision_keys(org, name)?
+        .into_iter()
+        .filter(|k| k.version == version)
+        .collect();
+    let steps = m
+        .steps_through_package(org, name)?
+        .iter()
+        .filter(|s| revisions.iter().any(|k| pins(s, k)))
+        .count() as u64;
+    Ok((installs, steps))
+}
+
+/// The revisions of package `org/name` that may go: superseded (not the newest of their
+/// version) and pinned by no step. Installs name a version, not a revision, and always run
+/// the newest, so they never keep a superseded one.
+pub(crate) fn collectable(m: &mut dyn Metadata, org: &str, name: &str) -> Result<Vec<RevisionKey>> {
+    let keys = m.revision_keys(org, name)?;
+    let steps = m.steps_through_package(org, name)?;
+    let newest = |key: &RevisionKey| {
+        keys.iter()
+            .filter(|k| k.version == key.version)
+            .all(|k| k.revision <= key.revision)
+    };
+    Ok(keys
+        .iter()
+        .filter(|k| !newest(k) && !steps.iter().any(|s| pins(s, k)))
+        .cloned()
+        .collect())
+}
+
+/// The current revision of `pkg_org/name@version` if `viewer` may see it.
+pub(crate) fn visible_version(
+    m: &mut dyn Metadata,
+    viewer: &str,
+    pkg_org: &str,
+    name: &str,
+    version: &str,
+) -> Result<VersionInfo> {
+    let version = &version_key(version);
+    match current(m.revisions(pkg_org, name, version)?) {
+        Some(v) if visible(&v, viewer) => Ok(v),
+        _ => Err(Error::NotFound(format!(
+            "connector {pkg_org}/{name}@{version}"
+        ))),
+    }
+}
+
+/// The version install `install` runs, if its organisation may still see it.
+pub(crate) fn installed_version(m: &mut dyn Metadata, install: &Install) -> Result<VersionInfo> {
+    visible_version(
+        m,
+        &install.org,
+        &install.package_org,
+        &install.name,
+        &install.version.to_string(),
+    )
+}
+
+/// Append an audit entry for `org`, now.
+pub(crate) fn audit(
+    m: &mut dyn Metadata,
+    org: &str,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    before: Value,
+    after: Value,
+) -> Result<()> {
+    Ok(m.append_audit(&AuditEntry {
+        id: 0,
+        org: org.to_string(),
+        actor: actor.to_string(),
+        at: now_ms(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        before,
+        after,
+    })?)
+}
+
+pub(crate) fn require_org(m: &mut dyn Metadata, org: &str) -> Result<()> {
+    if m.org_exists(org)? {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("organisation {org}")))
+    }
+}
+
+/// Install `id` of `org` with `update_available` worked out.
+pub(crate) fn load_install(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Install> {
+    let install = load_install_row(m, org, id)?;
+    with_update_available(m, install)
+}
+
+pub(crate) fn with_update_available(m: &mut dyn Metadata, mut install: Install) -> Result<Install> {
+    install.update_available =
+        current_each(m.package_revisions(&install.package_org, &install.name)?)
+            .into_iter()
+            .filter(|v| visible(v, &install.org))
+            .filter(|v| v.state == VersionState::Active && v.version > install.version)
+            .map(|v| v.version)
+            .max();
+    Ok(install)
+}
+
+/// An install without `update_available` (which reads every version of the connector): what
+/// the call path needs.
+pub(crate) fn load_install_row(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Install> {
+    m.install(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("install {id}")))
+}
+
+pub(crate) fn load_instance(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Instance> {
+    m.instance(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("instance {id}")))
+}
+
+/// A new binding to `version` is allowed only while it is active.
+pub(crate) fn check_bindable(version: &VersionInfo) -> Result<()> {
+    match version.state {
+        VersionState::Active => Ok(()),
+        VersionState::Deprecated => Err(Error::Deprecated(version.reference())),
+        VersionState::Blocked => Err(Error::Blocked(version.reference())),
+    }
+}
+
+/// `keys` must all be config keys `package` declares.
+pub(crate) fn check_config_keys<'a>(
+    package: &VersionInfo,
+    mut keys: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    match keys.find(|k| !package.description.config.iter().any(|c| &c.name == *k)) {
+        Some(key) => Err(Error::InvalidInput(format!(
+            "`{key}` is not a config key of {}",
+            package.reference()
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn load_flow(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Flow> {
+    m.flow(org, id)?
+        .ok_or_else(|| Error::NotFound(format!("flow {id}")))
+}
