@@ -160,7 +160,7 @@ fn new_store(
     let mut sandbox = sandbox;
     // Ticks of CPU after which the call takes turns with other long runners.
     sandbox.long_after = ticks.saturating_sub(
-        (crate::runtime::turns::SHORT_CALL.as_nanos() / tick.as_nanos()).max(1) as u64,
+        (crate::sandbox::turns::SHORT_CALL.as_nanos() / tick.as_nanos()).max(1) as u64,
     );
     let mut store = Store::new(runtime.engine(), sandbox);
     store.limiter(|s| &mut s.limiter);

@@ -10,11 +10,9 @@
 pub(crate) mod cache;
 pub(crate) mod call;
 mod connector;
-pub(crate) mod turns;
 
 pub use call::{CallError, CallOutput, ConnectorError};
 pub use connector::{Connector, Origin};
-pub use turns::SHORT_CALL;
 
 use crate::wit::PluginPre;
 use cache::ArtifactCache;
@@ -23,6 +21,7 @@ use crate::model::Description;
 use crate::model::Digest;
 use crate::sandbox::limits::Limits;
 use crate::sandbox::policy::OutboundConfig;
+use crate::sandbox::turns::Turns;
 use crate::sandbox::{CallContext, Sandbox};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use turns::Turns;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -58,7 +56,7 @@ pub struct RuntimeConfig {
     /// Interval of the epoch ticker: the resolution of CPU deadlines, and the longest slice a
     /// guest executes before it yields its worker thread.
     pub epoch_tick: Duration,
-    /// Cores on which guests that have computed for long (past [`SHORT_CALL`])
+    /// Cores on which guests that have computed for long (past [`SHORT_CALL`](crate::sandbox::SHORT_CALL))
     /// take turns; the rest are always free for short calls. Default: all cores but one.
     pub long_runner_slots: usize,
     /// Longest a component may take to compile (waiting for a compile slot included).
@@ -527,7 +525,7 @@ impl Runtime {
 fn background_pool() -> Result<rayon::ThreadPool, RuntimeError> {
     rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("gantry-background-{i}"))
-        .start_handler(|_| crate::runtime::turns::lower_priority())
+        .start_handler(|_| crate::sandbox::turns::lower_priority())
         .build()
         .map_err(|e| RuntimeError::Engine(format!("cannot start the compile threads: {e}")))
 }

@@ -14,10 +14,12 @@
 pub(crate) mod limits;
 pub(crate) mod outbound;
 pub(crate) mod policy;
+pub(crate) mod turns;
 
 pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
 pub use outbound::OutboundError;
 pub use policy::{Origin, OriginPattern, OutboundConfig, OutboundPolicy, forbidden_address};
+pub use turns::SHORT_CALL;
 
 use crate::wit::gantry::connector::{http, log, secrets, types};
 use bytes::Bytes;
@@ -114,7 +116,7 @@ pub struct Sandbox {
     /// Ticks after which the call is a long runner and takes turns.
     pub(crate) long_after: u64,
     /// The slot this call holds while it executes a slice as a long runner.
-    pub(crate) turn: crate::runtime::turns::Turn,
+    pub(crate) turn: crate::sandbox::turns::Turn,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) logs: Vec<LogLine>,
     log_bytes_left: usize,
@@ -169,7 +171,7 @@ impl Sandbox {
             limiter: StoreLimiter::new(limits),
             cpu_ticks_left: cpu_ticks,
             long_after: 0,
-            turn: crate::runtime::turns::Turn::default(),
+            turn: crate::sandbox::turns::Turn::default(),
             stderr,
             logs: Vec::new(),
             log_bytes_left: limits.log_bytes,
