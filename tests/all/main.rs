@@ -10,6 +10,7 @@ mod outbound;
 mod registry;
 mod sandbox;
 mod soak;
+mod store;
 mod support;
 mod swap;
 mod tenants;

@@ -1352,3 +1352,53 @@ async fn the_registry_keeps_a_bounded_set_of_connectors_loaded() {
         result.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_runs_on_the_in_memory_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(
+        RegistryConfig {
+            data_dir: dir.path().to_path_buf(),
+            metadata: Some(Arc::new(gantry_host::store::MemoryStore::new())),
+            blobs: Some(Arc::new(gantry_host::store::MemoryBlobStore::new())),
+            ..RegistryConfig::default()
+        },
+        runtime().clone(),
+    )
+    .unwrap();
+    reg.create_org("acme").unwrap();
+    let echo = connector("echo");
+    reg.publish(
+        "acme",
+        "dev@acme",
+        request("echo", "1.0.0", Visibility::Private, echo.clone()),
+    )
+    .await
+    .unwrap();
+    let (_, flow) = echo_flow(&reg, json!({"kept": "in memory"})).await;
+    // A private republish, then a rebind onto it: the superseded revision is collected.
+    let (outcome, v2) = reg
+        .publish(
+            "acme",
+            "dev@acme",
+            request("echo", "1.0.0", Visibility::Private, rebuilt(&echo, "2")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PublishOutcome::NewRevision);
+    let rebound = reg.rebind_step("acme", "ops", flow, "e", None).unwrap();
+    assert_eq!(rebound.steps[0].digest, v2.digest);
+    let run = reg.run_flow("acme", flow, json!(1)).await.unwrap();
+    assert_eq!(
+        (run.status, run.steps[0].digest),
+        (RunStatus::Succeeded, v2.digest)
+    );
+    assert_eq!(reg.versions("acme", "acme", "echo").unwrap()[0].revision, 2);
+    assert!(
+        files_under(dir.path())
+            .iter()
+            .all(|f| !f.starts_with(dir.path().join("blobs")) && !f.ends_with("gantry.db")),
+        "nothing written past the stores: {:?}",
+        files_under(dir.path())
+    );
+}

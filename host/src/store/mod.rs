@@ -9,11 +9,11 @@
 //! [registry](crate::registry), from what the store returns.
 
 mod blob;
-
+mod memory;
 mod sqlite;
 
 pub use blob::{BlobStore, FsBlobStore};
-
+pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
@@ -97,7 +97,7 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<()>;
 }
 
-impl dyn MetadataStore {
+impl dyn MetadataStore + '_ {
     /// Run `work` in a read unit and return what it returns.
     pub fn read<T, E: From<StoreError>>(
         &self,

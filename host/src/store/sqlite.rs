@@ -178,8 +178,13 @@ impl MetadataStore for SqliteStore {
             Access::Write => "BEGIN IMMEDIATE",
         };
         conn.prepare_cached(begin)?.execute([])?;
+        // A read unit ends in ROLLBACK: whatever it wrote by mistake is not kept.
+        let end = match access {
+            Access::Read => "ROLLBACK",
+            Access::Write => "COMMIT",
+        };
         let result = work(&mut Sql(&conn)).and_then(|()| {
-            conn.prepare_cached("COMMIT")?.execute([])?;
+            conn.prepare_cached(end)?.execute([])?;
             Ok(())
         });
         if result.is_err() && !conn.is_autocommit() {

@@ -1,0 +1,536 @@
+//! The store conformance suite: one set of checks every `MetadataStore` and `BlobStore` must
+//! pass — the embedded SQLite and directory stores, and the in-memory ones. A new backend (the
+//! PostgreSQL store, an object store) adds one line to `conformance!` below.
+//!
+//! The suite checks the contract the registry relies on: plain lookups scoped as documented,
+//! paging, ids, units that commit whole or not at all, and no rule of the lifecycle (a store
+//! returns every revision; which one is current is the registry's business).
+
+use gantry_host::model::{
+    AuditEntry, ConfigKey, Description, Digest, Instance, Operation, Role, Run, RunStatus, Step,
+    VersionInfo, VersionState, Visibility,
+};
+use gantry_host::store::{
+    BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, RevisionKey,
+    SqliteStore, StoreError,
+};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A backend under test, and what keeps it alive (its directory).
+struct Backend<S: ?Sized> {
+    store: Arc<S>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Backend<dyn MetadataStore> {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        store: Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+fn memory() -> Backend<dyn MetadataStore> {
+    Backend {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+fn fs_blobs() -> Backend<dyn BlobStore> {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        store: Arc::new(FsBlobStore::open(dir.path().join("blobs")).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+fn memory_blobs() -> Backend<dyn BlobStore> {
+    Backend {
+        store: Arc::new(MemoryBlobStore::new()),
+        _dir: None,
+    }
+}
+
+macro_rules! conformance {
+    ($($backend:ident: $($check:ident),+;)+) => {
+        $(mod $backend {
+            $(#[test]
+            fn $check() {
+                let backend = super::$backend();
+                super::$check(&*backend.store);
+            })+
+        })+
+    };
+}
+
+conformance! {
+    sqlite: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
+        installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
+        runs_come_newest_first, tokens_and_the_audit_log;
+    memory: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
+        installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
+        runs_come_newest_first, tokens_and_the_audit_log;
+    fs_blobs: blobs_are_content_addressed;
+    memory_blobs: blobs_are_content_addressed;
+}
+
+fn write<T>(store: &dyn MetadataStore, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> T {
+    store.write(work).unwrap()
+}
+
+fn read<T>(store: &dyn MetadataStore, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> T {
+    store.read(work).unwrap()
+}
+
+fn description(name: &str, version: &str) -> Description {
+    Description {
+        name: name.into(),
+        version: version.parse().unwrap(),
+        description: format!("{name} for the suite"),
+        operations: vec![Operation {
+            name: "echo".into(),
+            description: "returns its input".into(),
+            input_schema: json!({"type": "object"}),
+            output_schema: json!({"type": "object"}),
+        }],
+        config: vec![ConfigKey {
+            name: "greeting".into(),
+            description: "what to say".into(),
+            default_value: Some("hello".into()),
+            required: false,
+        }],
+        secrets: Vec::new(),
+        outbound_hosts: vec!["https://api.example.com".into()],
+    }
+}
+
+fn version(org: &str, name: &str, v: &str, revision: u32, bytes: &[u8]) -> VersionInfo {
+    VersionInfo {
+        org: org.into(),
+        name: name.into(),
+        version: v.parse().unwrap(),
+        revision,
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        visibility: Visibility::Private,
+        state: VersionState::Active,
+        publisher: "dev".into(),
+        published_at: 1,
+        tags: vec!["demo".into()],
+        description: description(name, v),
+    }
+}
+
+fn instance(org: &str, install_id: i64, name: &str) -> Instance {
+    Instance {
+        id: 0,
+        org: org.into(),
+        install_id,
+        name: name.into(),
+        config: BTreeMap::from([("greeting".into(), "hi".into())]),
+        secret_keys: vec!["token".into()],
+        created_by: "ops".into(),
+        created_at: 2,
+    }
+}
+
+fn step(name: &str, instance: i64, digest: Digest) -> Step {
+    Step {
+        name: name.into(),
+        instance,
+        operation: "echo".into(),
+        input: json!({"a": "${input}"}),
+        digest,
+    }
+}
+
+fn units_commit_whole_or_not_at_all(store: &dyn MetadataStore) {
+    // A unit that fails leaves nothing, and its error comes back as it was.
+    let failed: Result<()> = store.write(|m| {
+        m.create_org("acme", 1)?;
+        assert!(m.org_exists("acme")?, "a unit sees its own writes");
+        Err(StoreError::failed("stop"))
+    });
+    assert!(matches!(failed, Err(StoreError::Failed { message, .. }) if message == "stop"));
+    assert!(!read(store, |m| m.org_exists("acme")));
+    // A unit that succeeds keeps everything it wrote.
+    write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.set_setting("a", "1")
+    });
+    assert!(read(store, |m| m.org_exists("acme")));
+    assert_eq!(read(store, |m| m.setting("a")), Some("1".into()));
+    // A read unit's writes are not kept.
+    let _ = store.read(|m| m.set_setting("a", "2"));
+    assert_eq!(read(store, |m| m.setting("a")), Some("1".into()));
+}
+
+fn organisations_and_settings(store: &dyn MetadataStore) {
+    write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("acme", 2) // idempotent
+    });
+    assert!(read(store, |m| m.org_exists("acme")));
+    assert!(!read(store, |m| m.org_exists("globex")));
+    assert_eq!(read(store, |m| m.setting("key")), None);
+    write(store, |m| m.set_setting("key", "one"));
+    write(store, |m| m.set_setting("key", "two"));
+    assert_eq!(read(store, |m| m.setting("key")), Some("two".into()));
+}
+
+fn versions_are_plain_rows(store: &dyn MetadataStore) {
+    let (r1, r2) = (
+        version("acme", "echo", "1.0.0", 1, b"one"),
+        version("acme", "echo", "1.0.0", 2, b"two"),
+    );
+    let mut public = version("acme", "echo", "2.0.0", 1, b"three");
+    public.visibility = Visibility::Public;
+    let other = version("globex", "echo", "1.0.0", 1, b"one");
+    write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("globex", 1)?;
+        for v in [&r1, &r2, &public, &other] {
+            m.insert_version(v)?;
+        }
+        Ok(())
+    });
+    // Every revision, the whole description, whatever is current.
+    let mut revisions = read(store, |m| m.revisions("acme", "echo", "1.0.0"));
+    revisions.sort_by_key(|v| v.revision);
+    assert_eq!(revisions, vec![r1.clone(), r2.clone()]);
+    assert_eq!(
+        read(store, |m| m.package_revisions("acme", "echo")).len(),
+        3
+    );
+    assert!(read(store, |m| m.revisions("acme", "echo", "9.9.9")).is_empty());
+    // By digest, within the package only.
+    let with = read(store, |m| {
+        m.revisions_with("acme", "echo", &Digest::of(b"one"))
+    });
+    assert_eq!(with, vec![r1.clone()]);
+    // Catalogues: summaries without schemas, public ones of every organisation.
+    let public_rows = read(store, |m| m.public_catalogue());
+    assert_eq!(public_rows.len(), 1);
+    assert_eq!(public_rows[0].digest, public.digest);
+    assert_eq!(public_rows[0].description.operations[0].name, "echo");
+    assert_eq!(read(store, |m| m.org_catalogue("acme")).len(), 3);
+    assert_eq!(read(store, |m| m.org_catalogue("globex")).len(), 1);
+    // State applies to every revision of the version.
+    write(store, |m| {
+        m.set_version_state("acme", "echo", "1.0.0", VersionState::Deprecated)
+    });
+    assert!(
+        read(store, |m| m.revisions("acme", "echo", "1.0.0"))
+            .iter()
+            .all(|v| v.state == VersionState::Deprecated)
+    );
+    assert_eq!(
+        read(store, |m| m.revisions("globex", "echo", "1.0.0"))[0].state,
+        VersionState::Active
+    );
+    // Keys and deletion of one revision; references by digest across organisations.
+    let mut keys = read(store, |m| m.revision_keys("acme", "echo"));
+    keys.sort_by_key(|k| (k.version.clone(), k.revision));
+    assert_eq!(
+        keys[0],
+        RevisionKey {
+            org: "acme".into(),
+            name: "echo".into(),
+            version: "1.0.0".into(),
+            revision: 1,
+            digest: Digest::of(b"one"),
+        }
+    );
+    write(store, |m| m.delete_revision(&keys[0]));
+    assert_eq!(
+        read(store, |m| m.revisions("acme", "echo", "1.0.0")),
+        vec![VersionInfo {
+            state: VersionState::Deprecated,
+            ..r2.clone()
+        }]
+    );
+    assert!(
+        read(store, |m| m.digest_referenced(&Digest::of(b"one"))),
+        "globex still holds those bytes"
+    );
+    assert!(!read(store, |m| m.digest_referenced(&Digest::of(b"none"))));
+    // A revision is stored once.
+    assert!(store.write(|m| m.insert_version(&r2)).is_err());
+}
+
+fn installs_are_scoped_and_paged(store: &dyn MetadataStore) {
+    let v = version("acme", "echo", "1.0.0", 1, b"one");
+    let ids = write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("globex", 1)?;
+        m.insert_version(&v)?;
+        let mut ids = Vec::new();
+        for org in ["acme", "globex", "acme", "acme"] {
+            ids.push(m.insert_install(org, "ops", &v, 5)?);
+        }
+        Ok(ids)
+    });
+    let first = read(store, |m| m.install("acme", ids[0])).unwrap();
+    assert_eq!(
+        (first.package_org.as_str(), first.name.as_str()),
+        ("acme", "echo")
+    );
+    assert_eq!(first.version, v.version);
+    assert!(first.customisations.is_empty() && first.outbound.is_empty());
+    assert_eq!(first.update_available, None);
+    assert_eq!(read(store, |m| m.install("acme", ids[1])), None, "globex's");
+    // Pages by id, scoped.
+    let page = read(store, |m| m.installs("acme", 0, 2));
+    assert_eq!(
+        page.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [ids[0], ids[2]]
+    );
+    let rest = read(store, |m| m.installs("acme", ids[2], 10));
+    assert_eq!(rest.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[3]]);
+    assert_eq!(
+        read(store, |m| m.installs_of_package("acme", "echo")).len(),
+        4
+    );
+    // Customisations with and without who changed them; grants; the version.
+    let custom = BTreeMap::from([("greeting".to_string(), "hey".to_string())]);
+    write(store, |m| {
+        m.set_customisations("acme", ids[0], &custom, Some(("ops", 9)))?;
+        m.set_outbound("acme", ids[0], &["https://*.example.com".into()])?;
+        m.set_install_version("acme", ids[0], &"2.0.0".parse().unwrap())?;
+        // Another organisation's install is out of reach.
+        m.set_customisations("acme", ids[1], &custom, Some(("mallory", 9)))
+    });
+    let changed = read(store, |m| m.install("acme", ids[0])).unwrap();
+    assert_eq!(changed.customisations, custom);
+    assert_eq!(
+        (changed.modified_by.as_deref(), changed.modified_at),
+        (Some("ops"), Some(9))
+    );
+    assert_eq!(changed.outbound, ["https://*.example.com"]);
+    assert_eq!(changed.version.to_string(), "2.0.0");
+    assert!(
+        read(store, |m| m.install("globex", ids[1]))
+            .unwrap()
+            .customisations
+            .is_empty()
+    );
+    write(store, |m| {
+        m.set_customisations("acme", ids[0], &BTreeMap::new(), None)
+    });
+    let cleared = read(store, |m| m.install("acme", ids[0])).unwrap();
+    assert!(cleared.customisations.is_empty() && cleared.modified_by.is_none());
+}
+
+fn instances_keep_sealed_secrets_apart(store: &dyn MetadataStore) {
+    let v = version("acme", "echo", "1.0.0", 1, b"one");
+    let (install, ids) = write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("globex", 1)?;
+        m.insert_version(&v)?;
+        let install = m.insert_install("acme", "ops", &v, 1)?;
+        let a = m.insert_instance(&instance("acme", install, "a"))?;
+        let b = m.insert_instance(&instance("acme", install, "b"))?;
+        m.set_sealed_secrets("acme", a, b"sealed-a")?;
+        Ok((install, [a, b]))
+    });
+    assert_ne!(ids[0], ids[1]);
+    let a = read(store, |m| m.instance("acme", ids[0])).unwrap();
+    assert_eq!(
+        a,
+        Instance {
+            id: ids[0],
+            ..instance("acme", install, "a")
+        }
+    );
+    assert_eq!(read(store, |m| m.instance("globex", ids[0])), None);
+    assert_eq!(
+        read(store, |m| m.sealed_secrets("acme", ids[0])),
+        Some(b"sealed-a".to_vec())
+    );
+    assert_eq!(
+        read(store, |m| m.sealed_secrets("acme", ids[1])),
+        Some(Vec::new())
+    );
+    assert_eq!(read(store, |m| m.sealed_secrets("globex", ids[0])), None);
+    assert_eq!(read(store, |m| m.instance_count()), 2);
+    let page = read(store, |m| m.instances("acme", ids[0], 10));
+    assert_eq!(page.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[1]]);
+}
+
+fn flows_steps_and_bindings(store: &dyn MetadataStore) {
+    let v = version("acme", "echo", "1.0.0", 1, b"one");
+    let mut theirs = version("globex", "echo", "1.0.0", 1, b"one");
+    theirs.visibility = Visibility::Public;
+    let (flow, inst, other_install, other_inst) = write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("globex", 1)?;
+        m.insert_version(&v)?;
+        m.insert_version(&theirs)?;
+        let install = m.insert_install("acme", "ops", &v, 1)?;
+        let inst = m.insert_instance(&instance("acme", install, "a"))?;
+        // acme also installed globex's package of the same bytes.
+        let other_install = m.insert_install("acme", "ops", &theirs, 1)?;
+        let other_inst = m.insert_instance(&instance("acme", other_install, "b"))?;
+        let flow = m.insert_flow("acme", "relay", "ops", 3)?;
+        m.insert_step(flow, 0, &step("first", inst, v.digest))?;
+        m.insert_step(flow, 1, &step("second", other_inst, theirs.digest))?;
+        Ok((flow, inst, other_install, other_inst))
+    });
+    assert!(read(store, |m| m.flow_name_taken("acme", "relay")));
+    assert!(!read(store, |m| m.flow_name_taken("globex", "relay")));
+    let stored = read(store, |m| m.flow("acme", flow)).unwrap();
+    assert_eq!(
+        stored
+            .steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["first", "second"],
+        "steps keep their order"
+    );
+    assert_eq!(stored.steps[0], step("first", inst, v.digest));
+    assert_eq!(read(store, |m| m.flow("globex", flow)), None);
+    assert_eq!(read(store, |m| m.flows("acme", 0, 10)).len(), 1);
+    // Steps found through an install and through a package: the package is the install's,
+    // not whoever else holds the same bytes.
+    let through = read(store, |m| m.steps_through_install("acme", other_install));
+    assert_eq!(through.len(), 1);
+    assert_eq!(
+        (
+            through[0].name.as_str(),
+            through[0].instance,
+            through[0].package_org.as_str()
+        ),
+        ("second", other_inst, "globex")
+    );
+    let of_acme = read(store, |m| m.steps_through_package("acme", "echo"));
+    assert_eq!(
+        of_acme.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["first"]
+    );
+    // Rebinding moves one step.
+    let moved = Digest::of(b"moved");
+    write(store, |m| m.bind_step(flow, "first", other_inst, &moved));
+    let rebound = read(store, |m| m.flow("acme", flow)).unwrap();
+    assert_eq!(
+        (rebound.steps[0].instance, rebound.steps[0].digest),
+        (other_inst, moved)
+    );
+    assert_eq!(rebound.steps[1], stored.steps[1]);
+}
+
+fn runs_come_newest_first(store: &dyn MetadataStore) {
+    let run = |flow| Run {
+        id: 0,
+        flow_id: flow,
+        status: RunStatus::Succeeded,
+        started_at: 4,
+        duration_us: 1500,
+        steps: Vec::new(),
+        output: Some(
+            serde_json::value::to_raw_value(&json!({"n": 12345678901234567890u64})).unwrap(),
+        ),
+        error: None,
+    };
+    let (flow, ids) = write(store, |m| {
+        m.create_org("acme", 1)?;
+        let flow = m.insert_flow("acme", "relay", "ops", 3)?;
+        let other = m.insert_flow("acme", "other", "ops", 3)?;
+        let mut ids = Vec::new();
+        for f in [flow, other, flow, flow] {
+            ids.push(m.insert_run("acme", &run(f))?);
+        }
+        Ok((flow, ids))
+    });
+    let runs = read(store, |m| m.runs("acme", flow, i64::MAX, 2));
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[3], ids[2]]
+    );
+    assert_eq!(
+        runs[0].output.as_ref().unwrap().get(),
+        r#"{"n":12345678901234567890}"#,
+        "kept as written"
+    );
+    assert_eq!(runs[0].duration_us, 1500);
+    let older = read(store, |m| m.runs("acme", flow, ids[2], 10));
+    assert_eq!(older.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
+    assert!(read(store, |m| m.runs("globex", flow, i64::MAX, 10)).is_empty());
+}
+
+fn tokens_and_the_audit_log(store: &dyn MetadataStore) {
+    let id = write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.create_org("globex", 1)?;
+        m.insert_token("acme", Role::Publisher, "ci", "hash-1", 5)
+    });
+    let principal = read(store, |m| m.token("hash-1")).unwrap();
+    assert_eq!(
+        (
+            principal.org.as_str(),
+            principal.role,
+            principal.token_id,
+            principal.label.as_str()
+        ),
+        ("acme", Role::Publisher, id, "ci")
+    );
+    assert_eq!(read(store, |m| m.token("hash-2")), None);
+    assert!(
+        store
+            .write(|m| m.insert_token("globex", Role::Admin, "x", "hash-1", 5))
+            .is_err(),
+        "a hash names one token"
+    );
+    let entry = |org: &str, action: &str| AuditEntry {
+        id: 0,
+        org: org.into(),
+        actor: "ops".into(),
+        at: 7,
+        action: action.into(),
+        subject: "install 1".into(),
+        before: json!(null),
+        after: json!({"k": [1, 2]}),
+    };
+    write(store, |m| {
+        for (org, action) in [("acme", "a"), ("globex", "b"), ("acme", "c")] {
+            m.append_audit(&entry(org, action))?;
+        }
+        Ok(())
+    });
+    let log = read(store, |m| m.audit_log("acme", 0, 10));
+    assert_eq!(
+        log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert_eq!(
+        log[0],
+        AuditEntry {
+            id: log[0].id,
+            ..entry("acme", "a")
+        }
+    );
+    assert_eq!(read(store, |m| m.audit_log("acme", log[0].id, 10)).len(), 1);
+}
+
+fn blobs_are_content_addressed(store: &dyn BlobStore) {
+    let bytes = b"component bytes";
+    let digest = Digest::of(bytes);
+    assert_eq!(store.get(&digest).unwrap(), None);
+    store.put(&digest, bytes).unwrap();
+    store.put(&digest, bytes).unwrap(); // idempotent
+    assert_eq!(store.get(&digest).unwrap().as_deref(), Some(&bytes[..]));
+    assert!(
+        store.put(&Digest::of(b"other"), bytes).is_err(),
+        "bytes must match their digest"
+    );
+    assert_eq!(store.sweep().unwrap(), vec![digest]);
+    store.delete(&digest).unwrap();
+    store.delete(&digest).unwrap(); // absent is not an error
+    assert_eq!(store.get(&digest).unwrap(), None);
+    assert!(store.sweep().unwrap().is_empty());
+}
