@@ -1160,6 +1160,34 @@ async fn another_metadata_store_plugs_in() {
     .unwrap();
     let (instance, flow) = echo_flow(&reg, json!({"via": "elsewhere"})).await;
     assert!(meta.units.load(Ordering::SeqCst) >= 10);
+
+    // Calls resolve from the pin table: once resolved, an instance call reads nothing, and a
+    // flow run writes only its record — until a lifecycle change commits.
+    let units = || meta.units.load(Ordering::SeqCst);
+    let call = || async {
+        let (_, result) = reg
+            .invoke_instance("acme", instance, "echo", "{}")
+            .await
+            .unwrap();
+        result.unwrap();
+    };
+    call().await;
+    let before = units();
+    for _ in 0..5 {
+        call().await;
+    }
+    assert_eq!(units(), before, "no store round trip per call");
+    reg.run_flow("acme", flow, json!(1)).await.unwrap();
+    assert_eq!(units(), before + 1, "a run writes its record, nothing else");
+    let install = reg.get_instance("acme", instance).unwrap().install_id;
+    reg.grant_outbound("acme", "ops", install, vec!["https://example.com".into()])
+        .unwrap();
+    let before = units();
+    call().await;
+    assert!(
+        units() > before,
+        "a change makes the next call resolve anew"
+    );
     assert!(
         !dir.path().join("gantry.db").exists(),
         "no metadata written past the store: {:?}",
@@ -1178,10 +1206,19 @@ async fn another_metadata_store_plugs_in() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "storage", "{err}");
-    let err = reg
+    // What is resolved keeps running through the outage; what needs the store fails cleanly.
+    let (_, result) = reg
         .invoke_instance("acme", instance, "echo", "{}")
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(result.unwrap().output, "{}");
+    let err = reg.run_flow("acme", flow, json!(3)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        "storage",
+        "a run that cannot be recorded: {err}"
+    );
+    let err = reg.get_instance("acme", instance).unwrap_err();
     assert_eq!(err.code(), "storage", "{err}");
     assert_eq!(files_under(&dir.path().join("blobs")), blobs_before);
     meta.down.store(false, Ordering::SeqCst);
@@ -1190,7 +1227,11 @@ async fn another_metadata_store_plugs_in() {
     drop(reg);
     let reg = open_on(meta.clone()).unwrap();
     assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
-    assert_eq!(reg.runs("acme", flow, &Page::default()).unwrap().len(), 1);
+    assert_eq!(
+        reg.runs("acme", flow, &Page::default()).unwrap().len(),
+        2,
+        "the first run and the one before the outage"
+    );
     let run = reg.run_flow("acme", flow, json!(2)).await.unwrap();
     assert_eq!(run.output_value(), Some(json!(2)));
     assert!(

@@ -55,10 +55,17 @@ impl<R: Needs> FromRequestParts<AppState> for Caller<R> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
-        let principal = state
-            .registry
-            .authenticate(token.trim())?
-            .ok_or_else(unauthorized)?;
+        let token = token.trim();
+        let principal = match state.registry.known_principal(token) {
+            Some(principal) => principal,
+            None => {
+                let token = token.to_string();
+                state
+                    .blocking(move |r| r.authenticate(&token))
+                    .await?
+                    .ok_or_else(unauthorized)?
+            }
+        };
         if !principal.role.allows(R::ROLE) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

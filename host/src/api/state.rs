@@ -65,4 +65,17 @@ impl AppState {
             per_org: self.per_org.clone(),
         })
     }
+
+    /// Run `work` on the registry on a blocking thread: its store units do file I/O and
+    /// fsyncs, which must not hold up a tokio worker (and the calls it runs).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Registry) -> T + Send + 'static,
+    ) -> T {
+        let registry = self.registry.clone();
+        match tokio::task::spawn_blocking(move || work(&registry)).await {
+            Ok(out) => out,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
 }

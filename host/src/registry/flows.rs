@@ -319,7 +319,7 @@ impl Registry {
             output,
             error: failure,
         };
-        run.id = self.write(|m| Ok(m.insert_run(org, &run)?))?;
+        run.id = self.off_executor(|| self.write(|m| Ok(m.insert_run(org, &run)?)))?;
         tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
             duration_us = run.duration_us, "flow run finished");
         Ok(run)

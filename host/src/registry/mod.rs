@@ -217,6 +217,19 @@ impl Registry {
         Ok(out)
     }
 
+    /// Run blocking store work (file I/O, fsyncs) from async code without holding up the
+    /// executor: on a multi-threaded runtime the worker first hands its other tasks to
+    /// another thread (`block_in_place`); elsewhere it runs inline.
+    fn off_executor<T>(&self, work: impl FnOnce() -> T) -> T {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(work)
+            }
+            _ => work(),
+        }
+    }
+
     fn fault(&self, point: FaultPoint) -> Result<()> {
         match &self.faults {
             Some(hook) if hook(point) => {

@@ -10,12 +10,15 @@
 //! - a resolution that read the store before a change committed is never kept: it carries the
 //!   generation it started in, and [`PinTable::keep`] drops it if the table moved on.
 //!
+//! It also keeps the principals of valid tokens, so a request is authenticated without a
+//! database round trip (a token change is a lifecycle change: it empties the table too).
+//!
 //! The table is bounded like the connectors it holds: at most `max` of them (a flow counts
 //! each of its steps) and none idle longer than `idle`; past either, the least recently used
 //! entries go, and a connector no entry or call holds is unloaded.
 
 use super::{Error, LoadedLimits};
-use crate::model::Flow;
+use crate::model::{Flow, Principal};
 use crate::runtime::Connector;
 use crate::sandbox::CallContext;
 use std::collections::HashMap;
@@ -71,6 +74,9 @@ struct Table {
     generation: u64,
     entries: HashMap<Target, Entry>,
     weight: usize,
+    /// Principals of valid tokens, by the token's hash (unknown tokens are not kept: their
+    /// number is the caller's choice).
+    principals: HashMap<String, Principal>,
 }
 
 pub(crate) struct PinTable {
@@ -160,9 +166,24 @@ impl PinTable {
             let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
             table.generation += 1;
             table.weight = 0;
+            table.principals.clear();
             std::mem::take(&mut table.entries)
         };
         drop(old);
+    }
+
+    /// The principal of the token with `hash`, if resolved since the last change.
+    pub fn principal(&self, hash: &str) -> Option<Principal> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        table.principals.get(hash).cloned()
+    }
+
+    /// Keep the principal of the token with `hash`, resolved in `generation`.
+    pub fn keep_principal(&self, hash: String, principal: Principal, generation: u64) {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        if table.generation == generation {
+            table.principals.insert(hash, principal);
+        }
     }
 }
 

@@ -37,7 +37,7 @@ impl Registry {
         for tag in &request.tags {
             validate_name("tag", tag)?;
         }
-        self.read(|m| require_org(m, org))?;
+        self.off_executor(|| self.read(|m| require_org(m, org)))?;
         let connector = self.runtime.load(&request.bytes).await?;
         let described = connector.description();
         let mut described_version = described.version.clone();
@@ -57,18 +57,15 @@ impl Registry {
         // writer waits behind this fsync; inside the unit `put` only checks they are still
         // there (a concurrent clean-up of the same bytes may have removed them).
         let digest = *connector.digest();
-        let stored = self
-            .blobs
-            .put(&digest, &request.bytes)
-            .map_err(Error::from)
-            .and_then(|()| self.fault(FaultPoint::AfterBlobWrite));
-        let result = stored.and_then(|()| {
+        let result = self.off_executor(|| {
+            self.blobs.put(&digest, &request.bytes)?;
+            self.fault(FaultPoint::AfterBlobWrite)?;
             self.change(|m| self.publish_in(m, org, actor, &request, &version, &connector))
         });
         if result.is_err() {
             // Nothing committed: remove the blob unless another row already uses it.
             let digest = connector.digest();
-            if let Err(e) = self.delete_unreferenced_blobs(&[*digest]) {
+            if let Err(e) = self.off_executor(|| self.delete_unreferenced_blobs(&[*digest])) {
                 tracing::error!(%digest, error = %e, "cannot remove blob of a failed publish");
             }
         }

@@ -37,14 +37,16 @@ impl Registry {
             return Ok(call);
         }
         let generation = self.pins.generation();
-        let found = self.read(|m| {
-            let instance = load_instance(m, org, id)?;
-            let install = load_install_row(m, org, instance.install_id)?;
-            let version = installed_version(m, &install)?;
-            Ok(Found {
-                version,
-                instance,
-                install,
+        let found = self.off_executor(|| {
+            self.read(|m| {
+                let instance = load_instance(m, org, id)?;
+                let install = load_install_row(m, org, instance.install_id)?;
+                let version = installed_version(m, &install)?;
+                Ok(Found {
+                    version,
+                    instance,
+                    install,
+                })
             })
         })?;
         let call = Arc::new(self.call_of(org, found).await?);
@@ -64,14 +66,16 @@ impl Registry {
             return Ok(plan);
         }
         let generation = self.pins.generation();
-        let (flow, found) = self.read(|m| {
-            let flow = load_flow(m, org, id)?;
-            let found = flow
-                .steps
-                .iter()
-                .map(|step| found_for_step(m, org, step))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((flow, found))
+        let (flow, found) = self.off_executor(|| {
+            self.read(|m| {
+                let flow = load_flow(m, org, id)?;
+                let found = flow
+                    .steps
+                    .iter()
+                    .map(|step| found_for_step(m, org, step))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((flow, found))
+            })
         })?;
         let mut steps = Vec::with_capacity(found.len());
         for step in found {
@@ -104,7 +108,9 @@ impl Registry {
             .collect();
         config.extend(install.customisations);
         config.extend(instance.config);
-        let secrets = Secrets::new(self.read(|m| self.open_secrets(m, org, instance.id))?);
+        let secrets =
+            self.off_executor(|| self.read(|m| self.open_secrets(m, org, instance.id)))?;
+        let secrets = Secrets::new(secrets);
         let ctx = CallContext {
             config,
             secrets,

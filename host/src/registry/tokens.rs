@@ -35,11 +35,26 @@ impl Registry {
         Ok(token)
     }
 
+    /// The principal of `token` if it was authenticated since the last change: no store read.
+    pub fn known_principal(&self, token: &str) -> Option<Principal> {
+        self.pins.principal(&hash(token))
+    }
+
     /// The principal of `token`, or `None` when it is unknown.
     pub fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
         if !token.starts_with("gty_") || token.len() != 68 {
             return Ok(None);
         }
-        self.read(|m| Ok(m.token(&hash(token))?))
+        let hash = hash(token);
+        if let Some(principal) = self.pins.principal(&hash) {
+            return Ok(Some(principal));
+        }
+        let generation = self.pins.generation();
+        let principal = self.read(|m| Ok(m.token(&hash)?))?;
+        if let Some(principal) = &principal {
+            self.pins
+                .keep_principal(hash, principal.clone(), generation);
+        }
+        Ok(principal)
     }
 }

@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
@@ -129,34 +130,90 @@ CREATE TABLE settings (
     "ALTER TABLE versions ADD COLUMN summary TEXT NOT NULL DEFAULT '';",
 ];
 
-/// The SQLite [`MetadataStore`].
+/// The SQLite [`MetadataStore`]: one writer connection, and a pool of read connections so a
+/// read never waits behind a writer's fsync (WAL readers see the last commit).
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    /// Idle read connections; a read unit takes one (or opens one when none is idle).
+    readers: Mutex<Vec<Connection>>,
+    /// Held for the store's life: one process per data directory.
+    _lock: File,
 }
+
+/// How many idle read connections are kept.
+const IDLE_READERS: usize = 4;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl SqliteStore {
     /// Open (creating and migrating) the database at `path`, which this store then holds
-    /// exclusively: opening it from a second process fails until the first closes it.
+    /// exclusively: opening it from a second process (or a second time) fails until the first
+    /// closes it. Other processes may still read the file, so an online backup
+    /// (`sqlite3 gantry.db ".backup b.db"`, litestream) can copy it while Gantry runs.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = open(path).map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::failed(format!(
-                    "{} is in use by another process: one Gantry per data directory",
-                    path.display()
-                ))
-            }
-            _ => e.into(),
-        })?;
+        let lock = lock(path)?;
+        let writer = open(path)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            _lock: lock,
         })
     }
+
+    fn reader(&self) -> Result<Connection> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => Ok(open_reader(&self.path)?),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Run `work` in one transaction on `conn`: a read unit is one snapshot (a deferred
+/// transaction) ending in ROLLBACK, so nothing it wrote by mistake is kept; a write unit takes
+/// the write lock at its start, so its checks hold until it commits. The statements are
+/// cached: parsing `BEGIN` and `COMMIT` anew showed in every call.
+fn run_unit(
+    conn: &Connection,
+    access: Access,
+    work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
+) -> Result<()> {
+    if !conn.is_autocommit() {
+        // A unit that panicked left its transaction open.
+        conn.execute_batch("ROLLBACK")?;
+    }
+    let (begin, end) = match access {
+        Access::Read => ("BEGIN DEFERRED", "ROLLBACK"),
+        Access::Write => ("BEGIN IMMEDIATE", "COMMIT"),
+    };
+    conn.prepare_cached(begin)?.execute([])?;
+    let result = work(&mut Sql(conn)).and_then(|()| {
+        conn.prepare_cached(end)?.execute([])?;
+        Ok(())
+    });
+    if result.is_err() && !conn.is_autocommit() {
+        conn.prepare_cached("ROLLBACK")?.execute([])?;
+    }
+    result
 }
 
 impl MetadataStore for SqliteStore {
@@ -165,35 +222,43 @@ impl MetadataStore for SqliteStore {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if !conn.is_autocommit() {
-            // A unit that panicked left its transaction open.
-            conn.execute_batch("ROLLBACK")?;
+        match access {
+            Access::Write => {
+                let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                run_unit(&conn, access, work)
+            }
+            Access::Read => {
+                let conn = self.reader()?;
+                let result = run_unit(&conn, access, work);
+                self.give_back(conn);
+                result
+            }
         }
-        // A read unit is one snapshot (a deferred transaction takes none of the write lock); a
-        // write unit takes the write lock at its start, so its checks hold until it commits.
-        // The statements are cached: parsing `BEGIN` and `COMMIT` anew showed in every call.
-        let begin = match access {
-            Access::Read => "BEGIN DEFERRED",
-            Access::Write => "BEGIN IMMEDIATE",
-        };
-        conn.prepare_cached(begin)?.execute([])?;
-        // A read unit ends in ROLLBACK: whatever it wrote by mistake is not kept.
-        let end = match access {
-            Access::Read => "ROLLBACK",
-            Access::Write => "COMMIT",
-        };
-        let result = work(&mut Sql(&conn)).and_then(|()| {
-            conn.prepare_cached(end)?.execute([])?;
-            Ok(())
-        });
-        if result.is_err() && !conn.is_autocommit() {
-            conn.prepare_cached("ROLLBACK")?.execute([])?;
-        }
-        result
     }
 }
 
+/// Take the lock that makes `path` this process's: an exclusive lock on `<path>.lock`.
+fn lock(path: &Path) -> Result<File> {
+    let lock_path = path.with_extension("db.lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&lock_path)
+        .map_err(|e| StoreError::caused(lock_path.display(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::failed(format!(
+            "{} is in use by another process: one Gantry per data directory",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::caused(lock_path.display(), e)),
+    }
+}
+
+/// Open the writer connection: create the file (0600), set WAL with `synchronous=FULL`, and
+/// migrate the schema.
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     // The database holds token hashes and sealed secrets: only this user may read it. SQLite
     // gives its -wal and -shm files the database file's permissions.
@@ -212,19 +277,24 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         )
     })?;
     let mut conn = Connection::open(path)?;
-    // Wait a little for a process that is handing the file over (a restart), then give up.
-    conn.busy_timeout(std::time::Duration::from_secs(1))?;
-    // One process owns the file: the lock is taken once and held, instead of taken and
-    // released by system calls in every transaction, and a second process opening the same
-    // data directory is refused (SQLITE_BUSY) instead of sharing it.
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    // A backup tool may hold a read lock briefly: wait for it rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Take the lock now; in this locking mode it is held until the connection closes.
-    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT")?;
     migrate(&mut conn)?;
     fill_summaries(&mut conn)?;
+    Ok(conn)
+}
+
+/// Open a read connection: it may only read.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
 }
 
@@ -988,6 +1058,61 @@ mod tests {
         drop(creator);
         let _reopened = SqliteStore::open(&path).unwrap();
         refused(&path);
+    }
+
+    #[test]
+    fn a_read_does_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap());
+        store.write(|m| m.create_org("acme", 1)).unwrap();
+        let (read_done, wait_for_read) = std::sync::mpsc::channel();
+        let (in_write, wait_for_write) = std::sync::mpsc::channel();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write(|m| {
+                    m.create_org("globex", 2)?;
+                    in_write.send(()).unwrap();
+                    // The write unit holds the write lock until the reader has finished.
+                    wait_for_read
+                        .recv_timeout(std::time::Duration::from_secs(10))
+                        .map_err(|_| StoreError::failed("the read waited for the write"))
+                })
+            })
+        };
+        wait_for_write.recv().unwrap();
+        let seen = store
+            .read(|m| Ok::<_, StoreError>((m.org_exists("acme")?, m.org_exists("globex")?)))
+            .unwrap();
+        assert_eq!(
+            seen,
+            (true, false),
+            "the last commit, not the write in progress"
+        );
+        read_done.send(()).unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(store.read(|m| m.org_exists("globex")).unwrap());
+    }
+
+    #[test]
+    fn another_process_can_back_it_up_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap());
+        store.write(|m| m.create_org("acme", 1)).unwrap();
+        // What `sqlite3 gantry.db "VACUUM INTO 'backup.db'"` does, from another connection.
+        let backup = dir.path().join("backup.db");
+        Connection::open(dir.path().join("gantry.db"))
+            .unwrap()
+            .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+            .unwrap();
+        store.write(|m| m.create_org("globex", 1)).unwrap();
+        drop(store);
+        let copy = SqliteStore::open(&backup).unwrap();
+        let copy: &dyn MetadataStore = &copy;
+        assert!(copy.read(|m| m.org_exists("acme")).unwrap());
+        assert!(!copy.read(|m| m.org_exists("globex")).unwrap());
     }
 
     #[test]

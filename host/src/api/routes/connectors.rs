@@ -35,7 +35,7 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
     let content_type = headers
@@ -80,9 +80,9 @@ pub(crate) async fn delete_version(
     caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let p = &caller.0;
-    s.registry
-        .delete_version(&p.org, &p.actor(), &name, &version)?;
+    let p = caller.0;
+    s.blocking(move |r| r.delete_version(&p.org, &p.actor(), &name, &version))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -99,10 +99,12 @@ pub(crate) async fn set_state(
     Path((name, version)): Path<(String, String)>,
     body: Result<ApiJson<StateBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
-    ok(s.registry
-        .set_state(&p.org, &p.actor(), &name, &version, body.state)?)
+    ok(
+        s.blocking(move |r| r.set_state(&p.org, &p.actor(), &name, &version, body.state))
+            .await?,
+    )
 }
 
 /// `/v1/marketplace`'s query: the search and the page.
@@ -122,7 +124,7 @@ pub(crate) async fn marketplace(
     caller: Caller<Viewer>,
     q: Result<Query<MarketplaceQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let q = query(q)?;
     let search = Search {
         text: q.text,
@@ -133,7 +135,8 @@ pub(crate) async fn marketplace(
         limit: q.limit,
         after: q.after,
     };
-    ok(s.registry.search(&p.org, &search, &page)?)
+    ok(s.blocking(move |r| r.search(&p.org, &search, &page))
+        .await?)
 }
 
 #[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
@@ -142,6 +145,6 @@ pub(crate) async fn versions(
     caller: Caller<Viewer>,
     Path((org, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let p = &caller.0;
-    ok(s.registry.versions(&p.org, &org, &name)?)
+    let p = caller.0;
+    ok(s.blocking(move |r| r.versions(&p.org, &org, &name)).await?)
 }

@@ -23,11 +23,11 @@ pub(crate) async fn create_flow(
     caller: Caller<Operator>,
     body: Result<ApiJson<FlowBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
     created(
-        s.registry
-            .create_flow(&p.org, &p.actor(), &body.name, body.steps)?,
+        s.blocking(move |r| r.create_flow(&p.org, &p.actor(), &body.name, body.steps))
+            .await?,
     )
 }
 
@@ -37,9 +37,9 @@ pub(crate) async fn flows(
     caller: Caller<Viewer>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let page = query(page)?;
-    ok(s.registry.flows(&p.org, &page)?)
+    ok(s.blocking(move |r| r.flows(&p.org, &page)).await?)
 }
 
 #[utoipa::path(get, path = "/v1/flows/{id}", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 404, body = ErrorBody)))]
@@ -48,8 +48,8 @@ pub(crate) async fn get_flow(
     caller: Caller<Viewer>,
     Path(id): Path<i64>,
 ) -> ApiResult {
-    let p = &caller.0;
-    ok(s.registry.get_flow(&p.org, id)?)
+    let p = caller.0;
+    ok(s.blocking(move |r| r.get_flow(&p.org, id)).await?)
 }
 
 #[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
@@ -60,7 +60,7 @@ pub(crate) async fn run_flow(
     // Passed to the steps as written, like `invoke`'s input.
     input: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(input) = input?;
     let _permit = s.call_permit(&p.org)?;
     let run = s.registry.run_flow(&p.org, id, &*input).await?;
@@ -86,9 +86,9 @@ pub(crate) async fn runs(
     Path(id): Path<i64>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let page = query(page)?;
-    ok(s.registry.runs(&p.org, id, &page)?)
+    ok(s.blocking(move |r| r.runs(&p.org, id, &page)).await?)
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -105,8 +105,10 @@ pub(crate) async fn rebind_step(
     Path((id, step)): Path<(i64, String)>,
     body: Result<ApiJson<RebindStepBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
-    ok(s.registry
-        .rebind_step(&p.org, &p.actor(), id, &step, body.instance)?)
+    ok(
+        s.blocking(move |r| r.rebind_step(&p.org, &p.actor(), id, &step, body.instance))
+            .await?,
+    )
 }

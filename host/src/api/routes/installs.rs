@@ -25,11 +25,11 @@ pub(crate) async fn install(
     caller: Caller<Operator>,
     body: Result<ApiJson<InstallBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
     created(
-        s.registry
-            .install(&p.org, &p.actor(), &body.org, &body.name, &body.version)?,
+        s.blocking(move |r| r.install(&p.org, &p.actor(), &body.org, &body.name, &body.version))
+            .await?,
     )
 }
 
@@ -39,9 +39,9 @@ pub(crate) async fn installs(
     caller: Caller<Viewer>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let page = query(page)?;
-    ok(s.registry.installs(&p.org, &page)?)
+    ok(s.blocking(move |r| r.installs(&p.org, &page)).await?)
 }
 
 #[utoipa::path(get, path = "/v1/installs/{id}", tag = "installs", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 404, body = ErrorBody)))]
@@ -50,8 +50,8 @@ pub(crate) async fn get_install(
     caller: Caller<Viewer>,
     Path(id): Path<i64>,
 ) -> ApiResult {
-    let p = &caller.0;
-    ok(s.registry.get_install(&p.org, id)?)
+    let p = caller.0;
+    ok(s.blocking(move |r| r.get_install(&p.org, id)).await?)
 }
 
 #[utoipa::path(put, path = "/v1/installs/{id}/customisations", tag = "installs", security(("bearer" = [])), request_body = BTreeMap<String, String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
@@ -61,9 +61,12 @@ pub(crate) async fn customise(
     Path(id): Path<i64>,
     body: Result<ApiJson<BTreeMap<String, String>>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
-    ok(s.registry.customise(&p.org, &p.actor(), id, body)?)
+    ok(
+        s.blocking(move |r| r.customise(&p.org, &p.actor(), id, body))
+            .await?,
+    )
 }
 
 #[utoipa::path(put, path = "/v1/installs/{id}/outbound", tag = "installs", security(("bearer" = [])), request_body = Vec<String>, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install)))]
@@ -73,9 +76,12 @@ pub(crate) async fn grant_outbound(
     Path(id): Path<i64>,
     body: Result<ApiJson<Vec<String>>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
-    ok(s.registry.grant_outbound(&p.org, &p.actor(), id, body)?)
+    ok(
+        s.blocking(move |r| r.grant_outbound(&p.org, &p.actor(), id, body))
+            .await?,
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -101,7 +107,7 @@ pub(crate) async fn update(
     Path(id): Path<i64>,
     body: Result<ApiJson<UpdateBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
     let mode = match body.mode {
         Mode::Overwrite => UpdateMode::Overwrite {
@@ -109,8 +115,10 @@ pub(crate) async fn update(
         },
         Mode::Alongside => UpdateMode::Alongside,
     };
-    ok(s.registry
-        .update(&p.org, &p.actor(), id, &body.version, mode)?)
+    ok(
+        s.blocking(move |r| r.update(&p.org, &p.actor(), id, &body.version, mode))
+            .await?,
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -126,7 +134,7 @@ pub(crate) async fn rebind_install(
     Path(id): Path<i64>,
     body: Result<ApiJson<RebindInstallBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
     let moved = s
         .registry

@@ -31,16 +31,21 @@ pub(crate) async fn create_instance(
     caller: Caller<Operator>,
     body: Result<ApiJson<InstanceBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
-    created(s.registry.create_instance(
-        &p.org,
-        &p.actor(),
-        body.install,
-        &body.name,
-        body.config,
-        body.secrets,
-    )?)
+    created(
+        s.blocking(move |r| {
+            r.create_instance(
+                &p.org,
+                &p.actor(),
+                body.install,
+                &body.name,
+                body.config,
+                body.secrets,
+            )
+        })
+        .await?,
+    )
 }
 
 #[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
@@ -49,9 +54,9 @@ pub(crate) async fn instances(
     caller: Caller<Viewer>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let page = query(page)?;
-    ok(s.registry.instances(&p.org, &page)?)
+    ok(s.blocking(move |r| r.instances(&p.org, &page)).await?)
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Instance), (status = 404, body = ErrorBody)))]
@@ -60,8 +65,8 @@ pub(crate) async fn get_instance(
     caller: Caller<Viewer>,
     Path(id): Path<i64>,
 ) -> ApiResult {
-    let p = &caller.0;
-    ok(s.registry.get_instance(&p.org, id)?)
+    let p = caller.0;
+    ok(s.blocking(move |r| r.get_instance(&p.org, id)).await?)
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
@@ -75,7 +80,7 @@ pub(crate) async fn invoke(
     // turn a whole output into `null`.
     input: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(input) = input?;
     let _permit = s.call_permit(&p.org)?;
     let started = std::time::Instant::now();

@@ -28,9 +28,9 @@ pub(crate) async fn audit_log(
     caller: Caller<Admin>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let page = query(page)?;
-    ok(s.registry.audit_log(&p.org, &page)?)
+    ok(s.blocking(move |r| r.audit_log(&p.org, &page)).await?)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -46,7 +46,7 @@ pub(crate) async fn create_token(
     caller: Caller<Admin>,
     body: Result<ApiJson<TokenBody>, ApiError>,
 ) -> ApiResult {
-    let p = &caller.0;
+    let p = caller.0;
     let ApiJson(body) = body?;
     let token = s
         .registry
