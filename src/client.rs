@@ -3,8 +3,17 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use gantry_host::api::wire::{
+    ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, Published, RebindStepRequest,
+    StateRequest,
+};
+use gantry_host::model::{
+    AuditEntry, Flow, Install, Instance, Listing, Run, Update, UpdateMode, VersionInfo,
+    VersionState,
+};
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,7 +60,11 @@ pub enum ClientCommand {
     /// Every version of ORG/NAME with its state.
     Versions { connector: String },
     /// Set the state of one of your versions: NAME@VERSION active|deprecated|blocked.
-    State { version: String, state: String },
+    State {
+        version: String,
+        #[arg(value_parser = parse_state)]
+        state: VersionState,
+    },
     /// Install ORG/NAME@VERSION into your organisation.
     Install { package: String },
     /// Update an install to VERSION.
@@ -151,9 +164,16 @@ impl Client {
         })
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// Send `request`; the answer as `T`, and as the server wrote it (what `--json` prints).
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(T, String)> {
         let text = self.send_text(request).await?;
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let value = serde_json::from_str(&text).with_context(|| {
+            format!("the server's answer is not what this client expects: {text}")
+        })?;
+        Ok((value, text))
     }
 
     /// The body of a successful response as the server wrote it; an error response is the
@@ -167,23 +187,25 @@ impl Client {
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            let message = body["error"]["message"]
-                .as_str()
-                .map_or_else(|| body.to_string(), str::to_string);
-            bail!("{status} [{code}] {message}");
+            match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(ErrorBody { error }) => bail!("{status} [{}] {}", error.code, error.message),
+                Err(_) => bail!("{status} {text}"),
+            }
         }
         Ok(text)
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(T, String)> {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(T, String)> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
 
@@ -198,7 +220,6 @@ impl Client {
     }
 }
 
-/// Print "… still working" dots on stderr while `work` runs longer than a moment.
 async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
     let mut work = std::pin::pin!(work);
     let mut shown = false;
@@ -245,20 +266,13 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 fn split_version(text: &str) -> Result<(&str, &str)> {
     text.split_once('@')
         .with_context(|| format!("expected NAME@VERSION, got `{text}`"))
 }
 
-fn read_input(text: &str) -> Result<Value> {
+/// A JSON document from `text` (or standard input for `-`), kept as written.
+fn read_input(text: &str) -> Result<Box<RawValue>> {
     serde_json::from_str(&read_text(text)?).context("the input must be a JSON document")
 }
 
@@ -273,11 +287,32 @@ fn read_text(text: &str) -> Result<String> {
     }
 }
 
+/// What a verb answers: the typed body, and the text the server wrote (for `--json`).
+struct Answer<T> {
+    body: T,
+    text: String,
+}
+
+impl<T> From<(T, String)> for Answer<T> {
+    fn from((body, text): (T, String)) -> Self {
+        Self { body, text }
+    }
+}
+
+impl<T> Answer<T> {
+    /// Print the server's JSON as written with `--json`, else `human(&body)`.
+    fn show(self, json: bool, human: impl FnOnce(T)) {
+        if json {
+            println!("{}", self.text);
+        } else {
+            human(self.body);
+        }
+    }
+}
+
 pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
     let client = Client::new(&remote)?;
-    let json_out = remote.json;
-    let print_json =
-        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let json = remote.json;
     match command {
         ClientCommand::Publish {
             file,
@@ -313,88 +348,73 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 .header("content-type", "application/wasm")
                 .body(bytes);
             let label = format!("uploading and compiling {name}@{version}");
-            let body = with_progress(&label, client.send(request)).await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let v = &body["version"];
-                println!(
-                    "{} {}/{}@{} revision {} {} ({})",
-                    s(&body["outcome"]),
-                    s(&v["org"]),
-                    s(&v["name"]),
-                    s(&v["version"]),
-                    s(&v["revision"]),
-                    s(&v["digest"]),
-                    s(&v["visibility"])
-                );
-            }
+            let answer: Answer<Published> =
+                with_progress(&label, client.send(request)).await?.into();
+            answer.show(
+                json,
+                |Published {
+                     outcome,
+                     version: v,
+                 }| {
+                    println!(
+                        "{} {} revision {} {} ({})",
+                        kebab(&outcome),
+                        v.reference(),
+                        v.revision,
+                        v.digest,
+                        kebab(&v.visibility)
+                    )
+                },
+            );
         }
         ClientCommand::Search { text } => {
             let query = text
                 .map(|t| format!("?text={}", t.replace(' ', "+")))
                 .unwrap_or_default();
-            let body = client.get(&format!("/v1/marketplace{query}")).await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let rows = body
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
+            let answer: Answer<Vec<Listing>> =
+                client.get(&format!("/v1/marketplace{query}")).await?.into();
+            answer.show(json, |listings| {
+                let rows = listings
+                    .into_iter()
                     .map(|l| {
-                        let versions: Vec<String> = l["versions"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
+                        let versions: Vec<String> = l
+                            .versions
                             .iter()
-                            .map(|v| {
-                                format!(
-                                    "{}{}",
-                                    s(&v["version"]),
-                                    if v["state"] == "active" {
-                                        String::new()
-                                    } else {
-                                        format!(" ({})", s(&v["state"]))
-                                    }
-                                )
+                            .map(|v| match v.state {
+                                VersionState::Active => v.version.to_string(),
+                                state => format!("{} ({})", v.version, kebab(&state)),
                             })
                             .collect();
                         vec![
-                            format!("{}/{}", s(&l["org"]), s(&l["name"])),
-                            s(&l["latest"]["version"]),
-                            s(&l["latest"]["description"]["description"]),
+                            format!("{}/{}", l.org, l.name),
+                            l.latest.version.to_string(),
+                            l.latest.description.description.clone(),
                             versions.join(", "),
                         ]
                     })
                     .collect();
                 table(&["connector", "latest", "description", "versions"], rows);
-            }
+            });
         }
         ClientCommand::Versions { connector } => {
             let (org, name) = connector
                 .split_once('/')
                 .with_context(|| format!("expected ORG/NAME, got `{connector}`"))?;
-            let body = client
+            let answer: Answer<Vec<VersionInfo>> = client
                 .get(&format!("/v1/connectors/{org}/{name}/versions"))
-                .await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let rows = body
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
+                .await?
+                .into();
+            answer.show(json, |versions| {
+                let rows = versions
+                    .into_iter()
                     .map(|v| {
                         vec![
-                            s(&v["version"]),
-                            s(&v["revision"]),
-                            s(&v["state"]),
-                            s(&v["visibility"]),
-                            s(&v["digest"]),
-                            s(&v["publisher"]),
+                            v.version.to_string(),
+                            v.revision.to_string(),
+                            kebab(&v.state),
+                            kebab(&v.visibility),
+                            v.digest.to_string(),
+                            v.publisher,
                         ]
                     })
                     .collect();
@@ -409,38 +429,33 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                     ],
                     rows,
                 );
-            }
+            });
         }
         ClientCommand::State { version, state } => {
             let (name, version) = split_version(&version)?;
-            let body = client
+            let answer: Answer<VersionInfo> = client
                 .post(
                     &format!("/v1/connectors/{name}/versions/{version}/state"),
-                    json!({"state": state}),
+                    &StateRequest { state },
                 )
-                .await?;
-            if json_out {
-                print_json(&body)
-            } else {
-                println!("{}@{} is {}", name, version, s(&body["state"]))
-            }
+                .await?
+                .into();
+            answer.show(json, |v| {
+                println!("{name}@{version} is {}", kebab(&v.state))
+            });
         }
         ClientCommand::Install { package } => {
             let (org, rest) = package
                 .split_once('/')
                 .with_context(|| format!("expected ORG/NAME@VERSION, got `{package}`"))?;
             let (name, version) = split_version(rest)?;
-            let body = client
-                .post(
-                    "/v1/installs",
-                    json!({"org": org, "name": name, "version": version}),
-                )
-                .await?;
-            if json_out {
-                print_json(&body)
-            } else {
-                println!("install {} of {}/{}@{}", s(&body["id"]), org, name, version)
-            }
+            let request = InstallRequest {
+                org: org.into(),
+                name: name.into(),
+                version: version.into(),
+            };
+            let answer: Answer<Install> = client.post("/v1/installs", &request).await?.into();
+            answer.show(json, |i| println!("install {} of {}", i.id, i.reference()));
         }
         ClientCommand::Update {
             install,
@@ -449,24 +464,29 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             alongside: _,
             acknowledge_customisations_lost,
         } => {
-            let mode = if overwrite { "overwrite" } else { "alongside" };
-            let body = client
-                .post(
-                    &format!("/v1/installs/{install}/update"),
-                    json!({"version": version, "mode": mode,
-                "acknowledge_customisations_lost": acknowledge_customisations_lost}),
-                )
-                .await?;
-            if json_out {
-                print_json(&body)
+            let mode = if overwrite {
+                UpdateMode::Overwrite
             } else {
+                UpdateMode::Alongside
+            };
+            let update = Update {
+                version,
+                mode,
+                acknowledge_customisations_lost,
+            };
+            let answer: Answer<Install> = client
+                .post(&format!("/v1/installs/{install}/update"), &update)
+                .await?
+                .into();
+            answer.show(json, |i| {
                 println!(
-                    "install {} now runs {}@{} ({mode})",
-                    s(&body["id"]),
-                    s(&body["name"]),
-                    s(&body["version"])
+                    "install {} now runs {}@{} ({})",
+                    i.id,
+                    i.name,
+                    i.version,
+                    kebab(&mode)
                 )
-            }
+            });
         }
         ClientCommand::Instance(InstanceCommand::Create {
             install,
@@ -474,8 +494,8 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             config,
             secrets,
         }) => {
-            let secrets: Value = match secrets {
-                None => json!({}),
+            let secrets: BTreeMap<String, String> = match secrets {
+                None => BTreeMap::new(),
                 Some(path) => {
                     let text = if path.as_os_str() == "-" {
                         if std::io::stdin().is_terminal() {
@@ -492,26 +512,21 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                         .context("secrets must be a JSON object of strings")?
                 }
             };
-            let config: serde_json::Map<String, Value> = config
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            let body = client
-                .post(
-                    "/v1/instances",
-                    json!({"install": install, "name": name, "config": config, "secrets": secrets}),
-                )
-                .await?;
-            if json_out {
-                print_json(&body)
-            } else {
+            let request = InstanceRequest {
+                install,
+                name,
+                config: config.into_iter().collect(),
+                secrets,
+            };
+            let answer: Answer<Instance> = client.post("/v1/instances", &request).await?.into();
+            answer.show(json, |i| {
                 println!(
                     "instance {} `{}` (secrets: {})",
-                    s(&body["id"]),
-                    name,
-                    s(&body["secret_keys"])
+                    i.id,
+                    i.name,
+                    i.secret_keys.join(", ")
                 )
-            }
+            });
         }
         ClientCommand::Instance(InstanceCommand::Invoke {
             instance,
@@ -520,23 +535,16 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
         }) => {
             // Input and output as written, like the API: a `Value` would round big numbers
             // and could not print an output holding a lone surrogate escape at all.
-            let input: Box<RawValue> = serde_json::from_str(&read_text(&input)?)
-                .context("the input must be a JSON document")?;
+            let input = read_input(&input)?;
             let text = client
                 .post_raw(
                     &format!("/v1/instances/{instance}/invoke/{operation}"),
                     &input,
                 )
                 .await?;
-            if json_out {
+            if json {
                 println!("{text}");
             } else {
-                #[derive(serde::Deserialize)]
-                struct Invoked {
-                    output: Box<RawValue>,
-                    digest: String,
-                    duration_us: u64,
-                }
                 let invoked: Invoked = serde_json::from_str(&text)
                     .context("the server's answer is not an invoke result")?;
                 println!("{}", invoked.output.get());
@@ -544,108 +552,107 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Flow(FlowCommand::Create { file }) => {
-            let spec: Value = serde_json::from_str(
-                &std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?,
-            )
-            .with_context(|| format!("{} is not JSON", file.display()))?;
-            let body = client.post("/v1/flows", spec).await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                println!("flow {} `{}`", s(&body["id"]), s(&body["name"]));
-                let rows = body["steps"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let request: FlowRequest = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a flow", file.display()))?;
+            let answer: Answer<Flow> = client.post("/v1/flows", &request).await?.into();
+            answer.show(json, |flow| {
+                println!("flow {} `{}`", flow.id, flow.name);
+                let rows = flow
+                    .steps
+                    .into_iter()
                     .map(|st| {
                         vec![
-                            s(&st["name"]),
-                            s(&st["instance"]),
-                            s(&st["operation"]),
-                            s(&st["digest"]),
+                            st.name,
+                            st.instance.to_string(),
+                            st.operation,
+                            st.digest.to_string(),
                         ]
                     })
                     .collect();
                 table(&["step", "instance", "operation", "pinned digest"], rows);
-            }
+            });
         }
         ClientCommand::Flow(FlowCommand::Run { flow, input }) => {
-            let body = client
-                .post(&format!("/v1/flows/{flow}/runs"), read_input(&input)?)
+            let text = client
+                .post_raw(&format!("/v1/flows/{flow}/runs"), &read_input(&input)?)
                 .await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let rows = body["steps"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
+            let run: Run =
+                serde_json::from_str(&text).context("the server's answer is not a run")?;
+            Answer { body: run, text }.show(json, |run| {
+                let rows = run
+                    .steps
                     .iter()
                     .map(|st| {
                         vec![
-                            s(&st["name"]),
-                            s(&st["digest"]),
-                            format!("{} µs", s(&st["duration_us"])),
-                            st["error"]["message"]
-                                .as_str()
-                                .map_or("ok".into(), str::to_string),
+                            st.name.clone(),
+                            st.digest.to_string(),
+                            format!("{} µs", st.duration_us),
+                            st.error.as_ref().map_or("ok".into(), |e| e.message.clone()),
                         ]
                     })
                     .collect();
                 table(&["step", "digest", "time", "result"], rows);
-                println!("run {} {}", s(&body["id"]), s(&body["status"]));
-                print_json(&body["output"]);
-            }
+                println!("run {} {}", run.id, kebab(&run.status));
+                if let Some(output) = &run.output {
+                    println!("{}", output.get());
+                }
+            });
         }
         ClientCommand::Flow(FlowCommand::Rebind {
             flow,
             step,
             instance,
         }) => {
-            let body = client
+            let answer: Answer<Flow> = client
                 .post(
                     &format!("/v1/flows/{flow}/steps/{step}/rebind"),
-                    json!({"instance": instance}),
+                    &RebindStepRequest { instance },
                 )
-                .await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let pinned = body["steps"]
-                    .as_array()
-                    .and_then(|st| st.iter().find(|x| x["name"] == step.as_str()))
-                    .map(|x| s(&x["digest"]));
+                .await?
+                .into();
+            answer.show(json, |rebound| {
+                let pinned = rebound.steps.iter().find(|s| s.name == step);
                 println!(
                     "flow {flow} step `{step}` now pinned to {}",
-                    pinned.unwrap_or_default()
+                    pinned.map(|s| s.digest.to_string()).unwrap_or_default()
                 );
-            }
+            });
         }
         ClientCommand::Audit => {
-            let body = client.get("/v1/audit").await?;
-            if json_out {
-                print_json(&body);
-            } else {
-                let rows = body
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
+            let answer: Answer<Vec<AuditEntry>> = client.get("/v1/audit").await?.into();
+            answer.show(json, |entries| {
+                let rows = entries
+                    .into_iter()
                     .map(|e| {
                         vec![
-                            s(&e["id"]),
-                            s(&e["at"]),
-                            s(&e["actor"]),
-                            s(&e["action"]),
-                            s(&e["subject"]),
+                            e.id.to_string(),
+                            e.at.to_string(),
+                            e.actor,
+                            e.action,
+                            e.subject,
                         ]
                     })
                     .collect();
                 table(&["id", "at (ms)", "actor", "action", "subject"], rows);
-            }
+            });
         }
     }
     Ok(())
+}
+
+/// A version state as written on the wire.
+fn parse_state(text: &str) -> Result<VersionState, String> {
+    serde_json::from_value(serde_json::Value::String(text.into()))
+        .map_err(|_| format!("`{text}` is not a state: active, deprecated or blocked"))
+}
+
+/// How an enum is written on the wire (`kebab-case`), for a table.
+fn kebab(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".into(),
+    }
 }

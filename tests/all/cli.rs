@@ -234,7 +234,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
     );
     let out = run(a(&["flow", "run", "1"]), String::new()).await.unwrap();
     assert!(
-        out.contains("run 1 succeeded") && out.contains("\"token_length\": 3"),
+        out.contains("run 1 succeeded") && out.contains("\"token_length\":3"),
         "{out}"
     );
 

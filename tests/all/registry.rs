@@ -3,8 +3,8 @@
 
 use crate::support::{connector, files_under, runtime};
 use gantry_host::model::{
-    Page, PublishOutcome, PublishRequest, RunStatus, Search, StepSpec, UpdateMode, VersionState,
-    Visibility,
+    Page, PublishOutcome, PublishRequest, RunStatus, Search, StepSpec, Update, UpdateMode,
+    VersionState, Visibility,
 };
 use gantry_host::registry::{Error as RegistryError, FaultPoint};
 use gantry_host::store::StoreError;
@@ -411,11 +411,13 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
     let reg = open(dir.path());
     let (install, instance, flow) = patchworks_setup(&reg).await;
 
-    let overwrite = |ack| UpdateMode::Overwrite {
+    let overwrite = |ack| Update {
+        version: "2.0.0".into(),
+        mode: UpdateMode::Overwrite,
         acknowledge_customisations_lost: ack,
     };
     let err = reg
-        .update("acme", "ops@acme", install.id, "2.0.0", overwrite(false))
+        .update("acme", "ops@acme", install.id, &overwrite(false))
         .unwrap_err();
     assert_eq!(err.code(), "acknowledgement-required");
     assert!(err.to_string().contains("alice@acme"), "{err}");
@@ -426,7 +428,7 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
     );
 
     let updated = reg
-        .update("acme", "ops@acme", install.id, "2.0.0", overwrite(true))
+        .update("acme", "ops@acme", install.id, &overwrite(true))
         .unwrap();
     assert_eq!(updated.id, install.id);
     assert_eq!(updated.version.to_string(), "2.0.0");
@@ -471,11 +473,13 @@ async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
     )
     .await
     .unwrap();
-    let overwrite = UpdateMode::Overwrite {
+    let overwrite = Update {
+        version: "3.0.0".into(),
+        mode: UpdateMode::Overwrite,
         acknowledge_customisations_lost: true,
     };
     let err = reg
-        .update("acme", "ops@acme", install.id, "3.0.0", overwrite)
+        .update("acme", "ops@acme", install.id, &overwrite)
         .unwrap_err();
     assert_eq!(err.code(), "conflict");
     assert!(err.to_string().contains("step `c` uses `context`"), "{err}");
@@ -502,8 +506,11 @@ async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
             "acme",
             "ops@acme",
             install.id,
-            "2.0.0",
-            UpdateMode::Alongside,
+            &Update {
+                version: "2.0.0".into(),
+                mode: UpdateMode::Alongside,
+                acknowledge_customisations_lost: false,
+            },
         )
         .unwrap();
     assert_ne!(new.id, install.id);

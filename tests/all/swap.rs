@@ -117,12 +117,21 @@ async fn rebinding_under_load_drops_no_run() {
         }));
     }
 
-    for i in 0..60 {
+    // At least 60 rebinds, and on until runs came from both versions (a loaded machine runs
+    // fewer flows between two rebinds).
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while i < 60 || from_v1.load(Ordering::Relaxed) == 0 || from_v2.load(Ordering::Relaxed) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no runs came back"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
         let to = if i % 2 == 0 { t.v2 } else { t.v1 };
         t.registry
             .rebind_step("acme", "ops", t.flow, "call", Some(to))
             .unwrap();
+        i += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;

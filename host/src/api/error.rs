@@ -117,17 +117,15 @@ pub(crate) fn call_error(e: CallError) -> ApiError {
     }
 }
 
-/// The body of every error response.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
+/// An error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorDetail {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `not-found`, `conflict`, `acknowledgement-required`.
-    code: String,
-    message: String,
+    pub code: String,
+    pub message: String,
 }

@@ -14,6 +14,7 @@ mod openapi;
 mod routes;
 mod server;
 mod state;
+pub mod wire;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;

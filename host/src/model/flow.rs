@@ -23,7 +23,7 @@ fn empty_object() -> Value {
 }
 
 /// A bound step: its spec and the digest it is pinned to.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     pub name: String,
     pub instance: i64,
@@ -34,7 +34,7 @@ pub struct Step {
     pub digest: Digest,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Flow {
     pub id: i64,
     pub org: String,

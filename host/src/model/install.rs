@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A package version taken into an organisation, with its customisations.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Install {
     pub id: i64,
     pub org: String,
@@ -33,23 +33,32 @@ impl Install {
     }
 }
 
-/// How an install moves to a newer version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "mode")]
+/// How an install moves to another version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum UpdateMode {
     /// Move the install; drop its customisations (which must be acknowledged when there are
     /// any); keep its instances; rebind every flow step bound through it.
-    Overwrite {
-        #[serde(default)]
-        acknowledge_customisations_lost: bool,
-    },
+    Overwrite,
     /// Install the new version next to the old one; nothing existing changes.
     Alongside,
 }
 
+/// An update of an install: to `version`, in `mode` — what the registry, the API
+/// (`POST /v1/installs/{id}/update`) and the CLI all take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    pub version: String,
+    pub mode: UpdateMode,
+    /// An overwrite of a customised install drops its customisations: it must say so.
+    #[serde(default)]
+    pub acknowledge_customisations_lost: bool,
+}
+
 /// Configuration and credentials for an install: an "authenticated connection". Secrets are
 /// write-only: only their keys are ever returned.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instance {
     pub id: i64,
     pub org: String,

@@ -19,7 +19,7 @@ pub use description::{
 };
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec};
-pub use install::{Install, Instance, UpdateMode};
+pub use install::{Install, Instance, Update, UpdateMode};
 pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
 pub use page::{InvalidPage, Page};

@@ -24,7 +24,7 @@ impl Role {
 }
 
 /// Who is calling: the organisation and role of a valid token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub org: String,
     pub role: Role,

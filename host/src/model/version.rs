@@ -28,7 +28,7 @@ pub enum VersionState {
 /// A published version (one revision of it), with what it describes itself as: its whole
 /// [`Description`], or the [`Summary`] a listing shows. `publisher` is the token label of
 /// whoever published it; another organisation sees the publishing organisation's name there.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionInfo<D = Description> {
     pub org: String,
     pub name: String,
@@ -63,7 +63,7 @@ impl<D> VersionInfo<D> {
 }
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PublishOutcome {
     /// A new version.
@@ -85,7 +85,7 @@ pub struct PublishRequest {
 }
 
 /// A connector in the marketplace: its newest version and every version's state.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Listing {
     pub org: String,
     pub name: String,
@@ -98,7 +98,7 @@ pub struct Listing {
 /// stays small whatever the connectors declare.
 pub type ListedVersion = VersionInfo<Summary>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionSummary {
     #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,

@@ -5,7 +5,7 @@ use super::rules::{
     require_org, visible_version, with_update_available,
 };
 use super::{Error, Registry, Result, now_ms};
-use crate::model::{Install, Page, UpdateMode};
+use crate::model::{Install, Page, Update, UpdateMode};
 use crate::store::Metadata;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -108,17 +108,10 @@ impl Registry {
         })
     }
 
-    /// Update install `id` to `version` in `mode`. Returns the install that now runs the new
+    /// Update install `id` as `update` says. Returns the install that now runs the new
     /// version (the same one for overwrite, a new one for alongside).
-    pub fn update(
-        &self,
-        org: &str,
-        actor: &str,
-        id: i64,
-        version: &str,
-        mode: UpdateMode,
-    ) -> Result<Install> {
-        let install = self.change(|m| self.update_in(m, org, actor, id, version, mode))?;
+    pub fn update(&self, org: &str, actor: &str, id: i64, update: &Update) -> Result<Install> {
+        let install = self.change(|m| self.update_in(m, org, actor, id, update))?;
         self.collect_garbage(&install.package_org, &install.name)?;
         Ok(install)
     }
@@ -129,11 +122,10 @@ impl Registry {
         org: &str,
         actor: &str,
         id: i64,
-        version: &str,
-        mode: UpdateMode,
+        update: &Update,
     ) -> Result<Install> {
         let install = load_install_row(m, org, id)?;
-        let target = visible_version(m, org, &install.package_org, &install.name, version)?;
+        let target = visible_version(m, org, &install.package_org, &install.name, &update.version)?;
         check_bindable(&target)?;
         if target.version == install.version {
             return Err(Error::InvalidInput(format!(
@@ -141,7 +133,7 @@ impl Registry {
                 target.reference()
             )));
         }
-        let result_id = match mode {
+        let result_id = match update.mode {
             UpdateMode::Alongside => {
                 let new_id = m.insert_install(org, actor, &target, now_ms())?;
                 audit(
@@ -155,10 +147,8 @@ impl Registry {
                 )?;
                 new_id
             }
-            UpdateMode::Overwrite {
-                acknowledge_customisations_lost,
-            } => {
-                if !install.customisations.is_empty() && !acknowledge_customisations_lost {
+            UpdateMode::Overwrite => {
+                if !install.customisations.is_empty() && !update.acknowledge_customisations_lost {
                     return Err(Error::AcknowledgementRequired(format!(
                         "install {id} was customised by {}; overwriting drops its customisations \
                          ({}) — acknowledge that explicitly, or install alongside",

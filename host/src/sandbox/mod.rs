@@ -96,9 +96,10 @@ pub struct CallContext {
 }
 
 /// One line a guest logged.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
-    pub level: &'static str,
+    #[schema(value_type = String)]
+    pub level: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
@@ -190,7 +191,7 @@ impl Sandbox {
         let mut logs = std::mem::take(&mut self.logs);
         if self.logs_dropped > 0 {
             logs.push(LogLine {
-                level: "warn",
+                level: "warn".into(),
                 message: format!(
                     "{} more log lines dropped: a call keeps at most {MAX_LOG_LINES} lines and \
                      {} bytes of log",
@@ -274,7 +275,10 @@ impl log::Host for Sandbox {
                 "error"
             }
         };
-        self.logs.push(LogLine { level, message });
+        self.logs.push(LogLine {
+            level: level.into(),
+            message,
+        });
         Ok(())
     }
 }

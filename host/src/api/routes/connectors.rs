@@ -4,14 +4,14 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Caller, Publisher, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::model::{Listing, Page, PublishRequest, Search, VersionInfo, VersionState, Visibility};
+use crate::api::wire::{Published, StateRequest};
+use crate::model::{Listing, Page, PublishRequest, Search, VersionInfo, Visibility};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +26,7 @@ pub(crate) fn private() -> Visibility {
     Visibility::Private
 }
 
-#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Object), (status = 200, description = "Same bytes: unchanged", body = Object), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn publish(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
@@ -67,7 +67,10 @@ pub(crate) async fn publish(
         bytes: bytes.to_vec(),
     };
     let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
-    let body = json!({"outcome": outcome, "version": info});
+    let body = Published {
+        outcome,
+        version: info,
+    };
     match outcome {
         crate::model::PublishOutcome::Unchanged => ok(body),
         _ => created(body),
@@ -86,18 +89,12 @@ pub(crate) async fn delete_version(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StateBody {
-    state: VersionState,
-}
-
-#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateBody, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateRequest, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
 pub(crate) async fn set_state(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
-    body: Result<ApiJson<StateBody>, ApiError>,
+    body: Result<ApiJson<StateRequest>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
     let ApiJson(body) = body?;

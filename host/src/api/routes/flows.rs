@@ -4,24 +4,17 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::model::{Flow, Page, Run, StepSpec};
+use crate::api::wire::{FlowRequest, RebindStepRequest};
+use crate::model::{Flow, Page, Run};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FlowBody {
-    name: String,
-    steps: Vec<StepSpec>,
-}
-
-#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
+#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
 pub(crate) async fn create_flow(
     State(s): State<AppState>,
     caller: Caller<Operator>,
-    body: Result<ApiJson<FlowBody>, ApiError>,
+    body: Result<ApiJson<FlowRequest>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
     let ApiJson(body) = body?;
@@ -91,19 +84,12 @@ pub(crate) async fn runs(
     ok(s.blocking(move |r| r.runs(&p.org, id, &page)).await?)
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RebindStepBody {
-    #[serde(default)]
-    instance: Option<i64>,
-}
-
-#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepBody, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepRequest, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rebind_step(
     State(s): State<AppState>,
     caller: Caller<Operator>,
     Path((id, step)): Path<(i64, String)>,
-    body: Result<ApiJson<RebindStepBody>, ApiError>,
+    body: Result<ApiJson<RebindStepRequest>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
     let ApiJson(body) = body?;

@@ -4,26 +4,18 @@ use super::{ApiJson, ApiResult, created, ok, query};
 use crate::api::auth::{Admin, Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::model::{Install, Page, UpdateMode};
+use crate::api::wire::{InstallRequest, RebindInstallRequest};
+use crate::model::{Install, Page, Update};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InstallBody {
-    org: String,
-    name: String,
-    version: String,
-}
-
-#[utoipa::path(post, path = "/v1/installs", tag = "installs", security(("bearer" = [])), request_body = InstallBody, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Install), (status = 409, description = "Deprecated or blocked", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/installs", tag = "installs", security(("bearer" = [])), request_body = InstallRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Install), (status = 409, description = "Deprecated or blocked", body = ErrorBody)))]
 pub(crate) async fn install(
     State(s): State<AppState>,
     caller: Caller<Operator>,
-    body: Result<ApiJson<InstallBody>, ApiError>,
+    body: Result<ApiJson<InstallRequest>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
     let ApiJson(body) = body?;
@@ -84,60 +76,32 @@ pub(crate) async fn grant_outbound(
     )
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Mode {
-    Overwrite,
-    Alongside,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpdateBody {
-    version: String,
-    mode: Mode,
-    #[serde(default)]
-    acknowledge_customisations_lost: bool,
-}
-
-#[utoipa::path(post, path = "/v1/installs/{id}/update", tag = "installs", security(("bearer" = [])), request_body = UpdateBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 409, description = "Customisations not acknowledged, or target deprecated", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/installs/{id}/update", tag = "installs", security(("bearer" = [])), request_body = Update, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Install), (status = 409, description = "Customisations not acknowledged, or target deprecated", body = ErrorBody)))]
 pub(crate) async fn update(
     State(s): State<AppState>,
     caller: Caller<Admin>,
     Path(id): Path<i64>,
-    body: Result<ApiJson<UpdateBody>, ApiError>,
+    body: Result<ApiJson<Update>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
-    let ApiJson(body) = body?;
-    let mode = match body.mode {
-        Mode::Overwrite => UpdateMode::Overwrite {
-            acknowledge_customisations_lost: body.acknowledge_customisations_lost,
-        },
-        Mode::Alongside => UpdateMode::Alongside,
-    };
+    let ApiJson(update) = body?;
     ok(
-        s.blocking(move |r| r.update(&p.org, &p.actor(), id, &body.version, mode))
+        s.blocking(move |r| r.update(&p.org, &p.actor(), id, &update))
             .await?,
     )
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RebindInstallBody {
-    instance: i64,
-}
-
-#[utoipa::path(post, path = "/v1/installs/{id}/rebind", tag = "installs", security(("bearer" = [])), request_body = RebindInstallBody, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object)))]
+#[utoipa::path(post, path = "/v1/installs/{id}/rebind", tag = "installs", security(("bearer" = [])), request_body = RebindInstallRequest, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Object)))]
 pub(crate) async fn rebind_install(
     State(s): State<AppState>,
     caller: Caller<Operator>,
     Path(id): Path<i64>,
-    body: Result<ApiJson<RebindInstallBody>, ApiError>,
+    body: Result<ApiJson<RebindInstallRequest>, ApiError>,
 ) -> ApiResult {
     let p = caller.0;
     let ApiJson(body) = body?;
     let moved = s
-        .registry
-        .rebind_install(&p.org, &p.actor(), id, body.instance)?;
+        .blocking(move |r| r.rebind_install(&p.org, &p.actor(), id, body.instance))
+        .await?;
     ok(json!({"rebound_steps": moved}))
 }

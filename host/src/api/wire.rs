@@ -1,0 +1,100 @@
+//! The bodies of the API's requests and answers that are not model types, shared by the server
+//! and its clients: the `gantry` CLI writes and reads these types, never `Value` paths, so a
+//! field renamed on one side is a compile error on the other.
+
+pub use super::error::{ErrorBody, ErrorDetail};
+use crate::model::{Digest, PublishOutcome, Role, StepSpec, VersionInfo, VersionState};
+use crate::sandbox::LogLine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// `POST /v1/connectors/{name}/versions/{version}` answers what the publish did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Published {
+    pub outcome: PublishOutcome,
+    pub version: VersionInfo,
+}
+
+/// `POST /v1/connectors/{name}/versions/{version}/state`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateRequest {
+    pub state: VersionState,
+}
+
+/// `POST /v1/installs`: take `org/name@version` into the caller's organisation.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub org: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// `POST /v1/installs/{id}/rebind`: move every step bound through the install to `instance`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebindInstallRequest {
+    pub instance: i64,
+}
+
+/// `POST /v1/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRequest {
+    pub install: i64,
+    pub name: String,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Write-only: never answered, logged or audited.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// `POST /v1/instances/{id}/invoke/{operation}` answers the output exactly as the connector
+/// wrote it (a number beyond f64, a lone surrogate escape survive), with the digest that ran.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Invoked<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = Object)]
+    pub output: &'a RawValue,
+    #[schema(value_type = String)]
+    pub digest: Digest,
+    pub duration_us: u64,
+    pub logs: Cow<'a, [LogLine]>,
+}
+
+/// `POST /v1/flows`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRequest {
+    pub name: String,
+    pub steps: Vec<StepSpec>,
+}
+
+/// `POST /v1/flows/{id}/steps/{step}/rebind`: to `instance`, or (absent) to what the step's own
+/// instance runs now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebindStepRequest {
+    #[serde(default)]
+    pub instance: Option<i64>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: Role,
+    pub label: String,
+}
+
+/// A new token: shown once, never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewToken {
+    pub token: String,
+    pub role: Role,
+    pub label: String,
+}
