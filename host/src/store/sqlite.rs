@@ -14,9 +14,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -134,7 +136,13 @@ CREATE TABLE settings (
 /// read never waits behind a writer's fsync (WAL readers see the last commit).
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Write units waiting for the writer: while there are some, a unit leaves its
+    /// transaction open for them (group commit).
+    queued: AtomicUsize,
+    /// What became of each batch whose units wait for its commit.
+    outcomes: Mutex<HashMap<u64, Outcome>>,
+    committed: Condvar,
     /// Idle read connections; a read unit takes one (or opens one when none is idle).
     readers: Mutex<Vec<Connection>>,
     /// Held for the store's life: one process per data directory.
@@ -143,6 +151,25 @@ pub struct SqliteStore {
 
 /// How many idle read connections are kept.
 const IDLE_READERS: usize = 4;
+
+/// Most write units committed together.
+const MAX_BATCH: usize = 64;
+
+/// The writer connection and the transaction left open for the units queued behind it.
+struct Writer {
+    conn: Connection,
+    /// The batch the open transaction belongs to (`None`: no transaction is open).
+    batch: Option<u64>,
+    next_batch: u64,
+    /// Units of the open batch that finished and wait for its commit.
+    pending: usize,
+}
+
+/// How a batch ended, and how many of its units have yet to read it.
+struct Outcome {
+    result: Result<()>,
+    unread: usize,
+}
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,7 +189,15 @@ impl SqliteStore {
         let writer = open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                batch: None,
+                next_batch: 1,
+                pending: 0,
+            }),
+            queued: AtomicUsize::new(0),
+            outcomes: Mutex::new(HashMap::new()),
+            committed: Condvar::new(),
             readers: Mutex::new(Vec::new()),
             _lock: lock,
         })
@@ -180,6 +215,120 @@ impl SqliteStore {
         }
     }
 
+    /// Run a write unit. Units are serialised on the writer connection, each in a savepoint
+    /// of a transaction that stays open while other units are queued (up to [`MAX_BATCH`]):
+    /// the last of them commits for all, so concurrent writers share one fsync. A unit
+    /// returns only once its batch is committed (or failed: then nothing of it is kept); a
+    /// unit whose work fails is rolled back to its savepoint at once and returns its error.
+    fn write_unit(&self, work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>) -> Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let batch = match writer.batch {
+            Some(batch) => batch,
+            None => {
+                writer.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                let batch = writer.next_batch;
+                writer.next_batch += 1;
+                writer.batch = Some(batch);
+                batch
+            }
+        };
+        let conn = &writer.conn;
+        let run = |sql: &str| {
+            conn.prepare_cached(sql)
+                .and_then(|mut statement| statement.execute([]))
+                .map(drop)
+        };
+        let outcome = run("SAVEPOINT unit").map_err(StoreError::from).map(|()| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut Sql(conn))))
+        });
+        // Whether this unit's writes stay in the batch; `false` with `poisoned` when they
+        // could not be undone, so the whole batch must go.
+        let (kept, poisoned) = match &outcome {
+            Ok(Ok(Ok(()))) => match run("RELEASE unit") {
+                Ok(()) => (true, false),
+                Err(_) => (false, true),
+            },
+            Ok(_) => {
+                // Failed or panicked: undo this unit only.
+                let undone = run("ROLLBACK TO unit").and_then(|()| run("RELEASE unit"));
+                (false, undone.is_err())
+            }
+            Err(_) => (false, !conn.is_autocommit()),
+        };
+        if kept {
+            writer.pending += 1;
+        }
+        if poisoned || self.queued.load(Ordering::SeqCst) == 0 || writer.pending >= MAX_BATCH {
+            // Nobody queued behind (or the batch is full, or broken): end it now, for every
+            // unit in it.
+            let end = if writer.pending > 0 && !poisoned {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            let mut result = writer
+                .conn
+                .prepare_cached(end)
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+                .map_err(StoreError::from);
+            if poisoned {
+                result = Err(StoreError::failed(
+                    "a unit of this batch could not be undone; nothing of the batch was kept",
+                ));
+            }
+            if !writer.conn.is_autocommit() {
+                let rolled_back = writer.conn.execute_batch("ROLLBACK");
+                result = result.and(rolled_back.map_err(StoreError::from));
+            }
+            let waiting = writer.pending;
+            writer.batch = None;
+            writer.pending = 0;
+            if waiting > 0 {
+                self.outcomes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        batch,
+                        Outcome {
+                            result,
+                            unread: waiting,
+                        },
+                    );
+                self.committed.notify_all();
+            }
+        }
+        drop(writer);
+        match outcome {
+            Err(e) => Err(e),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Ok(Ok(()))) if !kept => Err(StoreError::failed("cannot release a savepoint")),
+            Ok(Ok(Ok(()))) => self.wait_for(batch),
+        }
+    }
+
+    /// Wait until `batch` is committed (or failed), and answer how it ended.
+    fn wait_for(&self, batch: u64) -> Result<()> {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(outcome) = outcomes.get_mut(&batch) {
+                outcome.unread -= 1;
+                let result = outcome.result.clone();
+                if outcome.unread == 0 {
+                    outcomes.remove(&batch);
+                }
+                return result;
+            }
+            outcomes = self
+                .committed
+                .wait(outcomes)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     fn give_back(&self, conn: Connection) {
         let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < IDLE_READERS && conn.is_autocommit() {
@@ -188,31 +337,20 @@ impl SqliteStore {
     }
 }
 
-/// Run `work` in one transaction on `conn`: a read unit is one snapshot (a deferred
-/// transaction) ending in ROLLBACK, so nothing it wrote by mistake is kept; a write unit takes
-/// the write lock at its start, so its checks hold until it commits. The statements are
-/// cached: parsing `BEGIN` and `COMMIT` anew showed in every call.
-fn run_unit(
+/// Run a read unit on `conn`: one snapshot (a deferred transaction) ending in ROLLBACK, so
+/// nothing it wrote by mistake is kept. The statements are cached: parsing `BEGIN` and
+/// `COMMIT` anew showed in every call.
+fn read_unit(
     conn: &Connection,
-    access: Access,
     work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
 ) -> Result<()> {
     if !conn.is_autocommit() {
         // A unit that panicked left its transaction open.
         conn.execute_batch("ROLLBACK")?;
     }
-    let (begin, end) = match access {
-        Access::Read => ("BEGIN DEFERRED", "ROLLBACK"),
-        Access::Write => ("BEGIN IMMEDIATE", "COMMIT"),
-    };
-    conn.prepare_cached(begin)?.execute([])?;
-    let result = work(&mut Sql(conn)).and_then(|()| {
-        conn.prepare_cached(end)?.execute([])?;
-        Ok(())
-    });
-    if result.is_err() && !conn.is_autocommit() {
-        conn.prepare_cached("ROLLBACK")?.execute([])?;
-    }
+    conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+    let result = work(&mut Sql(conn));
+    conn.prepare_cached("ROLLBACK")?.execute([])?;
     result
 }
 
@@ -223,13 +361,10 @@ impl MetadataStore for SqliteStore {
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()> {
         match access {
-            Access::Write => {
-                let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-                run_unit(&conn, access, work)
-            }
+            Access::Write => self.write_unit(work),
             Access::Read => {
                 let conn = self.reader()?;
-                let result = run_unit(&conn, access, work);
+                let result = read_unit(&conn, work);
                 self.give_back(conn);
                 result
             }
@@ -1113,6 +1248,52 @@ mod tests {
         let copy: &dyn MetadataStore = &copy;
         assert!(copy.read(|m| m.org_exists("acme")).unwrap());
         assert!(!copy.read(|m| m.org_exists("globex")).unwrap());
+    }
+
+    #[test]
+    fn concurrent_write_units_commit_together_and_alone_when_they_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("gantry.db")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for n in 0..40 {
+                        let org = format!("org-{t}-{n}");
+                        let result = store.write(|m| {
+                            m.create_org(&org, 1)?;
+                            match n % 10 {
+                                3 => Err(StoreError::failed("refused")),
+                                7 => panic!("a bug in a unit"),
+                                _ => Ok(()),
+                            }
+                        });
+                        match n % 10 {
+                            3 => assert!(result.is_err()),
+                            _ => result.unwrap(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            // Each thread's panicking unit ends it: its later units never run.
+            let _ = thread.join();
+        }
+        drop(store);
+        // Everything that answered Ok is there after reopening; nothing of a failed unit is.
+        let store = SqliteStore::open(&dir.path().join("gantry.db")).unwrap();
+        let store: &dyn MetadataStore = &store;
+        for t in 0..8 {
+            for n in 0..7 {
+                let exists = store
+                    .read(|m| m.org_exists(&format!("org-{t}-{n}")))
+                    .unwrap();
+                assert_eq!(exists, n != 3, "org-{t}-{n}");
+            }
+            assert!(!store.read(|m| m.org_exists(&format!("org-{t}-7"))).unwrap());
+        }
     }
 
     #[test]
