@@ -4,6 +4,7 @@
 
 use crate::support::{connector, json, small_runtime};
 use gantry_host::model::{PublishRequest, RunStatus, StepSpec, Visibility};
+use gantry_host::registry::LoadedLimits;
 use gantry_host::{Registry, RegistryConfig, Runtime};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -22,12 +23,13 @@ struct TwoVersions {
     _dir: tempfile::TempDir,
 }
 
-async fn two_versions(operation: &str) -> TwoVersions {
+async fn two_versions(operation: &str, loaded: LoadedLimits) -> TwoVersions {
     let dir = tempfile::tempdir().unwrap();
     let runtime = small_runtime(None);
     let registry = Registry::open(
         RegistryConfig {
             data_dir: dir.path().to_path_buf(),
+            loaded,
             ..RegistryConfig::default()
         },
         runtime.clone(),
@@ -90,7 +92,7 @@ async fn two_versions(operation: &str) -> TwoVersions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebinding_under_load_drops_no_run() {
-    let t = two_versions("echo").await;
+    let t = two_versions("echo", LoadedLimits::default()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (from_v1, from_v2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut callers = Vec::new();
@@ -148,7 +150,7 @@ async fn rebinding_under_load_drops_no_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_in_flight_finishes_on_the_version_it_started_on() {
-    let t = two_versions("delay").await;
+    let t = two_versions("delay", LoadedLimits::default()).await;
     let in_flight = {
         let (registry, flow) = (t.registry.clone(), t.flow);
         tokio::spawn(async move { registry.run_flow("acme", flow, json!({"ms": 400})).await })
@@ -189,23 +191,35 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_nothing_pins_or_runs_is_unloaded_when_its_last_call_ends() {
-    let t = two_versions("delay").await;
-    let first = t
+    // One connector kept loaded between calls: what a run has left is unloaded once another
+    // is resolved and the run has ended.
+    let one = LoadedLimits {
+        max: 1,
+        ..LoadedLimits::default()
+    };
+    let t = two_versions("delay", one).await;
+    let v1 = t.registry.get_flow("acme", t.flow).unwrap().steps[0].digest;
+    assert!(!t.runtime.is_loaded(&v1), "nothing called it yet");
+    // v2 compiled up front, so that resolving it later takes no time.
+    let _v2 = t.runtime.load(&connector("echo-v2")).await.unwrap();
+    // A run holds v1 while the step is rebound away: it has resolved its step once v1 is
+    // loaded.
+    let in_flight = {
+        let (registry, flow) = (t.registry.clone(), t.flow);
+        tokio::spawn(async move { registry.run_flow("acme", flow, json!({"ms": 3000})).await })
+    };
+    while !t.runtime.is_loaded(&v1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t.registry
+        .rebind_step("acme", "ops", t.flow, "call", Some(t.v2))
+        .unwrap();
+    assert!(t.runtime.is_loaded(&v1), "still running: stays loaded");
+    // The next run resolves v2, which pushes v1 out of the table.
+    let next = t
         .registry
         .run_flow("acme", t.flow, json!({"ms": 1}))
         .await
-        .unwrap();
-    let v1 = first.steps[0].digest;
-    assert!(t.runtime.is_loaded(&v1), "pinned and called: kept loaded");
-
-    // A run holds v1 while the step is rebound away.
-    let in_flight = {
-        let (registry, flow) = (t.registry.clone(), t.flow);
-        tokio::spawn(async move { registry.run_flow("acme", flow, json!({"ms": 300})).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    t.registry
-        .rebind_step("acme", "ops", t.flow, "call", Some(t.v2))
         .unwrap();
     assert!(t.runtime.is_loaded(&v1), "still running: stays loaded");
     let finished = in_flight.await.unwrap().unwrap();
@@ -214,12 +228,5 @@ async fn a_version_nothing_pins_or_runs_is_unloaded_when_its_last_call_ends() {
         !t.runtime.is_loaded(&v1),
         "nothing pins or runs it: unloaded"
     );
-
-    // The next run loads v2 only.
-    let next = t
-        .registry
-        .run_flow("acme", t.flow, json!({"ms": 1}))
-        .await
-        .unwrap();
     assert_eq!(t.runtime.loaded(), vec![next.steps[0].digest]);
 }

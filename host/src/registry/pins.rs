@@ -6,7 +6,9 @@
 //!   never reaches a call in flight;
 //! - every lifecycle change (a rebind, an overwrite, a state change, a customisation, a grant,
 //!   a republish) empties the table when it commits ([`PinTable::invalidate`]), so the next
-//!   call resolves anew and sees it — a blocked version is refused from its next call on;
+//!   call resolves anew and sees it — a blocked version is refused from its next call on; the
+//!   connectors the entries held stay loaded (within the bounds), so resolving anew, or a
+//!   rebind back, does not load them again;
 //! - a resolution that read the store before a change committed is never kept: it carries the
 //!   generation it started in, and [`PinTable::keep`] drops it if the table moved on.
 //!
@@ -18,7 +20,7 @@
 //! entries go, and a connector no entry or call holds is unloaded.
 
 use super::{Error, LoadedLimits};
-use crate::model::{Flow, Principal};
+use crate::model::{Digest, Flow, Principal};
 use crate::runtime::Connector;
 use crate::sandbox::CallContext;
 use std::collections::HashMap;
@@ -53,13 +55,25 @@ pub(crate) enum Pinned {
 }
 
 impl Pinned {
-    /// How many connectors it holds loaded.
-    fn weight(&self) -> usize {
+    /// The connectors it holds loaded.
+    fn connectors(&self) -> Vec<&Arc<Connector>> {
         match self {
-            Pinned::Call(_) => 1,
-            Pinned::Plan(plan) => plan.steps.iter().filter(|s| s.is_ok()).count().max(1),
+            Pinned::Call(call) => vec![&call.connector],
+            Pinned::Plan(plan) => plan.steps.iter().flatten().map(|c| &c.connector).collect(),
         }
     }
+
+    /// How many connectors it holds loaded.
+    fn weight(&self) -> usize {
+        self.connectors().len().max(1)
+    }
+}
+
+/// A connector an entry held before a change emptied the table: kept loaded (within the
+/// bounds) so that a rebind back, or the next resolution, finds it without loading it again.
+struct Retained {
+    connector: Arc<Connector>,
+    used: u64,
 }
 
 struct Entry {
@@ -73,6 +87,8 @@ struct Entry {
 struct Table {
     generation: u64,
     entries: HashMap<Target, Entry>,
+    retained: HashMap<Digest, Retained>,
+    /// Connectors held: the entries' weights and the retained ones.
     weight: usize,
     /// Principals of valid tokens, by the token's hash (unknown tokens are not kept: their
     /// number is the caller's choice).
@@ -121,6 +137,7 @@ impl PinTable {
         let idle = self.limits.idle.as_micros() as u64;
         let max = self.limits.max.max(1);
         let mut evicted = Vec::new();
+        let mut retired = Vec::new();
         {
             let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
             if table.generation != generation {
@@ -132,11 +149,25 @@ impl PinTable {
                 weight,
                 used: AtomicU64::new(now),
             };
+            let target_key = target.clone();
             if let Some(old) = table.entries.insert(target, entry) {
                 table.weight -= old.weight;
                 evicted.push(old);
             }
             table.weight += weight;
+            // What the new entry holds is no longer retained apart.
+            let held: Vec<Digest> = table.entries[&target_key]
+                .pinned
+                .connectors()
+                .iter()
+                .map(|c| *c.digest())
+                .collect();
+            for digest in held {
+                if let Some(old) = table.retained.remove(&digest) {
+                    table.weight -= 1;
+                    retired.push(old.connector);
+                }
+            }
             let stale: Vec<Target> = table
                 .entries
                 .iter()
@@ -146,28 +177,66 @@ impl PinTable {
             for target in stale {
                 evicted.extend(table.remove(&target));
             }
-            while table.weight > max && table.entries.len() > 1 {
-                let oldest = table
+            let stale: Vec<Digest> = table
+                .retained
+                .iter()
+                .filter(|(_, r)| now.saturating_sub(r.used) > idle)
+                .map(|(d, _)| *d)
+                .collect();
+            for digest in stale {
+                retired.extend(table.unretain(&digest));
+            }
+            // Past the bound, the least recently used goes first, entry or retained.
+            while table.weight > max && table.entries.len() + table.retained.len() > 1 {
+                let entry = table
                     .entries
                     .iter()
-                    .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
-                    .map(|(t, _)| t.clone())
-                    .expect("not empty");
-                evicted.extend(table.remove(&oldest));
+                    .map(|(t, e)| (e.used.load(Ordering::Relaxed), t))
+                    .min_by_key(|(used, _)| *used)
+                    .map(|(used, t)| (used, t.clone()));
+                let kept = table
+                    .retained
+                    .iter()
+                    .map(|(d, r)| (r.used, *d))
+                    .min_by_key(|(used, _)| *used);
+                match (entry, kept) {
+                    (Some((e, _)), Some((r, digest))) if r <= e => {
+                        retired.extend(table.unretain(&digest))
+                    }
+                    (Some((_, target)), _) => evicted.extend(table.remove(&target)),
+                    (None, Some((_, digest))) => retired.extend(table.unretain(&digest)),
+                    (None, None) => break,
+                }
             }
         }
         // Unloading a connector unmaps its code: done after the lock is released.
         drop(evicted);
+        drop(retired);
     }
 
-    /// Forget everything resolved: a lifecycle change committed.
+    /// Forget everything resolved: a lifecycle change committed. The connectors the entries
+    /// held stay loaded (retained, within the bounds) for the resolutions to come.
     pub fn invalidate(&self) {
         let old = {
             let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
             table.generation += 1;
-            table.weight = 0;
             table.principals.clear();
-            std::mem::take(&mut table.entries)
+            let old = std::mem::take(&mut table.entries);
+            for entry in old.values() {
+                let used = entry.used.load(Ordering::Relaxed);
+                for connector in entry.pinned.connectors() {
+                    let retained = table
+                        .retained
+                        .entry(*connector.digest())
+                        .or_insert(Retained {
+                            connector: connector.clone(),
+                            used,
+                        });
+                    retained.used = retained.used.max(used);
+                }
+            }
+            table.weight = table.retained.len();
+            old
         };
         drop(old);
     }
@@ -192,5 +261,11 @@ impl Table {
         let entry = self.entries.remove(target)?;
         self.weight -= entry.weight;
         Some(entry)
+    }
+
+    fn unretain(&mut self, digest: &Digest) -> Option<Arc<Connector>> {
+        let retained = self.retained.remove(digest)?;
+        self.weight -= 1;
+        Some(retained.connector)
     }
 }
