@@ -165,7 +165,7 @@ async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
             "exports": report.exports,
             "fits": fits,
             "describe": report.fits.as_ref().ok(),
-            "error": report.fits.as_ref().err(),
+            "error": report.fits.as_ref().err().map(ToString::to_string),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {

@@ -144,32 +144,14 @@ fn remote(server: &str, token: &str, args: &[&str], stdin: &str) -> (bool, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_whole_story_against_a_live_server() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = std::sync::Arc::new(
-        gantry_host::Registry::open(
-            gantry_host::RegistryConfig {
-                data_dir: dir.path().to_path_buf(),
-                faults: None,
-                blobs: None,
-                metadata: None,
-                ..gantry_host::RegistryConfig::default()
-            },
-            crate::support::runtime().clone(),
-        )
-        .unwrap(),
-    );
-    registry.create_org("acme").unwrap();
-    let token = registry
-        .create_token("acme", "test", gantry_host::model::Role::Admin, "cli")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    let router = gantry_host::router(registry, gantry_host::ApiConfig::default());
-    tokio::spawn(gantry_host::serve(
-        listener,
-        router,
-        std::time::Duration::from_secs(5),
-        std::future::pending(),
-    ));
+    let gantry = crate::support::Server::start(
+        dir.path(),
+        crate::support::runtime().clone(),
+        gantry_host::ApiConfig::default(),
+    )
+    .await;
+    let token = gantry.token("acme", gantry_host::model::Role::Admin);
+    let server = format!("http://{}", gantry.addr);
 
     let run = |args: Vec<String>, stdin: String| {
         let (server, token) = (server.clone(), token.clone());

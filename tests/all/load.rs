@@ -86,5 +86,11 @@ async fn inspect_reports_imports_exports_and_fit() {
         .await
         .unwrap();
     assert_eq!(report.imports, ["acme:evil/backdoor@1.0.0"]);
-    assert!(report.fits.unwrap_err().contains("acme:evil/backdoor"));
+    assert!(
+        report
+            .fits
+            .unwrap_err()
+            .to_string()
+            .contains("acme:evil/backdoor")
+    );
 }

@@ -337,7 +337,8 @@ impl Registry {
         let call = call
             .as_ref()
             .map_err(|e| (e.code().to_string(), e.to_string()))?;
-        let input = map_input(&step.input, scope).map_err(|m| ("invalid-input".to_string(), m))?;
+        let input =
+            map_input(&step.input, scope).map_err(|e| ("invalid-input".to_string(), e.0))?;
         let output = match self
             .runtime
             .invoke(&call.connector, &step.operation, &input, &call.ctx)

@@ -91,7 +91,7 @@ impl Registry {
         id: i64,
         hosts: Vec<String>,
     ) -> Result<Install> {
-        crate::sandbox::policy::parse_patterns(&hosts).map_err(Error::InvalidInput)?;
+        crate::sandbox::policy::parse_patterns(&hosts).map_err(|e| Error::InvalidInput(e.0))?;
         self.change(|m| {
             let install = load_install_row(m, org, id)?;
             m.set_outbound(org, id, &hosts)?;

@@ -109,10 +109,15 @@ impl Serialize for Mapped<'_, '_> {
     }
 }
 
+/// A step's input that cannot be written from its template: it refers to something missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidMapping(pub String);
+
 /// Write `template` as JSON text with every `${input…}` and `${steps.NAME…}` string replaced by
 /// the value it names in `scope`, copied as written.
-pub fn map_input(template: &Value, scope: &Scope<'_>) -> std::result::Result<String, String> {
-    serde_json::to_string(&Mapped { template, scope }).map_err(|e| e.to_string())
+pub fn map_input(template: &Value, scope: &Scope<'_>) -> Result<String, InvalidMapping> {
+    serde_json::to_string(&Mapped { template, scope }).map_err(|e| InvalidMapping(e.to_string()))
 }
 
 #[cfg(test)]
@@ -149,7 +154,7 @@ mod tests {
             "${other}",
         ] {
             let err = map_input(&json!(missing), &scope).unwrap_err();
-            assert!(err.contains("missing"), "{missing}: {err}");
+            assert!(err.0.contains("missing"), "{missing}: {err}");
         }
     }
 }

@@ -25,7 +25,7 @@ mod vault;
 
 pub use error::{Cause, Error, Result};
 pub use flows::FlowLimits;
-pub use mapping::{Scope, map_input};
+pub use mapping::{InvalidMapping, Scope, map_input};
 
 use crate::model::{AuditEntry, Page};
 use crate::runtime::Runtime;

@@ -98,13 +98,39 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// `Inspection::fits` as it always read: `{"Ok": description}` or `{"Err": "why"}`.
+fn fit_as_text<S: serde::Serializer>(
+    fits: &Result<Description, LoadError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    fits.as_ref()
+        .map_err(ToString::to_string)
+        .serialize(serializer)
+}
+
+fn engine_error(e: wasmtime::Error) -> RuntimeError {
+    RuntimeError::Engine {
+        message: format!("{e:#}"),
+        source: e.into_boxed_dyn_error(),
+    }
+}
+
 /// Why a runtime could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot create the wasmtime engine: {0}")]
-    Engine(String),
-    #[error("cannot link the host interfaces: {0}")]
-    Link(String),
+    #[error("cannot create the wasmtime engine: {message}")]
+    Engine {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot link the host interfaces: {message}")]
+    Link {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot open the artifact cache at {path}: {source}")]
     Cache {
         path: PathBuf,
@@ -175,7 +201,8 @@ pub struct Inspection {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     /// `describe()` when the component fits the world, or why it does not.
-    pub fits: Result<Description, String>,
+    #[serde(serialize_with = "fit_as_text")]
+    pub fits: Result<Description, LoadError>,
 }
 
 impl Inspection {
@@ -231,8 +258,10 @@ impl Runtime {
         config.limits.validate(config.max_memory_bytes)?;
         let engine = new_engine(&config)?;
         let mut linker = Linker::new(&engine);
-        crate::sandbox::add_to_linker(&mut linker)
-            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        crate::sandbox::add_to_linker(&mut linker).map_err(|e| RuntimeError::Link {
+            message: format!("{e:#}"),
+            source: e.into_boxed_dyn_error(),
+        })?;
         let cache =
             match &config.cache_dir {
                 Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|source| {
@@ -243,8 +272,12 @@ impl Runtime {
                 })?),
                 None => None,
             };
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
-            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick).map_err(|e| {
+            RuntimeError::Engine {
+                message: format!("cannot start the epoch ticker: {e}"),
+                source: Box::new(e),
+            }
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -487,11 +520,8 @@ impl Runtime {
             .collect();
         let digest = Digest::of(bytes);
         let fits = match self.pre_instantiate(&component) {
-            Ok(pre) => self
-                .describe(&digest, &pre)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(pre) => self.describe(&digest, &pre).await,
+            Err(e) => Err(e),
         };
         Ok(Inspection {
             digest,
@@ -527,7 +557,10 @@ fn background_pool() -> Result<rayon::ThreadPool, RuntimeError> {
         .thread_name(|i| format!("gantry-background-{i}"))
         .start_handler(|_| crate::sandbox::turns::lower_priority())
         .build()
-        .map_err(|e| RuntimeError::Engine(format!("cannot start the compile threads: {e}")))
+        .map_err(|e| RuntimeError::Engine {
+            message: format!("cannot start the compile threads: {e}"),
+            source: Box::new(e),
+        })
 }
 
 /// Refuse what cannot be a component before spending time compiling it.
@@ -586,13 +619,11 @@ fn new_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     let on_demand = |base: &Config| {
         let mut c = base.clone();
         c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-        Engine::new(&c).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+        Engine::new(&c).map_err(engine_error)
     };
     match config.allocator {
         Allocator::OnDemand => on_demand(&base),
-        Allocator::Pooling => {
-            Engine::new(&pooled).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
-        }
+        Allocator::Pooling => Engine::new(&pooled).map_err(engine_error),
         Allocator::Auto => match Engine::new(&pooled) {
             Ok(engine) => Ok(engine),
             Err(e) => {

@@ -379,7 +379,7 @@ fn build_request(
 }
 
 /// The origin of a request, for logs: never its path or query (they may hold keys).
-fn origin_text(origin: Result<Origin, String>) -> String {
+fn origin_text(origin: Result<Origin, policy::InvalidOrigin>) -> String {
     origin.map_or_else(|e| format!("({e})"), |o| o.to_string())
 }
 

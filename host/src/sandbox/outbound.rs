@@ -141,10 +141,10 @@ pub(crate) fn admit(
     budget: &Arc<HostBudget>,
     uri: &http::Uri,
 ) -> Result<Admitted, OutboundError> {
-    let origin = Origin::of_uri(uri).map_err(OutboundError::InvalidRequest)?;
+    let origin = Origin::of_uri(uri).map_err(|e| OutboundError::InvalidRequest(e.0))?;
     policy
         .check_origin(&origin)
-        .map_err(OutboundError::Denied)?;
+        .map_err(|refused| OutboundError::Denied(refused.to_string()))?;
     let slot = budget.connection().ok_or(OutboundError::ConnectionLimit)?;
     Ok(Admitted { origin, slot })
 }

@@ -41,6 +41,22 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// A URL or origin pattern that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOrigin(pub String);
+
+/// Why the policy refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{0} is not among the hosts the connector declares")]
+    Undeclared(Origin),
+    #[error("{0} is not granted to this connector")]
+    Ungranted(Origin),
+    #[error("{ip} is {why}, which the operator does not allow for this connector")]
+    Address { ip: IpAddr, why: &'static str },
+}
+
 fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
@@ -51,12 +67,18 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 impl Origin {
     /// The origin of an absolute `http`/`https` URL.
-    pub fn of_url(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    pub fn of_url(url: &str) -> Result<Self, InvalidOrigin> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| InvalidOrigin(format!("invalid URL: {e}")))?;
         Self::of_uri(&uri)
     }
 
-    pub fn of_uri(uri: &http::Uri) -> Result<Self, String> {
+    pub fn of_uri(uri: &http::Uri) -> Result<Self, InvalidOrigin> {
+        Self::read_uri(uri).map_err(InvalidOrigin)
+    }
+
+    fn read_uri(uri: &http::Uri) -> Result<Self, String> {
         let scheme = uri
             .scheme_str()
             .ok_or("the URL has no scheme")?
@@ -83,7 +105,11 @@ impl Origin {
 }
 
 impl OriginPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, InvalidOrigin> {
+        Self::read(pattern).map_err(InvalidOrigin)
+    }
+
+    fn read(pattern: &str) -> Result<Self, String> {
         let pattern = pattern.trim();
         if pattern == "*" {
             return Ok(Self {
@@ -160,7 +186,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// Parse a list of patterns, naming the first bad one.
-pub fn parse_patterns(patterns: &[String]) -> Result<Vec<OriginPattern>, String> {
+pub fn parse_patterns(patterns: &[String]) -> Result<Vec<OriginPattern>, InvalidOrigin> {
     patterns.iter().map(|p| OriginPattern::parse(p)).collect()
 }
 
@@ -337,24 +363,20 @@ impl OutboundPolicy {
     }
 
     /// Whether `origin` may be requested at all (before DNS).
-    pub fn check_origin(&self, origin: &Origin) -> Result<(), String> {
+    pub fn check_origin(&self, origin: &Origin) -> Result<(), Refused> {
         if !self.declared.iter().any(|p| p.matches(origin)) {
-            return Err(format!(
-                "{origin} is not among the hosts the connector declares"
-            ));
+            return Err(Refused::Undeclared(origin.clone()));
         }
         if !self.granted.iter().any(|p| p.matches(origin)) {
-            return Err(format!("{origin} is not granted to this connector"));
+            return Err(Refused::Ungranted(origin.clone()));
         }
         Ok(())
     }
 
     /// Whether a resolved address may be connected to.
-    pub fn check_address(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), Refused> {
         match forbidden_address(ip) {
-            Some(why) if !self.allow_private.contains(&ip) => Err(format!(
-                "{ip} is {why}, which the operator does not allow for this connector"
-            )),
+            Some(why) if !self.allow_private.contains(&ip) => Err(Refused::Address { ip, why }),
             _ => Ok(()),
         }
     }
@@ -487,11 +509,11 @@ mod tests {
         let err = policy
             .check_origin(&origin("https://api.worldbank.org/"))
             .unwrap_err();
-        assert!(err.contains("not granted"), "{err}");
+        assert!(err.to_string().contains("not granted"), "{err}");
         let err = policy
             .check_origin(&origin("https://evil.com/"))
             .unwrap_err();
-        assert!(err.contains("declares"), "{err}");
+        assert!(err.to_string().contains("declares"), "{err}");
         assert!(policy.check_address("127.0.0.1".parse().unwrap()).is_ok());
         assert!(policy.check_address("127.0.0.2".parse().unwrap()).is_err());
         assert!(
