@@ -19,11 +19,12 @@ use crate::store::Metadata;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A version found for a call, with what its context is built from.
+/// A version found for a call, with what its context is built from (all read in one unit).
 struct Found {
     version: VersionInfo,
     instance: Instance,
     install: Install,
+    secrets: BTreeMap<String, String>,
 }
 
 impl Registry {
@@ -42,10 +43,12 @@ impl Registry {
                 let instance = load_instance(m, org, id)?;
                 let install = load_install_row(m, org, instance.install_id)?;
                 let version = installed_version(m, &install)?;
+                let secrets = self.open_secrets(m, org, id)?;
                 Ok(Found {
                     version,
                     instance,
                     install,
+                    secrets,
                 })
             })
         })?;
@@ -72,7 +75,7 @@ impl Registry {
                 let found = flow
                     .steps
                     .iter()
-                    .map(|step| found_for_step(m, org, step))
+                    .map(|step| found_for_step(self, m, org, step))
                     .collect::<Result<Vec<_>>>()?;
                 Ok((flow, found))
             })
@@ -96,6 +99,7 @@ impl Registry {
             version,
             instance,
             install,
+            secrets,
         } = found;
         if version.state == VersionState::Blocked {
             return Err(Error::Blocked(version.reference()));
@@ -108,12 +112,9 @@ impl Registry {
             .collect();
         config.extend(install.customisations);
         config.extend(instance.config);
-        let secrets =
-            self.off_executor(|| self.read(|m| self.open_secrets(m, org, instance.id)))?;
-        let secrets = Secrets::new(secrets);
         let ctx = CallContext {
             config,
-            secrets,
+            secrets: Secrets::new(secrets),
             limits: None,
             outbound: install.outbound,
             allow_private: self.private_addresses.get(org).cloned().unwrap_or_default(),
@@ -139,6 +140,7 @@ impl Registry {
 /// What step `step` of a flow of `org` runs, or why it cannot run (the run records that as the
 /// step's failure); `Err` of the outer result only for a storage failure.
 fn found_for_step(
+    registry: &Registry,
     m: &mut dyn Metadata,
     org: &str,
     step: &Step,
@@ -150,10 +152,12 @@ fn found_for_step(
             current(m.revisions_with(&install.package_org, &install.name, &step.digest)?)
                 .filter(|v| visible(v, org))
                 .ok_or_else(|| Error::NotFound(format!("connector version {}", step.digest)))?;
+        let secrets = registry.open_secrets(m, org, instance.id)?;
         Ok(Found {
             version,
             instance,
             install,
+            secrets,
         })
     })();
     match found {
