@@ -2,7 +2,7 @@
 //! organisation from the built sample connectors, and serve the HTTP API.
 
 use anyhow::{Context, Result};
-use gantry_host::model::{PublishRequest, Role, StepSpec, Visibility};
+use gantry_host::model::{PublishRequest, StepSpec, Visibility};
 use gantry_host::{ApiConfig, Registry, RegistryConfig, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -192,39 +192,78 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     .with_context(|| format!("opening the registry in {}", data_dir.display()))?;
     let registry = Arc::new(registry);
 
-    let token_file = data_dir.join("admin.token");
-    if !token_file.exists() {
-        registry.create_org("demo")?;
-        let token =
-            registry.create_token("demo", "gantry serve", Role::Admin, "bootstrap admin")?;
-        write_private(&token_file, &token)?;
-        eprintln!(
-            "first run: an admin token for organisation `demo` is in {}",
-            token_file.display()
-        );
-        if !args.no_demo {
-            match seed_demo(&registry, &args.samples).await {
-                Ok(flow) => eprintln!(
-                    "demo: published the sample connectors; flow {flow} greets whoever you name"
-                ),
-                Err(e) => {
-                    eprintln!("demo: not seeded ({e:#}); build sample-connectors first to get it")
-                }
+    bootstrap(&registry, data_dir, &args).await?;
+    // A token's last use is kept in memory and written once a minute (and when serving stops),
+    // so that authenticating a request never writes.
+    let flusher = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                flush_token_use(&registry).await;
             }
-        }
-    }
-
-    let router = gantry_host::router(registry, settings.api.clone());
+        })
+    };
+    let router = gantry_host::router(registry.clone(), settings.api.clone());
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("binding {}", settings.bind))?;
     eprintln!("gantry listening on http://{}", listener.local_addr()?);
-    gantry_host::serve(listener, router, settings.header_timeout, async {
+    let served = gantry_host::serve(listener, router, settings.header_timeout, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down; letting calls in flight finish");
     })
     .await
-    .context("serving")
+    .context("serving");
+    flusher.abort();
+    flush_token_use(&registry).await;
+    served
+}
+
+async fn flush_token_use(registry: &Arc<Registry>) {
+    let registry = registry.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || registry.flush_token_use()).await {
+        tracing::warn!(error = %e, "cannot record when tokens were last used; will retry");
+    }
+}
+
+/// First run: a platform token in `platform.token`; unless `--no-demo`, the demo organisation
+/// with its admin token in `admin.token` and the sample flow. A data directory from before
+/// platform tokens gets one on its next start.
+async fn bootstrap(registry: &Registry, data_dir: &Path, args: &ServeArgs) -> Result<()> {
+    let actor = "gantry serve";
+    if !registry.has_platform_token()? {
+        let file = data_dir.join("platform.token");
+        let (_, token) = registry.create_platform_token(actor, "bootstrap platform")?;
+        write_private(&file, &token)?;
+        eprintln!(
+            "first run: a platform token (creates organisations) is in {}",
+            file.display()
+        );
+    }
+    let file = data_dir.join("admin.token");
+    if args.no_demo || file.exists() {
+        return Ok(());
+    }
+    let (_, _, token) = match registry.create_organisation(actor, "demo", "bootstrap admin") {
+        Ok(created) => created,
+        // A demo organisation whose token file was removed: not seeded again.
+        Err(gantry_host::registry::Error::NameTaken { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    write_private(&file, &token)?;
+    eprintln!(
+        "first run: an admin token for organisation `demo` is in {}",
+        file.display()
+    );
+    match seed_demo(registry, &args.samples).await {
+        Ok(flow) => {
+            eprintln!("demo: published the sample connectors; flow {flow} greets whoever you name")
+        }
+        Err(e) => eprintln!("demo: not seeded ({e:#}); build sample-connectors first to get it"),
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

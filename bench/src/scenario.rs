@@ -109,7 +109,8 @@ impl HttpServer {
     pub async fn start(deployment: &Deployment, operation: &str) -> Result<Self> {
         let token = deployment
             .registry
-            .create_token(ORG, ORG, Role::Operator, "bench")?;
+            .create_token(ORG, ORG, Role::Operator, "bench", None)?
+            .1;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let router = gantry_host::router(

@@ -7,6 +7,7 @@ mod cli;
 mod connectors;
 mod load;
 mod outbound;
+mod platform;
 mod registry;
 mod sandbox;
 mod soak;

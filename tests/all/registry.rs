@@ -1154,8 +1154,10 @@ async fn another_metadata_store_plugs_in() {
             "admin@acme",
             gantry_host::model::Role::Operator,
             "ci",
+            None,
         )
-        .unwrap();
+        .unwrap()
+        .1;
     assert_eq!(reg.authenticate(&token).unwrap().unwrap().org, "acme");
     let echo = connector("echo");
     reg.publish(

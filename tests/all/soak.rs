@@ -62,8 +62,9 @@ async fn seed(dir: &Path, upstream: &str) -> Setup {
         tokens.insert(
             org,
             registry
-                .create_token(org, "soak", Role::Admin, "soak")
-                .unwrap(),
+                .create_token(org, "soak", Role::Admin, "soak", None)
+                .unwrap()
+                .1,
         );
     }
     let instance = async |org: &str, name: &str, grant: bool| {

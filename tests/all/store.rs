@@ -8,7 +8,7 @@
 
 use gantry_host::model::{
     AuditEntry, ConfigKey, Description, Digest, Instance, Operation, Role, Run, RunStatus, Step,
-    VersionInfo, VersionState, Visibility,
+    TokenInfo, VersionInfo, VersionState, Visibility,
 };
 use gantry_host::store::{
     BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, RevisionKey,
@@ -177,6 +177,21 @@ fn organisations_and_settings(store: &dyn MetadataStore) {
     });
     assert!(read(store, |m| m.org_exists("acme")));
     assert!(!read(store, |m| m.org_exists("globex")));
+    write(store, |m| m.create_org("globex", 3));
+    write(store, |m| m.create_org("beta", 4));
+    let ids = |after: &str, limit| {
+        read(store, |m| m.orgs(after, limit))
+            .into_iter()
+            .map(|o| (o.id, o.created_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids("", 10),
+        [("acme".into(), 1), ("beta".into(), 4), ("globex".into(), 3)],
+        "by id; the first creation time kept"
+    );
+    assert_eq!(ids("acme", 1), [("beta".to_string(), 4)]);
+    assert!(ids("globex", 10).is_empty());
     assert_eq!(read(store, |m| m.setting("key")), None);
     write(store, |m| m.set_setting("key", "one"));
     write(store, |m| m.set_setting("key", "two"));
@@ -464,27 +479,78 @@ fn runs_come_newest_first(store: &dyn MetadataStore) {
 }
 
 fn tokens_and_the_audit_log(store: &dyn MetadataStore) {
-    let id = write(store, |m| {
+    let token = |org: Option<&str>, role, label: &str| TokenInfo {
+        id: 0,
+        org: org.map(str::to_string),
+        role,
+        label: label.into(),
+        created_by: "ops".into(),
+        created_at: 5,
+        last_used_at: Some(99),
+        expires_at: None,
+        revoked_at: None,
+    };
+    let ci = TokenInfo {
+        expires_at: Some(50),
+        ..token(Some("acme"), Role::Publisher, "ci")
+    };
+    let (id, platform) = write(store, |m| {
         m.create_org("acme", 1)?;
         m.create_org("globex", 1)?;
-        m.insert_token("acme", Role::Publisher, "ci", "hash-1", 5)
+        let id = m.insert_token(&ci, "hash-1")?;
+        let platform = m.insert_token(&token(None, Role::Platform, "root"), "hash-p")?;
+        Ok((id, platform))
     });
-    let principal = read(store, |m| m.token("hash-1")).unwrap();
+    let stored = read(store, |m| m.token("hash-1")).unwrap();
     assert_eq!(
-        (
-            principal.org.as_str(),
-            principal.role,
-            principal.token_id,
-            principal.label.as_str()
-        ),
-        ("acme", Role::Publisher, id, "ci")
+        stored,
+        TokenInfo {
+            id,
+            last_used_at: None,
+            ..ci.clone()
+        },
+        "kept as given, but for its id and last use"
     );
+    assert_eq!(read(store, |m| m.token_by_id(id)), Some(stored.clone()));
     assert_eq!(read(store, |m| m.token("hash-2")), None);
     assert!(
         store
-            .write(|m| m.insert_token("globex", Role::Admin, "x", "hash-1", 5))
+            .write(|m| m.insert_token(&token(Some("globex"), Role::Admin, "x"), "hash-1"))
             .is_err(),
         "a hash names one token"
+    );
+    assert!(
+        store
+            .write(|m| m.insert_token(&token(Some("acme"), Role::Platform, "x"), "hash-3"))
+            .is_err(),
+        "a platform token has no organisation"
+    );
+    assert!(
+        store
+            .write(|m| m.insert_token(&token(None, Role::Admin, "x"), "hash-4"))
+            .is_err(),
+        "an organisation's token has one"
+    );
+    let ids = |org: Option<&str>, after| {
+        read(store, |m| m.tokens(org, after, 10))
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(Some("acme"), 0), [id]);
+    assert_eq!(ids(None, 0), [platform], "platform tokens apart");
+    assert!(ids(Some("globex"), 0).is_empty());
+    assert!(ids(Some("acme"), id).is_empty());
+    write(store, |m| m.revoke_token(id, 70));
+    write(store, |m| m.revoke_token(id, 80));
+    write(store, |m| m.set_tokens_used(&[(id, 60), (platform, 10)]));
+    write(store, |m| m.set_tokens_used(&[(id, 55)]));
+    let stored = read(store, |m| m.token("hash-1")).unwrap();
+    assert_eq!(stored.revoked_at, Some(70), "the first revocation stands");
+    assert_eq!(
+        stored.last_used_at,
+        Some(60),
+        "an earlier use does not go back"
     );
     let entry = |org: &str, action: &str| AuditEntry {
         id: 0,

@@ -195,8 +195,9 @@ impl Server {
     pub fn token(&self, org: &str, role: Role) -> String {
         self.registry.create_org(org).unwrap();
         self.registry
-            .create_token(org, "test", role, &format!("{role:?}"))
+            .create_token(org, "test", role, &format!("{role:?}"), None)
             .unwrap()
+            .1
     }
 
     pub async fn call(

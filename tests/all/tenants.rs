@@ -444,8 +444,9 @@ async fn metrics_and_listings_show_nothing_of_other_organisations() {
     // A public version shows its organisation as publisher to others, not a token's label.
     let publisher = s
         .registry
-        .create_token("acme", "test", Role::Publisher, "ci-bot of jane@acme")
-        .unwrap();
+        .create_token("acme", "test", Role::Publisher, "ci-bot of jane@acme", None)
+        .unwrap()
+        .1;
     let r = s
         .publish(
             &publisher,

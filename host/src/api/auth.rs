@@ -14,9 +14,11 @@ use axum::http::{StatusCode, header};
 /// token without the role gets its 403 without its upload being read.
 pub(crate) struct Caller<R>(pub(crate) Principal, std::marker::PhantomData<R>);
 
-/// The role a route needs, as a type ([`Caller`]'s parameter).
+/// Who a route lets in, as a type ([`Caller`]'s parameter).
 pub(crate) trait Needs {
-    const ROLE: Role;
+    /// What a refused caller is told it needs.
+    const NEEDS: &'static str;
+    fn permits(role: Role) -> bool;
 }
 
 /// Marker types for [`Caller`]: the role each route needs.
@@ -24,18 +26,43 @@ pub(crate) struct Admin;
 pub(crate) struct Publisher;
 pub(crate) struct Operator;
 pub(crate) struct Viewer;
+/// The platform operator.
+pub(crate) struct Platform;
+/// Whoever manages tokens and reads an audit log: an organisation's admin (its own) or the
+/// platform operator (the platform's).
+pub(crate) struct Manager;
 
-impl Needs for Admin {
-    const ROLE: Role = Role::Admin;
+macro_rules! needs_role {
+    ($($marker:ident => $role:ident, $name:literal;)*) => {$(
+        impl Needs for $marker {
+            const NEEDS: &'static str = $name;
+            fn permits(role: Role) -> bool {
+                role.allows(Role::$role)
+            }
+        }
+    )*};
 }
-impl Needs for Publisher {
-    const ROLE: Role = Role::Publisher;
+
+needs_role! {
+    Admin => Admin, "the admin role";
+    Publisher => Publisher, "the publisher role";
+    Operator => Operator, "the operator role";
+    Viewer => Viewer, "the viewer role";
+    Platform => Platform, "the platform role";
 }
-impl Needs for Operator {
-    const ROLE: Role = Role::Operator;
+
+impl Needs for Manager {
+    const NEEDS: &'static str = "the admin or the platform role";
+    fn permits(role: Role) -> bool {
+        role.allows(Role::Admin) || role == Role::Platform
+    }
 }
-impl Needs for Viewer {
-    const ROLE: Role = Role::Viewer;
+
+impl Principal {
+    /// The scope of a [`Manager`]: its organisation, or `None` for the platform.
+    pub(crate) fn scope(&self) -> Option<&str> {
+        (self.role != Role::Platform).then_some(self.org.as_str())
+    }
 }
 
 impl<R: Needs> FromRequestParts<AppState> for Caller<R> {
@@ -66,11 +93,11 @@ impl<R: Needs> FromRequestParts<AppState> for Caller<R> {
                     .ok_or_else(unauthorized)?
             }
         };
-        if !principal.role.allows(R::ROLE) {
+        if !R::permits(principal.role) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this needs the {:?} role", R::ROLE).to_lowercase(),
+                format!("this needs {}", R::NEEDS),
             ));
         }
         Ok(Caller(principal, std::marker::PhantomData))

@@ -23,10 +23,10 @@ pub use server::serve;
 use crate::registry::Registry;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics::Metrics;
-use routes::{connectors, flows, installs, instances, ops};
+use routes::{connectors, flows, installs, instances, ops, tokens};
 use serde_json::json;
 use state::AppState;
 use std::collections::HashMap;
@@ -121,7 +121,10 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             post(flows::rebind_step),
         )
         .route("/v1/audit", get(ops::audit_log))
-        .route("/v1/tokens", post(ops::create_token))
+        .route("/v1/orgs", post(tokens::create_org).get(tokens::orgs))
+        .route("/v1/orgs/{org}/tokens", post(tokens::mint_org_token))
+        .route("/v1/tokens", post(tokens::create_token).get(tokens::tokens))
+        .route("/v1/tokens/{id}", delete(tokens::revoke_token))
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
         .merge(publish)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(

@@ -2,7 +2,7 @@
 //! `/openapi.json`.
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes::{connectors, flows, installs, instances, ops};
+use super::routes::{connectors, flows, installs, instances, ops, tokens};
 
 /// The OpenAPI document of this API, generated from the handlers' annotations.
 #[derive(utoipa::OpenApi)]
@@ -15,7 +15,8 @@ use super::routes::{connectors, flows, installs, instances, ops};
         installs::rebind_install, instances::create_instance, instances::instances,
         instances::get_instance, instances::invoke, flows::create_flow, flows::flows,
         flows::get_flow, flows::run_flow, flows::runs, flows::rebind_step, ops::audit_log,
-        ops::create_token
+        tokens::create_org, tokens::orgs, tokens::mint_org_token, tokens::create_token,
+        tokens::tokens, tokens::revoke_token
     ),
     components(schemas(ErrorBody, ErrorDetail, crate::model::Description, crate::model::Summary)),
     modifiers(&BearerAuth)

@@ -3,7 +3,9 @@
 //! field renamed on one side is a compile error on the other.
 
 pub use super::error::{ErrorBody, ErrorDetail};
-use crate::model::{Digest, PublishOutcome, Role, StepSpec, VersionInfo, VersionState};
+use crate::model::{
+    Digest, OrgInfo, PublishOutcome, Role, StepSpec, TokenInfo, VersionInfo, VersionState,
+};
 use crate::sandbox::LogLine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -83,18 +85,38 @@ pub struct RebindStepRequest {
     pub instance: Option<i64>,
 }
 
-/// `POST /v1/tokens`.
+/// `POST /v1/tokens` and `POST /v1/orgs/{org}/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
     pub label: String,
+    /// Seconds until the token expires; it never does when absent.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
 }
 
-/// A new token: shown once, never stored.
+/// A new token: its secret is shown once, never stored.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub token: String,
-    pub role: Role,
-    pub label: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// `POST /v1/orgs`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgRequest {
+    pub id: String,
+    /// The label of its first admin token (default `admin`).
+    #[serde(default)]
+    pub admin_label: Option<String>,
+}
+
+/// A new organisation and its first admin token.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewOrg {
+    pub org: OrgInfo,
+    pub admin: NewToken,
 }

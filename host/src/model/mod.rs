@@ -23,7 +23,7 @@ pub use install::{Install, Instance, Update, UpdateMode};
 pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
 pub use page::{InvalidPage, Page};
-pub use token::{Principal, Role};
+pub use token::{OrgInfo, Principal, Role, TokenInfo};
 pub use version::{
     ListedVersion, Listing, PublishOutcome, PublishRequest, Search, VersionInfo, VersionState,
     VersionSummary, Visibility,

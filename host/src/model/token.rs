@@ -1,12 +1,17 @@
-//! API tokens' roles and the principal a valid token names.
+//! Organisations, API tokens' roles, tokens as listed, and the principal a valid token names.
 
 use serde::{Deserialize, Serialize};
 
-/// What a token may do. Each role includes `viewer`; `admin` includes everything.
+/// What a token may do. The platform role runs the installation (organisations, their first
+/// tokens) and acts in no organisation; within one, each role includes `viewer` and `admin`
+/// includes every other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
-    /// Everything, including tokens and install updates.
+    /// The operator of the installation: creates and lists organisations and mints their
+    /// admin tokens. Reads or changes nothing inside an organisation.
+    Platform,
+    /// Everything in its organisation, including tokens and install updates.
     Admin,
     /// Publish versions and change their states.
     Publisher,
@@ -19,36 +24,125 @@ pub enum Role {
 impl Role {
     /// Whether this role may act as `needed`.
     pub fn allows(self, needed: Role) -> bool {
-        self == Role::Admin || self == needed || needed == Role::Viewer
+        match self {
+            Role::Platform => needed == Role::Platform,
+            Role::Admin => needed != Role::Platform,
+            role => role == needed || needed == Role::Viewer,
+        }
     }
 }
 
-/// Who is calling: the organisation and role of a valid token.
+/// Who is calling: the organisation and role of a valid token. A platform token's `org` is
+/// empty: it names no organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub org: String,
     pub role: Role,
     pub token_id: i64,
     pub label: String,
+    /// When the token stops being valid (ms since the epoch), if ever.
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {
     /// The actor name written to the audit log.
     pub fn actor(&self) -> String {
-        format!("token:{}:{}", self.token_id, self.label)
+        match self.role {
+            Role::Platform => format!("platform:token:{}:{}", self.token_id, self.label),
+            _ => format!("token:{}:{}", self.token_id, self.label),
+        }
     }
+
+    /// Whether the token has expired at `now` (ms since the epoch).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// A token as stored and listed — never its secret, which is shown once, when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: i64,
+    /// The organisation it acts in; none for a platform token.
+    pub org: Option<String>,
+    pub role: Role,
+    pub label: String,
+    pub created_by: String,
+    pub created_at: i64,
+    /// When it was last used (ms since the epoch), to within a minute; none if never.
+    pub last_used_at: Option<i64>,
+    /// When it stops being valid, if ever.
+    pub expires_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenInfo {
+    /// Whether the token authenticates at `now`: neither revoked nor expired.
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// The principal it names.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            org: self.org.clone().unwrap_or_default(),
+            role: self.role,
+            token_id: self.id,
+            label: self.label.clone(),
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// An organisation: a vendor, a customer, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrgInfo {
+    pub id: String,
+    pub created_at: i64,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Role;
+    use super::*;
 
     #[test]
-    fn roles_include_viewer_and_admin_includes_all() {
+    fn roles_include_viewer_and_admin_includes_all_but_platform() {
         assert!(Role::Admin.allows(Role::Publisher));
         assert!(Role::Operator.allows(Role::Viewer));
         assert!(!Role::Operator.allows(Role::Publisher));
         assert!(!Role::Viewer.allows(Role::Operator));
         assert!(!Role::Publisher.allows(Role::Admin));
+        assert!(!Role::Admin.allows(Role::Platform));
+    }
+
+    #[test]
+    fn the_platform_role_acts_in_no_organisation() {
+        assert!(Role::Platform.allows(Role::Platform));
+        for role in [Role::Admin, Role::Publisher, Role::Operator, Role::Viewer] {
+            assert!(!Role::Platform.allows(role), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_valid_until_revoked_or_expired() {
+        let mut token = TokenInfo {
+            id: 1,
+            org: Some("acme".into()),
+            role: Role::Viewer,
+            label: "ci".into(),
+            created_by: "test".into(),
+            created_at: 0,
+            last_used_at: None,
+            expires_at: Some(1_000),
+            revoked_at: None,
+        };
+        assert!(token.valid_at(999));
+        assert!(!token.valid_at(1_000));
+        assert!(token.principal().expired(1_000));
+        token.expires_at = None;
+        assert!(token.valid_at(i64::MAX));
+        token.revoked_at = Some(5);
+        assert!(!token.valid_at(0));
     }
 }

@@ -120,6 +120,8 @@ pub struct Registry {
     accept_ungranted_imports: bool,
     /// What calls run, resolved once per change.
     pins: pins::PinTable,
+    /// When each token was last used, not yet written to the store (`tokens::flush_token_use`).
+    token_use: std::sync::Mutex<BTreeMap<i64, i64>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -189,6 +191,7 @@ impl Registry {
             flow_limits: config.flows,
             accept_ungranted_imports: config.accept_ungranted_imports,
             pins: pins::PinTable::new(config.loaded),
+            token_use: Default::default(),
         };
         registry.sweep_orphans()?;
         Ok(registry)
@@ -240,6 +243,12 @@ impl Registry {
     }
 
     // ----- audit ---------------------------------------------------------------------------
+
+    /// One page of the audit log of the platform's own actions (organisations created,
+    /// platform tokens), oldest first.
+    pub fn platform_audit_log(&self, page: &Page) -> Result<Vec<AuditEntry>> {
+        self.audit_log(tokens::PLATFORM_LOG, page)
+    }
 
     /// One page of the audit log of `org`, oldest first.
     pub fn audit_log(&self, org: &str, page: &Page) -> Result<Vec<AuditEntry>> {

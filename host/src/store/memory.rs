@@ -10,8 +10,8 @@ use super::{
     Access, BlobStore, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError,
 };
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, Principal, Role, Run, Step,
-    Summary, VersionInfo, VersionState,
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Step, Summary,
+    TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -38,7 +38,9 @@ struct State {
     instances: BTreeMap<i64, (Instance, Vec<u8>)>,
     flows: BTreeMap<i64, Flow>,
     runs: BTreeMap<i64, (String, Run)>,
-    tokens: BTreeMap<String, Principal>,
+    /// Tokens by id, and their ids by hash.
+    tokens: BTreeMap<i64, TokenInfo>,
+    token_hashes: BTreeMap<String, i64>,
     audit: BTreeMap<i64, AuditEntry>,
     /// The last id given, by kind (ids are per kind, like rowids).
     ids: BTreeMap<&'static str, i64>,
@@ -129,6 +131,19 @@ impl Metadata for State {
 
     fn org_exists(&mut self, id: &str) -> Result<bool> {
         Ok(self.orgs.contains_key(id))
+    }
+
+    fn orgs(&mut self, after: &str, limit: usize) -> Result<Vec<OrgInfo>> {
+        use std::ops::Bound;
+        Ok(self
+            .orgs
+            .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
+            .take(limit)
+            .map(|(id, at)| OrgInfo {
+                id: id.clone(),
+                created_at: *at,
+            })
+            .collect())
     }
 
     fn setting(&mut self, name: &str) -> Result<Option<String>> {
@@ -474,32 +489,65 @@ impl Metadata for State {
             .collect())
     }
 
-    fn insert_token(
-        &mut self,
-        org: &str,
-        role: Role,
-        label: &str,
-        hash: &str,
-        _at: i64,
-    ) -> Result<i64> {
-        if self.tokens.contains_key(hash) {
+    fn insert_token(&mut self, token: &TokenInfo, hash: &str) -> Result<i64> {
+        if self.token_hashes.contains_key(hash) {
             return Err(StoreError::failed("a token with this hash exists"));
         }
+        if (token.role == crate::model::Role::Platform) != token.org.is_none() {
+            return Err(StoreError::failed(
+                "a platform token has no organisation, and only a platform token",
+            ));
+        }
         let id = self.next_id("token");
-        self.tokens.insert(
-            hash.to_string(),
-            Principal {
-                org: org.to_string(),
-                role,
-                token_id: id,
-                label: label.to_string(),
-            },
-        );
+        let token = TokenInfo {
+            id,
+            last_used_at: None,
+            ..token.clone()
+        };
+        self.tokens.insert(id, token);
+        self.token_hashes.insert(hash.to_string(), id);
         Ok(id)
     }
 
-    fn token(&mut self, hash: &str) -> Result<Option<Principal>> {
-        Ok(self.tokens.get(hash).cloned())
+    fn token(&mut self, hash: &str) -> Result<Option<TokenInfo>> {
+        Ok(self
+            .token_hashes
+            .get(hash)
+            .and_then(|id| self.tokens.get(id))
+            .cloned())
+    }
+
+    fn token_by_id(&mut self, id: i64) -> Result<Option<TokenInfo>> {
+        Ok(self.tokens.get(&id).cloned())
+    }
+
+    fn tokens(&mut self, org: Option<&str>, after: i64, limit: usize) -> Result<Vec<TokenInfo>> {
+        Ok(self
+            .tokens
+            .range(after.saturating_add(1)..)
+            .map(|(_, t)| t)
+            .filter(|t| t.org.as_deref() == org)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn revoke_token(&mut self, id: i64, at: i64) -> Result<()> {
+        if let Some(token) = self.tokens.get_mut(&id) {
+            token.revoked_at.get_or_insert(at);
+        }
+        Ok(())
+    }
+
+    fn set_tokens_used(&mut self, used: &[(i64, i64)]) -> Result<()> {
+        for (id, at) in used {
+            if let Some(token) = self.tokens.get_mut(id)
+                && token.last_used_at.is_none_or(|last| last < *at)
+            {
+                token.last_used_at = Some(*at);
+            }
+        }
+        Ok(())
     }
 
     fn append_audit(&mut self, entry: &AuditEntry) -> Result<()> {

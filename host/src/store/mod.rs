@@ -17,7 +17,7 @@ pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, Principal, Role, Run, Step,
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Step, TokenInfo,
     VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
@@ -171,6 +171,8 @@ pub trait Metadata {
     /// Create organisation `id` unless it exists.
     fn create_org(&mut self, id: &str, at: i64) -> Result<()>;
     fn org_exists(&mut self, id: &str) -> Result<bool>;
+    /// Organisations with ids after `after` (by id; `""` from the start), at most `limit`.
+    fn orgs(&mut self, after: &str, limit: usize) -> Result<Vec<OrgInfo>>;
 
     // ----- settings of the installation -----
     fn setting(&mut self, name: &str) -> Result<Option<String>>;
@@ -263,16 +265,20 @@ pub trait Metadata {
     fn runs(&mut self, org: &str, flow: i64, before: i64, limit: usize) -> Result<Vec<Run>>;
 
     // ----- tokens (only hashes are stored) -----
-    /// Store a token's hash; returns the token's id.
-    fn insert_token(
-        &mut self,
-        org: &str,
-        role: Role,
-        label: &str,
-        hash: &str,
-        at: i64,
-    ) -> Result<i64>;
-    fn token(&mut self, hash: &str) -> Result<Option<Principal>>;
+    /// Store `token` (its `id` and `last_used_at` are ignored) under `hash`; returns its id.
+    fn insert_token(&mut self, token: &TokenInfo, hash: &str) -> Result<i64>;
+    /// The token stored under `hash`, revoked and expired ones included.
+    fn token(&mut self, hash: &str) -> Result<Option<TokenInfo>>;
+    /// Token `id`.
+    fn token_by_id(&mut self, id: i64) -> Result<Option<TokenInfo>>;
+    /// Tokens of `org` (`None`: platform tokens) with ids above `after`, by id, at most
+    /// `limit`.
+    fn tokens(&mut self, org: Option<&str>, after: i64, limit: usize) -> Result<Vec<TokenInfo>>;
+    /// Mark token `id` revoked at `at`.
+    fn revoke_token(&mut self, id: i64, at: i64) -> Result<()>;
+    /// Record when tokens were last used, `(id, at)`; an earlier time than the stored one is
+    /// ignored.
+    fn set_tokens_used(&mut self, used: &[(i64, i64)]) -> Result<()>;
 
     // ----- audit -----
     /// Append `entry` (its `id` is ignored) to the log.

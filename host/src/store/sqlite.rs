@@ -6,8 +6,8 @@
 
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
-    AuditEntry, Description, Digest, Flow, Install, Instance, ListedVersion, Principal, Role, Run,
-    RunStatus, Step, Summary, VersionInfo, VersionState,
+    AuditEntry, Description, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run,
+    RunStatus, Step, Summary, TokenInfo, VersionInfo, VersionState,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -130,6 +130,29 @@ CREATE TABLE settings (
     // 5: what the marketplace shows of a version (its description without schemas), so a
     // listing reads a small column; filled in for older rows when the store opens.
     "ALTER TABLE versions ADD COLUMN summary TEXT NOT NULL DEFAULT '';",
+    // 6: platform tokens (no organisation), and tokens that expire, are revoked and say when
+    // they were last used.
+    r#"
+CREATE TABLE tokens_v6 (
+    id           INTEGER PRIMARY KEY,
+    org          TEXT REFERENCES orgs(id),
+    role         TEXT NOT NULL
+                 CHECK (role IN ('platform', 'admin', 'publisher', 'operator', 'viewer')),
+    label        TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    CHECK ((role = 'platform') = (org IS NULL))
+);
+INSERT INTO tokens_v6 (id, org, role, label, hash, created_by, created_at)
+    SELECT id, org, role, label, hash, '', created_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v6 RENAME TO tokens;
+CREATE INDEX tokens_org ON tokens(org, id);
+"#,
 ];
 
 /// The SQLite [`MetadataStore`]: one writer connection, and a pool of read connections so a
@@ -697,6 +720,23 @@ fn bound_step_row(r: &Row<'_>) -> rusqlite::Result<BoundStep> {
     })
 }
 
+const TOKEN_COLUMNS: &str =
+    "id, org, role, label, created_by, created_at, last_used_at, expires_at, revoked_at";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        role: enum_text(r, 2)?,
+        label: r.get(3)?,
+        created_by: r.get(4)?,
+        created_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
 fn flow_row(row: &Row<'_>) -> rusqlite::Result<FlowRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
@@ -712,6 +752,19 @@ impl Metadata for Sql<'_> {
 
     fn org_exists(&mut self, id: &str) -> Result<bool> {
         self.exists("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", [id])
+    }
+
+    fn orgs(&mut self, after: &str, limit: usize) -> Result<Vec<OrgInfo>> {
+        self.all(
+            "SELECT id, created_at FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after, limit as i64],
+            |r| {
+                Ok(OrgInfo {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            },
+        )
     }
 
     fn setting(&mut self, name: &str) -> Result<Option<String>> {
@@ -1098,33 +1151,66 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn insert_token(
-        &mut self,
-        org: &str,
-        role: Role,
-        label: &str,
-        hash: &str,
-        at: i64,
-    ) -> Result<i64> {
+    fn insert_token(&mut self, t: &TokenInfo, hash: &str) -> Result<i64> {
         self.insert(
-            "INSERT INTO tokens (org, role, label, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![org, text(&role), label, hash, at],
+            "INSERT INTO tokens (org, role, label, hash, created_by, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                t.org,
+                text(&t.role),
+                t.label,
+                hash,
+                t.created_by,
+                t.created_at,
+                t.expires_at
+            ],
         )
     }
 
-    fn token(&mut self, hash: &str) -> Result<Option<Principal>> {
+    fn token(&mut self, hash: &str) -> Result<Option<TokenInfo>> {
         self.one(
-            "SELECT id, org, role, label FROM tokens WHERE hash = ?1",
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
             [hash],
-            |r| {
-                Ok(Principal {
-                    token_id: r.get(0)?,
-                    org: r.get(1)?,
-                    role: enum_text(r, 2)?,
-                    label: r.get(3)?,
-                })
-            },
+            token_row,
         )
+    }
+
+    fn token_by_id(&mut self, id: i64) -> Result<Option<TokenInfo>> {
+        self.one(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+            [id],
+            token_row,
+        )
+    }
+
+    fn tokens(&mut self, org: Option<&str>, after: i64, limit: usize) -> Result<Vec<TokenInfo>> {
+        self.all(
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE org IS ?1 AND id > ?2 \
+                 ORDER BY id LIMIT ?3"
+            ),
+            params![org, after, limit as i64],
+            token_row,
+        )
+    }
+
+    fn revoke_token(&mut self, id: i64, at: i64) -> Result<()> {
+        self.run(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    fn set_tokens_used(&mut self, used: &[(i64, i64)]) -> Result<()> {
+        for (id, at) in used {
+            self.run(
+                "UPDATE tokens SET last_used_at = ?2 \
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                params![id, at],
+            )?;
+        }
+        Ok(())
     }
 
     fn append_audit(&mut self, e: &AuditEntry) -> Result<()> {
@@ -1174,6 +1260,35 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(conn);
         open(&path).unwrap();
+    }
+
+    #[test]
+    fn tokens_of_schema_5_keep_working_after_migration_6() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (index, sql) in MIGRATIONS[..5].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", index + 1).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO orgs VALUES ('demo', 1); \
+                 INSERT INTO tokens (org, role, label, hash, created_at) \
+                 VALUES ('demo', 'admin', 'bootstrap admin', 'h', 2);",
+            )
+            .unwrap();
+        }
+        let store: &dyn MetadataStore = &SqliteStore::open(&path).unwrap();
+        let token = store
+            .read(|m| m.token("h"))
+            .unwrap()
+            .expect("the token is kept");
+        assert_eq!(
+            (token.org.as_deref(), token.label.as_str(), token.created_at),
+            (Some("demo"), "bootstrap admin", 2)
+        );
+        assert_eq!((token.expires_at, token.revoked_at), (None, None));
     }
 
     #[test]
@@ -1333,6 +1448,6 @@ mod tests {
     fn stored_enums_keep_their_text() {
         assert_eq!(text(&Visibility::Public), "public");
         assert_eq!(text(&VersionState::Deprecated), "deprecated");
-        assert_eq!(text(&Role::Operator), "operator");
+        assert_eq!(text(&crate::model::Role::Operator), "operator");
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod flows;
 pub(crate) mod installs;
 pub(crate) mod instances;
 pub(crate) mod ops;
+pub(crate) mod tokens;
 
 use super::error::ApiError;
 use axum::Json;

@@ -1,10 +1,9 @@
-//! What operators use: `/metrics`, the audit log, tokens.
+//! What operators use: `/metrics` and the audit log.
 
-use super::{ApiJson, ApiResult, created, ok, query};
-use crate::api::auth::{Admin, Caller, Viewer};
-use crate::api::error::{ApiError, ErrorBody};
+use super::{ApiResult, ok, query};
+use crate::api::auth::{Caller, Manager, Viewer};
+use crate::api::error::ErrorBody;
 use crate::api::state::AppState;
-use crate::api::wire::{NewToken, TokenRequest};
 use crate::model::{AuditEntry, Page};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -20,31 +19,17 @@ pub(crate) async fn metrics(State(s): State<AppState>, caller: Caller<Viewer>) -
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<AuditEntry>)))]
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "An organisation admin reads its organisation's log; the platform operator reads the platform's", body = Vec<AuditEntry>)))]
 pub(crate) async fn audit_log(
     State(s): State<AppState>,
-    caller: Caller<Admin>,
+    caller: Caller<Manager>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
     let p = caller.0;
     let page = query(page)?;
-    ok(s.blocking(move |r| r.audit_log(&p.org, &page)).await?)
-}
-
-#[utoipa::path(post, path = "/v1/tokens", tag = "ops", security(("bearer" = [])), request_body = TokenRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = NewToken)))]
-pub(crate) async fn create_token(
-    State(s): State<AppState>,
-    caller: Caller<Admin>,
-    body: Result<ApiJson<TokenRequest>, ApiError>,
-) -> ApiResult {
-    let p = caller.0;
-    let ApiJson(body) = body?;
-    let TokenRequest { role, label } = body;
-    let (token, label) = s
-        .blocking(move |r| {
-            let token = r.create_token(&p.org, &p.actor(), role, &label)?;
-            Ok::<_, crate::registry::Error>((token, label))
-        })
-        .await?;
-    created(NewToken { token, role, label })
+    ok(s.blocking(move |r| match p.scope() {
+        Some(org) => r.audit_log(org, &page),
+        None => r.platform_audit_log(&page),
+    })
+    .await?)
 }
