@@ -4,12 +4,12 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
-    ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, Published, RebindStepRequest,
-    StateRequest,
+    ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg, NewToken, OrgRequest,
+    Published, RebindStepRequest, StateRequest, TokenRequest,
 };
 use gantry_host::model::{
-    AuditEntry, Flow, Install, Instance, Listing, Run, Update, UpdateMode, VersionInfo,
-    VersionState,
+    AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Role, Run, TokenInfo, Update,
+    UpdateMode, VersionInfo, VersionState,
 };
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -34,6 +34,10 @@ pub struct Remote {
     /// File holding the API token.
     #[arg(long, global = true, default_value = "gantry-data/admin.token")]
     token_file: PathBuf,
+    /// Trust this CA certificate (PEM) for an HTTPS server, besides the system's and the
+    /// Web PKI's roots (a private CA).
+    #[arg(long, global = true, env = "GANTRY_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Print JSON instead of text or tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -67,6 +71,8 @@ pub enum ClientCommand {
     },
     /// Install ORG/NAME@VERSION into your organisation.
     Install { package: String },
+    /// Your organisation's installs, with the update each has available.
+    Installs,
     /// Update an install to VERSION.
     Update {
         install: i64,
@@ -91,8 +97,65 @@ pub enum ClientCommand {
     /// Flows.
     #[command(subcommand)]
     Flow(FlowCommand),
-    /// The audit log of your organisation.
+    /// The audit log of your organisation (the platform's, with a platform token).
     Audit,
+    /// Organisations (with a platform token).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Tokens of your organisation (the platform's, with a platform token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation; prints its first admin token (shown once).
+    Create {
+        id: String,
+        /// The label of its admin token.
+        #[arg(long, default_value = "admin")]
+        admin_label: String,
+    },
+    /// Every organisation.
+    List,
+    /// Mint another token of an organisation (e.g. when its admin token is lost).
+    Token {
+        org: String,
+        #[command(flatten)]
+        token: NewTokenArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it (shown once).
+    Create(NewTokenArgs),
+    /// Every token (id, role, label, created, last used, expires — never a secret).
+    List,
+    /// Revoke a token: it is refused from its next request on.
+    Revoke { id: i64 },
+}
+
+#[derive(Args)]
+pub struct NewTokenArgs {
+    /// admin, publisher, operator or viewer (platform, for a platform token).
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    #[arg(long)]
+    label: String,
+    /// Expire after this long: 90s, 45m, 12h, 30d (never, if absent).
+    #[arg(long, value_parser = parse_expiry)]
+    expires: Option<u64>,
+}
+
+impl NewTokenArgs {
+    fn request(self) -> TokenRequest {
+        TokenRequest {
+            role: self.role,
+            label: self.label,
+            expires_in_secs: self.expires,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -157,8 +220,20 @@ impl Client {
                 .trim()
                 .to_string(),
         };
+        let mut http = reqwest::Client::builder().use_rustls_tls();
+        if let Some(path) = &remote.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", path.display());
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
-            http: reqwest::Client::new(),
+            http: http.build().context("setting up the HTTP client")?,
             base: remote.server.trim_end_matches('/').to_string(),
             token,
         })
@@ -207,6 +282,32 @@ impl Client {
     ) -> Result<(T, String)> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
+    }
+
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<(T, String)> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// Every item of a paged list, following its pages (`after` = the last item's key).
+    async fn all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>> {
+        let mut items: Vec<T> = Vec::new();
+        loop {
+            let mut url = format!("{}{path}?limit={}", self.base, Page::MAX);
+            if let Some(last) = items.last() {
+                url.push_str(&format!("&after={}", key(last)));
+            }
+            let (page, _): (Vec<T>, _) = self.send(self.http.get(url)).await?;
+            let full = page.len() >= Page::MAX;
+            items.extend(page);
+            if !full {
+                return Ok(items);
+            }
+        }
     }
 
     /// POST a JSON document as written, and answer the response body as written.
@@ -457,6 +558,26 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let answer: Answer<Install> = client.post("/v1/installs", &request).await?.into();
             answer.show(json, |i| println!("install {} of {}", i.id, i.reference()));
         }
+        ClientCommand::Installs => {
+            let installs: Vec<Install> = client
+                .all("/v1/installs", |i: &Install| i.id.to_string())
+                .await?;
+            show_all(installs, json, |installs| {
+                let rows = installs
+                    .into_iter()
+                    .map(|i| {
+                        vec![
+                            i.id.to_string(),
+                            i.reference(),
+                            i.update_available
+                                .map_or("-".into(), |v| format!("update available: {v}")),
+                            i.customisations.len().to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["install", "connector", "update", "customisations"], rows);
+            });
+        }
         ClientCommand::Update {
             install,
             version,
@@ -638,8 +759,139 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 table(&["id", "at (ms)", "actor", "action", "subject"], rows);
             });
         }
+        ClientCommand::Org(OrgCommand::Create { id, admin_label }) => {
+            let request = OrgRequest {
+                id,
+                admin_label: Some(admin_label),
+            };
+            let answer: Answer<NewOrg> = client.post("/v1/orgs", &request).await?.into();
+            answer.show(json, |created| {
+                eprintln!("organisation {} created", created.org.id);
+                print_new_token(&created.admin);
+            });
+        }
+        ClientCommand::Org(OrgCommand::List) => {
+            let orgs: Vec<OrgInfo> = client.all("/v1/orgs", |o: &OrgInfo| o.id.clone()).await?;
+            show_all(orgs, json, |orgs| {
+                let rows = orgs
+                    .into_iter()
+                    .map(|o| vec![o.id, when(Some(o.created_at))])
+                    .collect();
+                table(&["organisation", "created"], rows);
+            });
+        }
+        ClientCommand::Org(OrgCommand::Token { org, token }) => {
+            let path = format!("/v1/orgs/{org}/tokens");
+            let answer: Answer<NewToken> = client.post(&path, &token.request()).await?.into();
+            answer.show(json, |token| print_new_token(&token));
+        }
+        ClientCommand::Token(TokenCommand::Create(token)) => {
+            let answer: Answer<NewToken> =
+                client.post("/v1/tokens", &token.request()).await?.into();
+            answer.show(json, |token| print_new_token(&token));
+        }
+        ClientCommand::Token(TokenCommand::List) => {
+            let tokens: Vec<TokenInfo> = client
+                .all("/v1/tokens", |t: &TokenInfo| t.id.to_string())
+                .await?;
+            show_all(tokens, json, |tokens| {
+                let rows = tokens
+                    .into_iter()
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            kebab(&t.role),
+                            t.label,
+                            when(Some(t.created_at)),
+                            when(t.last_used_at),
+                            when(t.expires_at),
+                            t.revoked_at.map_or("-".into(), |at| when(Some(at))),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "id",
+                        "role",
+                        "label",
+                        "created",
+                        "last used",
+                        "expires",
+                        "revoked",
+                    ],
+                    rows,
+                );
+            });
+        }
+        ClientCommand::Token(TokenCommand::Revoke { id }) => {
+            let answer: Answer<TokenInfo> =
+                client.delete(&format!("/v1/tokens/{id}")).await?.into();
+            answer.show(json, |token| {
+                println!(
+                    "token {} (`{}`) revoked at {}",
+                    token.id,
+                    token.label,
+                    when(token.revoked_at)
+                );
+            });
+        }
     }
     Ok(())
+}
+
+/// Show what a paged list gathered: as JSON with `--json`, else `human(items)`.
+fn show_all<T: serde::Serialize>(items: Vec<T>, json: bool, human: impl FnOnce(Vec<T>)) {
+    if json {
+        println!("{}", serde_json::to_string(&items).unwrap_or_default());
+    } else {
+        human(items);
+    }
+}
+
+/// A time in ms since the epoch, readable (`-` for none).
+fn when(ms: Option<i64>) -> String {
+    match ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+        None => "-".into(),
+    }
+}
+
+fn print_new_token(token: &NewToken) {
+    let info = &token.info;
+    let scope = info.org.as_deref().unwrap_or("the platform");
+    eprintln!(
+        "token {} of {scope}, role {}, label `{}`, expires {} — shown once; keep it safe:",
+        info.id,
+        kebab(&info.role),
+        info.label,
+        when(info.expires_at)
+    );
+    println!("{}", token.token);
+}
+
+/// A role as written on the wire.
+fn parse_role(text: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(text.into())).map_err(|_| {
+        format!("`{text}` is not a role: admin, publisher, operator, viewer or platform")
+    })
+}
+
+/// `90s`, `45m`, `12h`, `30d` (or plain seconds) as seconds.
+fn parse_expiry(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a duration such as 90s, 45m, 12h or 30d");
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => (&text[..at], unit),
+        _ => (text, 's'),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).filter(|s| *s > 0).ok_or_else(bad)
 }
 
 /// A version state as written on the wire.

@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Calls in flight at once of any one organisation before the API answers 429 [default: 16].
     #[arg(long, env = "GANTRY_MAX_CALLS_PER_ORG")]
     max_calls_per_org: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "GANTRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "GANTRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C, how long calls in flight may take to finish, in seconds
+    /// [default: 30].
+    #[arg(long, env = "GANTRY_DRAIN_TIMEOUT")]
+    drain_timeout: Option<u64>,
 }
 
 /// The config file (`gantry serve --config gantry.toml`). Every key is optional.
@@ -46,6 +56,9 @@ pub struct ServeArgs {
 /// max_upload_mib = 32
 /// max_concurrent_calls = 64
 /// max_calls_per_org = 16
+/// tls_cert = "cert.pem"               # serve HTTPS (with tls_key)
+/// tls_key = "key.pem"
+/// drain_timeout_ms = 30000            # on SIGTERM/Ctrl-C: how long calls may take to finish
 /// header_timeout_ms = 10000
 /// body_timeout_ms = 30000
 /// max_compiles = 2                    # compiles at once
@@ -77,6 +90,9 @@ pub struct ServeConfig {
     max_upload_mib: Option<usize>,
     max_concurrent_calls: Option<usize>,
     max_calls_per_org: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    drain_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
@@ -97,6 +113,8 @@ struct Settings {
     bind: SocketAddr,
     api: ApiConfig,
     header_timeout: Duration,
+    drain_timeout: Duration,
+    tls: Option<(PathBuf, PathBuf)>,
     limits: gantry_host::Limits,
     outbound: gantry_host::sandbox::OutboundConfig,
     private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
@@ -137,6 +155,15 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
             ..defaults
         },
         header_timeout: Duration::from_millis(file.header_timeout_ms.unwrap_or(10_000)),
+        drain_timeout: args
+            .drain_timeout
+            .map(|s| s.saturating_mul(1000))
+            .or(file.drain_timeout_ms)
+            .map_or(Duration::from_secs(30), Duration::from_millis),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => file.tls_cert.zip(file.tls_key),
+        },
         limits: file.limits.unwrap_or_default(),
         outbound: file.outbound.unwrap_or_default(),
         private_addresses: file.private_addresses,
@@ -205,14 +232,32 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         })
     };
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(gantry_host::api::tls_config(cert, key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let options = gantry_host::ServeOptions {
+        header_timeout: settings.header_timeout,
+        drain_timeout: settings.drain_timeout,
+        tls,
+    };
     let router = gantry_host::router(registry.clone(), settings.api.clone());
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("binding {}", settings.bind))?;
-    eprintln!("gantry listening on http://{}", listener.local_addr()?);
-    let served = gantry_host::serve(listener, router, settings.header_timeout, async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down; letting calls in flight finish");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    eprintln!("gantry listening on {scheme}://{}", listener.local_addr()?);
+    // SIGTERM (docker stop, systemctl stop, Kubernetes) drains exactly as Ctrl-C does.
+    let served = gantry_host::serve(listener, router, options, async move {
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        eprintln!(
+            "{signal}: shutting down; refusing new connections, letting calls in flight finish"
+        );
     })
     .await
     .context("serving");

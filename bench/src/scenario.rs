@@ -124,7 +124,7 @@ impl HttpServer {
         let task = tokio::spawn(gantry_host::serve(
             listener,
             router,
-            Duration::from_secs(10),
+            gantry_host::ServeOptions::default(),
             async move {
                 let _ = stopped.await;
             },

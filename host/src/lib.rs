@@ -25,7 +25,7 @@ pub mod sandbox;
 pub mod store;
 mod wit;
 
-pub use api::{ApiConfig, ApiError, router, serve};
+pub use api::{ApiConfig, ApiError, ServeOptions, router, serve};
 pub use json::KEPT_DEPTH;
 pub use model::{Description, Digest};
 pub use registry::{Registry, RegistryConfig};

@@ -336,6 +336,19 @@ async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
     };
     assert!(seen.iter().any(|l| l.contains("admin token")), "{seen:?}");
     assert!(
+        seen.iter().any(|l| l.contains("platform token")),
+        "{seen:?}"
+    );
+    #[cfg(unix)]
+    for file in ["platform.token", "admin.token"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    assert!(
         seen.iter().any(|l| l.contains("demo: published")),
         "{seen:?}"
     );

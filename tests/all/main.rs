@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod connectors;
 mod load;
+mod operations;
 mod outbound;
 mod platform;
 mod registry;

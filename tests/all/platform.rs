@@ -388,3 +388,65 @@ async fn the_platform_manages_its_own_tokens() {
     assert_eq!(status, StatusCode::OK);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_for_the_store_and_for_draining() {
+    use crate::registry::RemoteMetadata;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(RemoteMetadata {
+        inner: gantry_host::store::SqliteStore::open(&dir.path().join("meta.db")).unwrap(),
+        units: Default::default(),
+        down: AtomicBool::new(false),
+    });
+    let registry = gantry_host::RegistryConfig {
+        data_dir: dir.path().join("data"),
+        metadata: Some(meta.clone()),
+        ..Default::default()
+    };
+    let s = Server::start_with(registry, runtime().clone(), ApiConfig::default()).await;
+    let (status, body) = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ready")));
+    meta.down.store(true, Ordering::SeqCst);
+    let (status, body) = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    let (status, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "liveness does not depend on the store"
+    );
+    meta.down.store(false, Ordering::SeqCst);
+    let (status, _) = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "back without a restart");
+    s.shutdown().await;
+
+    // While draining, /readyz says so (what `serve` sets from its shutdown signal on).
+    use tower::ServiceExt;
+    let registry = Arc::new(
+        gantry_host::Registry::open(
+            gantry_host::RegistryConfig {
+                data_dir: dir.path().join("other"),
+                ..Default::default()
+            },
+            runtime().clone(),
+        )
+        .unwrap(),
+    );
+    let draining = gantry_host::api::Draining(Arc::new(AtomicBool::new(true)));
+    let router =
+        gantry_host::router(registry, ApiConfig::default()).layer(axum::Extension(draining));
+    let answer = router
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

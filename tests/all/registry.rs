@@ -1107,10 +1107,10 @@ async fn echo_flow(reg: &Registry, input: serde_json::Value) -> (i64, i64) {
 
 /// A metadata store in another place, with an outage switch: stands in for a PostgreSQL
 /// backend behind the `MetadataStore` seam, and counts the units the registry runs.
-struct RemoteMetadata {
-    inner: gantry_host::store::SqliteStore,
-    units: std::sync::atomic::AtomicUsize,
-    down: AtomicBool,
+pub(crate) struct RemoteMetadata {
+    pub(crate) inner: gantry_host::store::SqliteStore,
+    pub(crate) units: std::sync::atomic::AtomicUsize,
+    pub(crate) down: AtomicBool,
 }
 
 impl gantry_host::store::MetadataStore for RemoteMetadata {

@@ -168,7 +168,10 @@ impl Server {
             gantry_host::serve(
                 listener,
                 router,
-                std::time::Duration::from_millis(500),
+                gantry_host::ServeOptions {
+                    header_timeout: std::time::Duration::from_millis(500),
+                    ..Default::default()
+                },
                 async {
                     let _ = stopped.await;
                 },

@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;
-pub use server::serve;
+pub use server::{DrainTimedOut, Draining, ServeOptions, TlsError, serve, tls_config};
 
 use crate::registry::Registry;
 use axum::extract::DefaultBodyLimit;
@@ -78,6 +78,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_upload_bytes));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route(
             "/openapi.json",

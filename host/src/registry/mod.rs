@@ -244,6 +244,11 @@ impl Registry {
 
     // ----- audit ---------------------------------------------------------------------------
 
+    /// Whether the store answers: one read unit (`/readyz`).
+    pub fn check_store(&self) -> Result<()> {
+        self.read(|m| Ok(m.setting(SECRETS_KEY_ID).map(drop)?))
+    }
+
     /// One page of the audit log of the platform's own actions (organisations created,
     /// platform tokens), oldest first.
     pub fn platform_audit_log(&self, page: &Page) -> Result<Vec<AuditEntry>> {

@@ -1,4 +1,4 @@
-//! What operators use: `/metrics` and the audit log.
+//! What operators use: `/readyz`, `/metrics` and the audit log.
 
 use super::{ApiResult, ok, query};
 use crate::api::auth::{Caller, Manager, Viewer};
@@ -32,4 +32,27 @@ pub(crate) async fn audit_log(
         None => r.platform_audit_log(&page),
     })
     .await?)
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Ready: the store answers"), (status = 503, description = "Draining, or the store does not answer", body = ErrorBody)))]
+pub(crate) async fn readyz(
+    State(s): State<AppState>,
+    draining: Option<axum::Extension<crate::api::Draining>>,
+) -> ApiResult {
+    use axum::http::StatusCode;
+    let unavailable = |message: String| {
+        crate::api::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    };
+    if draining.is_some_and(|d| d.is_draining()) {
+        return Err(unavailable(
+            "draining: finishing the calls in flight".into(),
+        ));
+    }
+    match s.blocking(|r| r.check_store()).await {
+        Ok(()) => ok(serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            Err(unavailable("the store does not answer".into()))
+        }
+    }
 }
