@@ -4,13 +4,14 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
-    ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg, NewToken, OrgRequest,
-    Published, RebindStepRequest, StateRequest, TokenRequest,
+    BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
+    NewToken, OrgRequest, Published, RebindStepRequest, StateRequest, TokenRequest,
 };
 use gantry_host::model::{
     AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Role, Run, TokenInfo, Update,
     UpdateMode, VersionInfo, VersionState,
 };
+use gantry_host::registry::Backup;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -99,6 +100,9 @@ pub enum ClientCommand {
     Flow(FlowCommand),
     /// The audit log of your organisation (the platform's, with a platform token).
     Audit,
+    /// Back the running server up into DEST, a new directory on the server's machine (with a
+    /// platform token); `gantry serve --data-dir DEST` restores it.
+    Backup { dest: String },
     /// Organisations (with a platform token).
     #[command(subcommand)]
     Org(OrgCommand),
@@ -757,6 +761,16 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                     })
                     .collect();
                 table(&["id", "at (ms)", "actor", "action", "subject"], rows);
+            });
+        }
+        ClientCommand::Backup { dest } => {
+            let request = BackupRequest { to: dest };
+            let answer: Answer<Backup> = client.post("/v1/backup", &request).await?.into();
+            answer.show(json, |b| {
+                println!(
+                    "backed up into {}: the database, {} blobs ({} bytes) and the secrets key, in {} ms",
+                    b.to, b.blobs, b.blob_bytes, b.duration_ms
+                );
             });
         }
         ClientCommand::Org(OrgCommand::Create { id, admin_label }) => {

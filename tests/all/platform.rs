@@ -450,3 +450,153 @@ async fn readyz_answers_for_the_store_and_for_draining() {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_load_restores_every_flow_and_secret() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (s, dir, platform) = server().await;
+    let admin = new_org(&s, &platform, "acme").await;
+    let instance = s.echo_instance(&admin, "acme").await;
+    // An instance with a credential, sealed under the data directory's key.
+    let (_, with_secret) = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&admin),
+            Some(json!({"install": 1, "name": "sealed", "secrets": {"token": "s3cret"}})),
+        )
+        .await;
+    let sealed = with_secret["id"].as_i64().unwrap();
+    let (status, flow) = s
+        .call(
+            Method::POST,
+            "/v1/flows",
+            Some(&admin),
+            Some(json!({"name": "relay", "steps": [
+                {"name": "one", "instance": instance, "operation": "echo", "input": "${input}"},
+                {"name": "two", "instance": sealed, "operation": "echo", "input": "${steps.one}"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{flow}");
+    let flow = flow["id"].as_i64().unwrap();
+
+    // Calls from two callers all through the backup.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let (client, addr, admin) = (s.client.clone(), s.addr, admin.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = client
+                        .post(format!("http://{addr}/v1/flows/{flow}/runs"))
+                        .bearer_auth(&admin)
+                        .json(&json!({"n": 1}))
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r)
+                            if r.status() == StatusCode::CREATED
+                                || r.status() == StatusCode::OK =>
+                        {
+                            ok.fetch_add(1, Ordering::SeqCst)
+                        }
+                        _ => failed.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    while ok.load(Ordering::SeqCst) < 5 {
+        assert_eq!(
+            failed.load(Ordering::SeqCst),
+            0,
+            "runs fail before the backup"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let to = dir.path().join("backup");
+    let (status, backup) = s
+        .call(
+            Method::POST,
+            "/v1/backup",
+            Some(&platform),
+            Some(json!({"to": to})),
+        )
+        .await;
+    let during = ok.load(Ordering::SeqCst);
+    while ok.load(Ordering::SeqCst) < during + 5 && failed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(status, StatusCode::OK, "{backup}");
+    assert_eq!(backup["blobs"], 1, "{backup}");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no call failed during the backup"
+    );
+
+    // Refused: not the platform, a relative path, a directory that exists.
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/v1/backup",
+            Some(&admin),
+            Some(json!({"to": dir.path().join("b2")})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for to in [json!("relative/dir"), json!(to)] {
+        let (status, body) = s
+            .call(
+                Method::POST,
+                "/v1/backup",
+                Some(&platform),
+                Some(json!({"to": to})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let (_, log) = s
+        .call(Method::GET, "/v1/audit", Some(&platform), None)
+        .await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "backup"),
+        "{log}"
+    );
+    s.shutdown().await;
+
+    // The copy is a data directory: served, it runs the flow (unsealing the credential) with
+    // the same tokens.
+    let restored = Server::start(&to, runtime().clone(), ApiConfig::default()).await;
+    let (status, run) = restored
+        .call(
+            Method::POST,
+            &format!("/v1/flows/{flow}/runs"),
+            Some(&admin),
+            Some(json!({"restored": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["output"], json!({"restored": true}), "{run}");
+    let (status, _) = restored
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{sealed}/invoke/echo"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    restored.shutdown().await;
+}

@@ -1047,6 +1047,10 @@ impl gantry_host::store::BlobStore for MemoryBlobs {
         Ok(())
     }
     fn sweep(&self) -> std::io::Result<Vec<gantry_host::Digest>> {
+        self.digests()
+    }
+
+    fn digests(&self) -> std::io::Result<Vec<gantry_host::Digest>> {
         Ok(self.0.lock().unwrap().keys().copied().collect())
     }
 }

@@ -594,6 +594,7 @@ fn blobs_are_content_addressed(store: &dyn BlobStore) {
         store.put(&Digest::of(b"other"), bytes).is_err(),
         "bytes must match their digest"
     );
+    assert_eq!(store.digests().unwrap(), vec![digest]);
     assert_eq!(store.sweep().unwrap(), vec![digest]);
     store.delete(&digest).unwrap();
     store.delete(&digest).unwrap(); // absent is not an error

@@ -122,6 +122,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             post(flows::rebind_step),
         )
         .route("/v1/audit", get(ops::audit_log))
+        .route("/v1/backup", post(ops::backup))
         .route("/v1/orgs", post(tokens::create_org).get(tokens::orgs))
         .route("/v1/orgs/{org}/tokens", post(tokens::mint_org_token))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::tokens))

@@ -16,7 +16,7 @@ use super::routes::{connectors, flows, installs, instances, ops, tokens};
         instances::get_instance, instances::invoke, flows::create_flow, flows::flows,
         flows::get_flow, flows::run_flow, flows::runs, flows::rebind_step, ops::audit_log,
         tokens::create_org, tokens::orgs, tokens::mint_org_token, tokens::create_token,
-        tokens::tokens, tokens::revoke_token
+        tokens::tokens, tokens::revoke_token, ops::backup
     ),
     components(schemas(ErrorBody, ErrorDetail, crate::model::Description, crate::model::Summary)),
     modifiers(&BearerAuth)

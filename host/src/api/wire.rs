@@ -120,3 +120,11 @@ pub struct NewOrg {
     pub org: OrgInfo,
     pub admin: NewToken,
 }
+
+/// `POST /v1/backup`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A new directory on the server's machine (absolute path).
+    pub to: String,
+}

@@ -11,6 +11,7 @@ impl Registry {
     /// Remove blobs that no version row references (left by a crash between blob write and
     /// commit).
     pub(super) fn sweep_orphans(&self) -> Result<()> {
+        let _gate = self.blob_deletions();
         let stored = self.blobs.sweep()?;
         self.write(|m| {
             for digest in &stored {
@@ -38,6 +39,7 @@ impl Registry {
         if digests.is_empty() {
             return Ok(());
         }
+        let _gate = self.blob_deletions();
         self.write(|m| {
             for digest in digests {
                 self.delete_blob_if_unreferenced(m, digest)?;

@@ -10,6 +10,7 @@
 //! before the metadata that references it and removes it if that does not commit, so a
 //! version is stored whole or not at all; opening the registry sweeps blobs no row references.
 
+mod backup;
 mod error;
 mod flows;
 mod gc;
@@ -30,6 +31,7 @@ pub use mapping::{InvalidMapping, Scope, map_input};
 use crate::model::{AuditEntry, Page};
 use crate::runtime::Runtime;
 use crate::store::{BlobStore, FsBlobStore, Metadata, MetadataStore, SqliteStore};
+pub use backup::Backup;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -122,6 +124,11 @@ pub struct Registry {
     pins: pins::PinTable,
     /// When each token was last used, not yet written to the store (`tokens::flush_token_use`).
     token_use: std::sync::Mutex<BTreeMap<i64, i64>>,
+    /// The data directory (`secrets.key` is there).
+    data_dir: PathBuf,
+    /// Held while blobs are deleted, and by a backup from its snapshot until its blobs are
+    /// copied: no blob the snapshot references goes meanwhile.
+    blob_deletions: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -192,6 +199,8 @@ impl Registry {
             accept_ungranted_imports: config.accept_ungranted_imports,
             pins: pins::PinTable::new(config.loaded),
             token_use: Default::default(),
+            data_dir: config.data_dir.clone(),
+            blob_deletions: Default::default(),
         };
         registry.sweep_orphans()?;
         Ok(registry)

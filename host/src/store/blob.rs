@@ -21,6 +21,8 @@ pub trait BlobStore: Send + Sync {
     fn delete(&self, digest: &Digest) -> io::Result<()>;
     /// Every digest stored, and remove leftovers of interrupted writes.
     fn sweep(&self) -> io::Result<Vec<Digest>>;
+    /// Every digest stored, touching nothing (writes may be under way).
+    fn digests(&self) -> io::Result<Vec<Digest>>;
 }
 
 /// Blobs in a local directory.
@@ -80,6 +82,17 @@ impl BlobStore for FsBlobStore {
     }
 
     fn sweep(&self) -> io::Result<Vec<Digest>> {
+        self.scan(true)
+    }
+
+    fn digests(&self) -> io::Result<Vec<Digest>> {
+        self.scan(false)
+    }
+}
+
+impl FsBlobStore {
+    /// The digests stored; with `sweep`, also remove the leftovers of interrupted writes.
+    fn scan(&self, sweep: bool) -> io::Result<Vec<Digest>> {
         let mut found = Vec::new();
         for shard in fs::read_dir(&self.root)? {
             let shard = shard?.path();
@@ -95,7 +108,7 @@ impl BlobStore for FsBlobStore {
                 match format!("sha256:{name}").parse::<Digest>() {
                     Ok(digest) => found.push(digest),
                     // Leftover of an interrupted write.
-                    Err(_) if name.ends_with(".tmp") => fs::remove_file(&path)?,
+                    Err(_) if sweep && name.ends_with(".tmp") => fs::remove_file(&path)?,
                     Err(_) => {}
                 }
             }

@@ -614,6 +614,10 @@ impl BlobStore for MemoryBlobStore {
     }
 
     fn sweep(&self) -> io::Result<Vec<Digest>> {
+        self.digests()
+    }
+
+    fn digests(&self) -> io::Result<Vec<Digest>> {
         Ok(self
             .blobs
             .lock()

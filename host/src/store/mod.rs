@@ -95,6 +95,15 @@ pub trait MetadataStore: Send + Sync {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()>;
+
+    /// Write a consistent copy of everything to `path` (a new file), without stopping writers.
+    /// A store with tools of its own for that (PostgreSQL's) says so instead.
+    fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        let _ = path;
+        Err(StoreError::failed(
+            "this metadata store is backed up with its own tools",
+        ))
+    }
 }
 
 impl dyn MetadataStore + '_ {

@@ -393,6 +393,25 @@ impl MetadataStore for SqliteStore {
             }
         }
     }
+
+    /// `VACUUM INTO` from a read-only connection of its own: one read transaction, so a
+    /// consistent snapshot; in WAL mode writers carry on meanwhile. The copy is made durable
+    /// before this returns.
+    fn backup_to(&self, path: &Path) -> Result<()> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError::failed("the backup path is not UTF-8"))?;
+        conn.execute("VACUUM INTO ?1", [target])?;
+        drop(conn);
+        crate::durable::tighten(path, 0o600)
+            .and_then(|()| File::open(path)?.sync_all())
+            .map_err(|e| StoreError::caused("making the backup durable", e))
+    }
 }
 
 /// Take the lock that makes `path` this process's: an exclusive lock on `<path>.lock`.

@@ -56,3 +56,17 @@ pub(crate) async fn readyz(
         }
     }
 }
+
+#[utoipa::path(post, path = "/v1/backup", tag = "platform", security(("bearer" = [])), request_body = crate::api::wire::BackupRequest, responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Not an absolute path, or it exists", body = ErrorBody), (status = 200, description = "The copy: a data directory on the server's machine, which `gantry serve --data-dir` restores", body = crate::registry::Backup)))]
+pub(crate) async fn backup(
+    State(s): State<AppState>,
+    caller: Caller<crate::api::auth::Platform>,
+    body: Result<super::ApiJson<crate::api::wire::BackupRequest>, crate::api::error::ApiError>,
+) -> ApiResult {
+    let p = caller.0;
+    let super::ApiJson(body) = body?;
+    ok(
+        s.blocking(move |r| r.backup(&p.actor(), std::path::Path::new(&body.to)))
+            .await?,
+    )
+}
