@@ -26,6 +26,22 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     remote: client::Remote,
+    /// Log lines (on stderr) as text or as one JSON object each. What is logged: $GANTRY_LOG
+    /// (default: warnings, and one line per HTTP request `gantry serve` answers).
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -95,14 +111,16 @@ pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| "warn,gantry::http=info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     if let Command::Bench(args) = cli.command {
         // The report runs its own thread pool and async runtime.
         return match bench::bench(*args) {

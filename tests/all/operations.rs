@@ -280,6 +280,22 @@ fn a_vendor_and_its_customer_over_https_through_the_cli() {
     assert!(!ok && err.contains("401"), "{err}");
 }
 
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// GET `url` on a runtime of its own; the status.
+    pub fn blocking_get(url: &str) -> u16 {
+        let url = url.to_string();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move { ::reqwest::get(url).await.unwrap().status().as_u16() })
+        })
+        .join()
+        .unwrap()
+    }
+}
+
 /// A stand-in upstream on 127.0.0.1 that answers each request after `delay`, and says on
 /// `arrived` when a request came in.
 fn slow_upstream(delay: Duration) -> (std::net::SocketAddr, mpsc::Receiver<()>) {
@@ -437,5 +453,120 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
     assert!(
         said.iter().any(|l| l.starts_with("SIGTERM: shutting down")),
         "{said:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_logged_once_with_its_id_carried_into_the_guests_lines() {
+    use crate::support::{Server, captured_logs, runtime};
+    use gantry_host::model::Role;
+    use reqwest::Method;
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        runtime().clone(),
+        gantry_host::ApiConfig::default(),
+    )
+    .await;
+    let admin = s.token("logco", Role::Admin);
+    let r = s
+        .publish(&admin, "worldbank", "1.0.0", "", connector("worldbank"))
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let (_, install) = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&admin),
+            Some(serde_json::json!({"org": "logco", "name": "worldbank", "version": "1.0.0"})),
+        )
+        .await;
+    let (_, instance) = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&admin),
+            Some(serde_json::json!({"install": install["id"], "name": "wb"})),
+        )
+        .await;
+    let answer = s
+        .client
+        .post(format!(
+            "http://{}/v1/instances/{}/invoke/countries",
+            s.addr, instance["id"]
+        ))
+        .bearer_auth(&admin)
+        .header("x-request-id", "trace-guest-7")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "trace-guest-7");
+    let generated = s
+        .client
+        .get(format!("http://{}/healthz", s.addr))
+        .send()
+        .await
+        .unwrap();
+    let generated = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 24, "a new id when the client sends none");
+    s.shutdown().await;
+
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("trace-guest-7"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("gantry::guest") && l.contains("GET ")),
+        "the guest's line carries the request id: {lines:#?}"
+    );
+    let request = lines
+        .iter()
+        .find(|l| l.contains("gantry::http"))
+        .unwrap_or_else(|| panic!("one request line: {lines:#?}"));
+    for field in [
+        "method=POST",
+        "route=\"/v1/instances/{id}/invoke/{operation}\"",
+        "org=\"logco\"",
+        "status=",
+        "duration_us=",
+    ] {
+        assert!(request.contains(field), "{field} in {request}");
+    }
+    assert!(!text.contains(&admin[4..]), "a token is never logged");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let served = Served::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-demo",
+        "--log-format",
+        "json",
+    ]);
+    let answer = reqwest::blocking_get(&format!("{}/healthz", served.url));
+    assert_eq!(answer, 200);
+    let line = served
+        .lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a request line");
+    let line = json(&line);
+    assert_eq!(line["target"], "gantry::http", "{line}");
+    assert_eq!(line["fields"]["route"], "/healthz", "{line}");
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+    assert_eq!(
+        line["span"]["request_id"].as_str().unwrap().len(),
+        24,
+        "{line}"
     );
 }

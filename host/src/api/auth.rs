@@ -93,6 +93,11 @@ impl<R: Needs> FromRequestParts<AppState> for Caller<R> {
                     .ok_or_else(unauthorized)?
             }
         };
+        if let Some(org) = parts.extensions.get::<super::request_log::RequestOrg>() {
+            let _ = org
+                .0
+                .set(principal.scope().unwrap_or("(platform)").to_string());
+        }
         if !R::permits(principal.role) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -11,6 +11,7 @@ mod auth;
 mod error;
 mod metrics;
 mod openapi;
+mod request_log;
 mod routes;
 mod server;
 mod state;
@@ -133,5 +134,6 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             config.body_timeout,
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
+        .layer(axum::middleware::from_fn(request_log::log_request))
         .with_state(state)
 }
