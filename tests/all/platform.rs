@@ -113,7 +113,6 @@ async fn the_platform_creates_organisations_and_acts_in_none() {
         "/v1/installs",
         "/v1/instances",
         "/v1/flows",
-        "/metrics",
         "/v1/marketplace",
     ] {
         let (status, _) = s.call(Method::GET, path, Some(&platform), None).await;
@@ -599,4 +598,67 @@ async fn a_backup_taken_under_load_restores_every_flow_and_secret() {
         .await;
     assert_eq!(status, StatusCode::OK);
     restored.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_scrapes_the_servers_series_and_no_connector_names() {
+    let (s, _dir, platform) = server().await;
+    let admin = new_org(&s, &platform, "acme").await;
+    let instance = s.echo_instance(&admin, "acme").await;
+    for _ in 0..3 {
+        let (status, _) = s
+            .call(
+                Method::POST,
+                &format!("/v1/instances/{instance}/invoke/echo"),
+                Some(&admin),
+                Some(json!({"a": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let scrape = |token: Option<&str>| {
+        let mut request = s.client.get(format!("http://{}/metrics", s.addr));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status(), answer.text().await.unwrap())
+        }
+    };
+    let (status, server) = scrape(Some(&platform)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        server.contains(r#"gantry_http_requests_total{route="/v1/instances/{id}/invoke/{operation}",status="200"} 3"#),
+        "{server}"
+    );
+    assert!(server.contains("gantry_calls_in_flight 0"), "{server}");
+    assert!(server.contains("gantry_connectors_loaded "), "{server}");
+    let compiles = server
+        .lines()
+        .find_map(|l| l.strip_prefix("gantry_compiles_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{server}"));
+    let hits = server
+        .lines()
+        .find_map(|l| l.strip_prefix("gantry_artifact_cache_hits_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{server}"));
+    assert!(
+        compiles + hits >= 1,
+        "echo was loaded one way or the other: {server}"
+    );
+    assert!(!server.contains("echo"), "no connector named: {server}");
+    assert!(!server.contains("acme"), "no organisation named: {server}");
+
+    let (status, org) = scrape(Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(org.contains(r#"connector="echo""#), "{org}");
+    assert!(
+        !org.contains("gantry_http_requests_total"),
+        "the server's series are the platform's: {org}"
+    );
+    let (status, _) = scrape(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
 }

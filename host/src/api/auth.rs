@@ -51,6 +51,17 @@ needs_role! {
     Platform => Platform, "the platform role";
 }
 
+/// Whoever reads `/metrics`: an organisation's viewer (its calls) or the platform operator
+/// (the server's series).
+pub(crate) struct Scraper;
+
+impl Needs for Scraper {
+    const NEEDS: &'static str = "the viewer or the platform role";
+    fn permits(role: Role) -> bool {
+        role.allows(Role::Viewer) || role == Role::Platform
+    }
+}
+
 impl Needs for Manager {
     const NEEDS: &'static str = "the admin or the platform role";
     fn permits(role: Role) -> bool {

@@ -1,5 +1,7 @@
-//! `/metrics`' counters and latency histograms, kept by organisation: a scrape shows the
-//! calling organisation's series only.
+//! `/metrics`' counters and latency histograms. Calls are kept by organisation: an
+//! organisation's scrape shows its own series only. HTTP requests (by route template and
+//! status) and the runtime's work are the server's: the platform operator's scrape shows those,
+//! and they name no connector.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +14,14 @@ pub(crate) type CallLabels = (String, String, String, &'static str);
 #[derive(Default)]
 pub(crate) struct Metrics {
     calls: Mutex<BTreeMap<String, BTreeMap<CallLabels, Histogram>>>,
+    /// Requests by route template and status: count and total seconds.
+    http: Mutex<BTreeMap<(String, u16), (u64, f64)>>,
+}
+
+/// What the platform's scrape shows besides HTTP requests.
+pub(crate) struct ServerGauges {
+    pub(crate) calls_in_flight: usize,
+    pub(crate) runtime: crate::runtime::RuntimeStats,
 }
 
 pub(crate) const BUCKETS: [f64; 10] =
@@ -55,6 +65,93 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+    }
+
+    /// Count one request of `route` answered with `status` after `seconds`.
+    pub(crate) fn record_request(&self, route: &str, status: u16, seconds: f64) {
+        let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = match http.get_mut(&(route.to_string(), status)) {
+            Some(entry) => entry,
+            None => http.entry((route.to_string(), status)).or_default(),
+        };
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+
+    /// The server's series: HTTP requests by route and status (429s among them), calls in
+    /// flight, compiles and their time, the artifact cache, connectors loaded.
+    pub(crate) fn render_server(&self, gauges: &ServerGauges) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        out.push_str("# HELP gantry_http_requests_total HTTP requests by route template and status.\n# TYPE gantry_http_requests_total counter\n");
+        for ((route, status), (count, _)) in http.iter() {
+            let _ = writeln!(
+                out,
+                "gantry_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                label(route)
+            );
+        }
+        out.push_str("# HELP gantry_http_request_duration_seconds_total Time spent answering, by route template and status.\n# TYPE gantry_http_request_duration_seconds_total counter\n");
+        for ((route, status), (_, seconds)) in http.iter() {
+            let _ = writeln!(
+                out,
+                "gantry_http_request_duration_seconds_total{{route=\"{}\",status=\"{status}\"}} {seconds}",
+                label(route)
+            );
+        }
+        let r = &gauges.runtime;
+        let series: [(&str, &str, &str, String); 7] = [
+            (
+                "gantry_calls_in_flight",
+                "gauge",
+                "Calls (invokes and flow runs) running now.",
+                gauges.calls_in_flight.to_string(),
+            ),
+            (
+                "gantry_compiles_total",
+                "counter",
+                "Components compiled.",
+                r.compiled.to_string(),
+            ),
+            (
+                "gantry_compile_seconds_total",
+                "counter",
+                "Time spent compiling components.",
+                (r.compile_micros as f64 / 1e6).to_string(),
+            ),
+            (
+                "gantry_compiles_running",
+                "gauge",
+                "Compiles running now.",
+                r.compiling.to_string(),
+            ),
+            (
+                "gantry_artifact_cache_hits_total",
+                "counter",
+                "Components loaded from the artifact cache.",
+                r.cache_hits.to_string(),
+            ),
+            (
+                "gantry_artifact_cache_misses_total",
+                "counter",
+                "Components not found in the artifact cache (then compiled).",
+                r.cache_misses.to_string(),
+            ),
+            (
+                "gantry_connectors_loaded",
+                "gauge",
+                "Connectors loaded now.",
+                r.loaded.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
     }
 
     /// The series of `org`'s calls.

@@ -67,6 +67,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
     let state = AppState {
         registry,
         calls: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+        max_calls: config.max_concurrent_calls.max(1),
         per_org: Arc::new(Mutex::new(HashMap::new())),
         max_per_org: config.max_calls_per_org.max(1),
         metrics: Arc::new(Metrics::default()),
@@ -134,6 +135,9 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             config.body_timeout,
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
-        .layer(axum::middleware::from_fn(request_log::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_log::log_request,
+        ))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 //! `x-request-id` and is a field of the request's span, so every line logged while serving the
 //! request — a guest's log lines included — carries it.
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -43,7 +43,11 @@ fn request_id(header: Option<&HeaderValue>) -> String {
     format!("{prefix:016x}{n:08x}")
 }
 
-pub(crate) async fn log_request(mut request: Request, next: Next) -> Response {
+pub(crate) async fn log_request(
+    State(state): State<super::state::AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers().get(HEADER));
     let method = request.method().clone();
@@ -59,7 +63,11 @@ pub(crate) async fn log_request(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, value);
     }
     let status = response.status().as_u16();
-    let duration_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_request(&route, status, elapsed.as_secs_f64());
+    let duration_us = elapsed.as_micros() as u64;
     let org = org.0.get().map_or("-", String::as_str);
     span.in_scope(|| {
         tracing::info!(target: "gantry::http", %method, route, status, duration_us, org, "request");

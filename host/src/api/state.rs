@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 pub(crate) struct AppState {
     pub(crate) registry: Arc<Registry>,
     pub(crate) calls: Arc<Semaphore>,
+    /// How many places `calls` has.
+    pub(crate) max_calls: usize,
     /// Calls in flight by organisation, and how many one organisation may have.
     pub(crate) per_org: Arc<Mutex<HashMap<String, usize>>>,
     pub(crate) max_per_org: usize,

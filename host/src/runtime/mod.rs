@@ -185,8 +185,12 @@ impl LoadError {
 pub struct RuntimeStats {
     /// Components compiled from source.
     pub compiled: u64,
+    /// Time spent compiling them, in microseconds.
+    pub compile_micros: u64,
     /// Components loaded from the artifact cache.
     pub cache_hits: u64,
+    /// Components looked for in the artifact cache and not found (or rejected).
+    pub cache_misses: u64,
     /// Connectors loaded now.
     pub loaded: usize,
     /// Compiles running now, abandoned ones (past their timeout) included.
@@ -241,7 +245,9 @@ struct Inner {
     /// One lock per digest being loaded, so concurrent loads of new bytes compile them once.
     loading: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     compiled: AtomicU64,
+    compile_micros: AtomicU64,
     cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
     /// One permit per compile that may run at once.
     compiles: Arc<tokio::sync::Semaphore>,
     /// Threads of low priority for work calls should not wait behind: compiles, and giving
@@ -291,7 +297,9 @@ impl Runtime {
                 loaded: Mutex::new(HashMap::new()),
                 loading: Mutex::new(HashMap::new()),
                 compiled: AtomicU64::new(0),
+                compile_micros: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
+                cache_misses: AtomicU64::new(0),
                 _ticker: ticker,
             }),
         })
@@ -308,7 +316,9 @@ impl Runtime {
     pub fn stats(&self) -> RuntimeStats {
         RuntimeStats {
             compiled: self.inner.compiled.load(Ordering::Relaxed),
+            compile_micros: self.inner.compile_micros.load(Ordering::Relaxed),
             cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.inner.cache_misses.load(Ordering::Relaxed),
             loaded: self.loaded().len(),
             compiling: self.inner.config.max_compiles.max(1)
                 - self.inner.compiles.available_permits(),
@@ -375,7 +385,18 @@ impl Runtime {
     async fn load_new(&self, digest: Digest, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
         let (component, origin) = match self.cached(&digest) {
             Some(component) => (component, Origin::Cache),
-            None => (self.compile(bytes).await?, Origin::Compiled),
+            None => {
+                if self.inner.cache.is_some() {
+                    self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
+                }
+                let started = std::time::Instant::now();
+                let component = self.compile(bytes).await?;
+                let micros = started.elapsed().as_micros() as u64;
+                self.inner
+                    .compile_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+                (component, Origin::Compiled)
+            }
         };
         let pre = self.pre_instantiate(&component)?;
         let description = self.describe(&digest, &pre).await?;

@@ -1,8 +1,9 @@
 //! What operators use: `/readyz`, `/metrics` and the audit log.
 
 use super::{ApiResult, ok, query};
-use crate::api::auth::{Caller, Manager, Viewer};
+use crate::api::auth::{Caller, Manager, Scraper};
 use crate::api::error::ErrorBody;
+use crate::api::metrics::ServerGauges;
 use crate::api::state::AppState;
 use crate::model::{AuditEntry, Page};
 use axum::extract::rejection::QueryRejection;
@@ -10,13 +11,16 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])), responses((status = 401, body = ErrorBody), (status = 200, description = "Prometheus text: the calling organisation's gantry_calls_total and gantry_call_duration_seconds by connector, version, digest, outcome")))]
-pub(crate) async fn metrics(State(s): State<AppState>, caller: Caller<Viewer>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&caller.0.org),
-    )
-        .into_response()
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "Prometheus text. An organisation's token: its gantry_calls_total and gantry_call_duration_seconds by connector, version, digest, outcome. A platform token: the server's HTTP requests by route template and status, calls in flight, compiles and their time, artifact-cache hits and misses, connectors loaded — naming no connector")))]
+pub(crate) async fn metrics(State(s): State<AppState>, caller: Caller<Scraper>) -> Response {
+    let text = match caller.0.scope() {
+        Some(org) => s.metrics.render(org),
+        None => s.metrics.render_server(&ServerGauges {
+            calls_in_flight: s.max_calls - s.calls.available_permits(),
+            runtime: s.registry.runtime().stats(),
+        }),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "An organisation admin reads its organisation's log; the platform operator reads the platform's", body = Vec<AuditEntry>)))]
