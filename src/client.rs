@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
     BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
-    NewToken, OrgRequest, Published, RebindStepRequest, StateRequest, TokenRequest,
+    NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, StateRequest,
+    TokenRequest,
 };
 use gantry_host::model::{
     AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Role, Run, TokenInfo, Update,
@@ -72,8 +73,31 @@ pub enum ClientCommand {
     },
     /// Install ORG/NAME@VERSION into your organisation.
     Install { package: String },
-    /// Your organisation's installs, with the update each has available.
-    Installs,
+    /// Your organisation's installs, with the update each has available (or one install).
+    Installs { id: Option<i64> },
+    /// Delete one of your private versions: NAME@VERSION (a public one is never deleted).
+    Delete { version: String },
+    /// Set an install's customisations (KEY=VALUE, all of them: the rest are dropped).
+    Customise {
+        install: i64,
+        #[arg(value_name = "KEY=VALUE", value_parser = crate::parse_pair)]
+        values: Vec<(String, String)>,
+    },
+    /// Grant an install the outbound origins its connector may reach (all of them).
+    Outbound {
+        install: i64,
+        /// e.g. https://api.example.com or https://*.example.com
+        origins: Vec<String>,
+    },
+    /// Rebind every flow step through an install to INSTANCE.
+    Rebind {
+        install: i64,
+        #[arg(long)]
+        instance: i64,
+    },
+    /// The Prometheus text of /metrics (your organisation's calls; the server's, for the
+    /// platform).
+    Metrics,
     /// Update an install to VERSION.
     Update {
         install: i64,
@@ -176,6 +200,10 @@ pub enum InstanceCommand {
         #[arg(long, value_name = "FILE")]
         secrets: Option<PathBuf>,
     },
+    /// Every instance, or one.
+    List,
+    /// One instance (its secrets are never shown, only their keys).
+    Show { id: i64 },
     /// Run one operation of an instance on the server.
     Invoke {
         instance: i64,
@@ -187,6 +215,12 @@ pub enum InstanceCommand {
 
 #[derive(Subcommand)]
 pub enum FlowCommand {
+    /// Every flow.
+    List,
+    /// One flow with its steps and their pins.
+    Show { id: i64 },
+    /// A flow's recorded runs, newest first.
+    Runs { flow: i64 },
     /// Create a flow from a JSON file: {"name": …, "steps": [{"name","instance","operation","input"}]}.
     Create { file: PathBuf },
     /// Run a flow on an input document.
@@ -285,6 +319,15 @@ impl Client {
         body: &impl serde::Serialize,
     ) -> Result<(T, String)> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(T, String)> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
             .await
     }
 
@@ -562,7 +605,116 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let answer: Answer<Install> = client.post("/v1/installs", &request).await?.into();
             answer.show(json, |i| println!("install {} of {}", i.id, i.reference()));
         }
-        ClientCommand::Installs => {
+        ClientCommand::Installs { id: Some(id) } => {
+            let answer: Answer<Install> = client.get(&format!("/v1/installs/{id}")).await?.into();
+            answer.show(json, print_install);
+        }
+        ClientCommand::Delete { version } => {
+            let (name, version) = split_version(&version)?;
+            let path = format!("{}/v1/connectors/{name}/versions/{version}", client.base);
+            client.send_text(client.http.delete(path)).await?;
+            if !json {
+                println!("deleted {name}@{version}");
+            }
+        }
+        ClientCommand::Customise { install, values } => {
+            let values: BTreeMap<String, String> = values.into_iter().collect();
+            let path = format!("/v1/installs/{install}/customisations");
+            let answer: Answer<Install> = client.put(&path, &values).await?.into();
+            answer.show(json, print_install);
+        }
+        ClientCommand::Outbound { install, origins } => {
+            let path = format!("/v1/installs/{install}/outbound");
+            let answer: Answer<Install> = client.put(&path, &origins).await?.into();
+            answer.show(json, print_install);
+        }
+        ClientCommand::Rebind { install, instance } => {
+            let path = format!("/v1/installs/{install}/rebind");
+            let request = RebindInstallRequest { instance };
+            let answer: Answer<serde_json::Value> = client.post(&path, &request).await?.into();
+            answer.show(json, |report| println!("{report}"));
+        }
+        ClientCommand::Metrics => {
+            let path = format!("{}/metrics", client.base);
+            print!("{}", client.send_text(client.http.get(path)).await?);
+        }
+        ClientCommand::Instance(InstanceCommand::List) => {
+            let instances: Vec<Instance> = client
+                .all("/v1/instances", |i: &Instance| i.id.to_string())
+                .await?;
+            show_all(instances, json, |instances| {
+                let rows = instances
+                    .into_iter()
+                    .map(|i| {
+                        vec![
+                            i.id.to_string(),
+                            i.name,
+                            i.install_id.to_string(),
+                            i.secret_keys.join(","),
+                        ]
+                    })
+                    .collect();
+                table(&["instance", "name", "install", "secrets"], rows);
+            });
+        }
+        ClientCommand::Instance(InstanceCommand::Show { id }) => {
+            let answer: Answer<serde_json::Value> =
+                client.get(&format!("/v1/instances/{id}")).await?.into();
+            answer.show(json, |instance| {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&instance).unwrap_or_default()
+                )
+            });
+        }
+        ClientCommand::Flow(FlowCommand::List) => {
+            let flows: Vec<Flow> = client.all("/v1/flows", |f: &Flow| f.id.to_string()).await?;
+            show_all(flows, json, |flows| {
+                let rows = flows
+                    .into_iter()
+                    .map(|f| vec![f.id.to_string(), f.name, f.steps.len().to_string()])
+                    .collect();
+                table(&["flow", "name", "steps"], rows);
+            });
+        }
+        ClientCommand::Flow(FlowCommand::Show { id }) => {
+            let answer: Answer<Flow> = client.get(&format!("/v1/flows/{id}")).await?.into();
+            answer.show(json, |flow| {
+                println!("flow {} `{}`", flow.id, flow.name);
+                let rows = flow
+                    .steps
+                    .into_iter()
+                    .map(|s| {
+                        vec![
+                            s.name,
+                            s.instance.to_string(),
+                            s.operation,
+                            s.digest.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["step", "instance", "operation", "pinned to"], rows);
+            });
+        }
+        ClientCommand::Flow(FlowCommand::Runs { flow }) => {
+            let path = format!("/v1/flows/{flow}/runs");
+            let runs: Vec<Run> = client.all(&path, |r: &Run| r.id.to_string()).await?;
+            show_all(runs, json, |runs| {
+                let rows = runs
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            kebab(&r.status),
+                            when(Some(r.started_at)),
+                            format!("{} µs", r.duration_us),
+                        ]
+                    })
+                    .collect();
+                table(&["run", "status", "started", "time"], rows);
+            });
+        }
+        ClientCommand::Installs { id: None } => {
             let installs: Vec<Install> = client
                 .all("/v1/installs", |i: &Install| i.id.to_string())
                 .await?;
@@ -859,6 +1011,22 @@ fn show_all<T: serde::Serialize>(items: Vec<T>, json: bool, human: impl FnOnce(V
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
     } else {
         human(items);
+    }
+}
+
+fn print_install(i: Install) {
+    println!("install {} of {}", i.id, i.reference());
+    if let Some(v) = &i.update_available {
+        println!("  update available: {v}");
+    }
+    for (key, value) in &i.customisations {
+        println!("  customised {key} = {value}");
+    }
+    if let (Some(by), Some(at)) = (&i.modified_by, i.modified_at) {
+        println!("  last customised by {by} at {}", when(Some(at)));
+    }
+    for origin in &i.outbound {
+        println!("  may reach {origin}");
     }
 }
 

@@ -285,6 +285,52 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
         "{out}"
     );
 
+    // Every route has a verb.
+    let out = run(a(&["customise", "2", "greeting=hi"]), String::new())
+        .await
+        .unwrap();
+    assert!(out.contains("customised greeting = hi"), "{out}");
+    let out = run(
+        a(&["outbound", "2", "https://api.example.com"]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("may reach https://api.example.com"), "{out}");
+    let out = run(a(&["installs", "2"]), String::new()).await.unwrap();
+    assert!(out.contains("install 2 of acme/echo@2.0.0"), "{out}");
+    let out = run(a(&["instance", "list"]), String::new()).await.unwrap();
+    assert!(out.contains("main") && out.contains("v2"), "{out}");
+    let out = run(a(&["instance", "show", "2", "--json"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(json(&out)["secret_keys"], serde_json::json!(["token"]));
+    assert!(!out.contains("abcdef"), "a secret is never shown: {out}");
+    let out = run(a(&["flow", "list"]), String::new()).await.unwrap();
+    assert!(out.contains("ctx"), "{out}");
+    let out = run(a(&["flow", "show", "1"]), String::new()).await.unwrap();
+    assert!(
+        out.contains("PINNED TO") && out.contains("sha256:"),
+        "{out}"
+    );
+    let out = run(a(&["flow", "runs", "1", "--json"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(json(&out).as_array().unwrap().len(), 2, "{out}");
+    let out = run(a(&["rebind", "1", "--instance", "1"]), String::new())
+        .await
+        .unwrap();
+    assert!(!out.trim().is_empty(), "{out}");
+    let out = run(a(&["metrics"]), String::new()).await.unwrap();
+    assert!(out.contains("gantry_calls_total"), "{out}");
+    run(a(&["publish", &wasm("echo-v3")]), String::new())
+        .await
+        .unwrap();
+    let out = run(a(&["delete", "echo@3.0.0"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "deleted echo@3.0.0");
+
     // Errors are the server's typed errors, with a non-zero exit.
     let (ok, _, err) = remote(&server, &token, &["install", "acme/echo@1.0.0"], "");
     assert!(!ok && err.contains("[deprecated]"), "{err}");
