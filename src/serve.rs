@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Calls in flight at once of any one organisation before the API answers 429 [default: 16].
     #[arg(long, env = "GANTRY_MAX_CALLS_PER_ORG")]
     max_calls_per_org: Option<usize>,
+    /// Most MiB of precompiled artifacts kept on disk; the least recently used go past it
+    /// [default: 2048].
+    #[arg(long, env = "GANTRY_CACHE_MAX_MIB")]
+    cache_max_mib: Option<u64>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(long, env = "GANTRY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -62,6 +66,7 @@ pub struct ServeArgs {
 /// header_timeout_ms = 10000
 /// body_timeout_ms = 30000
 /// max_compiles = 2                    # compiles at once
+/// cache_max_mib = 2048                # precompiled artifacts on disk (least recently used go)
 /// accept_ungranted_imports = false    # publish components importing wasi:filesystem/sockets
 ///
 /// [limits]            # default per-call limits (gantry_host::Limits)
@@ -93,6 +98,7 @@ pub struct ServeConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     drain_timeout_ms: Option<u64>,
+    cache_max_mib: Option<u64>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
@@ -122,6 +128,7 @@ struct Settings {
     loaded: gantry_host::registry::LoadedLimits,
     max_compiles: usize,
     accept_ungranted_imports: bool,
+    cache_max_bytes: u64,
 }
 
 fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
@@ -173,6 +180,12 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
             .max_compiles
             .unwrap_or(RuntimeConfig::default().max_compiles),
         accept_ungranted_imports: file.accept_ungranted_imports,
+        cache_max_bytes: args
+            .cache_max_mib
+            .or(file.cache_max_mib)
+            .map_or(RuntimeConfig::default().cache_max_bytes, |m| {
+                m.saturating_mul(1 << 20)
+            }),
     }
 }
 
@@ -199,6 +212,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(data_dir.join("cache")),
+        cache_max_bytes: settings.cache_max_bytes,
         limits: settings.limits,
         outbound: settings.outbound.clone(),
         max_compiles: settings.max_compiles,

@@ -101,7 +101,7 @@ impl Metrics {
             );
         }
         let r = &gauges.runtime;
-        let series: [(&str, &str, &str, String); 7] = [
+        let series: [(&str, &str, &str, String); 8] = [
             (
                 "gantry_calls_in_flight",
                 "gauge",
@@ -137,6 +137,12 @@ impl Metrics {
                 "counter",
                 "Components not found in the artifact cache (then compiled).",
                 r.cache_misses.to_string(),
+            ),
+            (
+                "gantry_artifact_cache_bytes",
+                "gauge",
+                "Bytes of precompiled artifacts on disk (bounded; the least recently used go first).",
+                r.cache_bytes.to_string(),
             ),
             (
                 "gantry_connectors_loaded",

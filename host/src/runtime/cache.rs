@@ -11,15 +11,22 @@
 //!
 //! Layout: `<root>/key`, `<root>/<engine hash>/<digest hex>.cwasm`. Each file is `MAGIC`, the
 //! source digest, the HMAC, then the artifact, written atomically ([`durable::write_atomic`]).
+//!
+//! The cache holds at most `max_bytes` of artifacts: past it, the least recently used are
+//! removed (a use is a write or a verified read; across restarts, a file's modification time
+//! stands for its last use). Removing one only costs a compile when it is loaded again.
 
 use crate::durable;
 use crate::model::Digest;
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 const MAGIC: &[u8; 8] = b"GANTRYC2";
 const HEADER: usize = MAGIC.len() + 32 + 32;
@@ -29,6 +36,42 @@ pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine: String,
     key: Vec<u8>,
+    max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+/// The files of the cache: size and last use of each, and their total size.
+#[derive(Default)]
+struct Index {
+    files: HashMap<Digest, (u64, u64)>,
+    bytes: u64,
+    /// The clock of uses: larger is more recent.
+    clock: u64,
+}
+
+impl Index {
+    fn touch(&mut self, digest: Digest, size: u64) {
+        self.clock += 1;
+        if let Some((old, _)) = self.files.insert(digest, (size, self.clock)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+    }
+
+    fn forget(&mut self, digest: &Digest) {
+        if let Some((size, _)) = self.files.remove(digest) {
+            self.bytes -= size;
+        }
+    }
+
+    /// The least recently used digest other than `keep`.
+    fn oldest(&self, keep: &Digest) -> Option<Digest> {
+        self.files
+            .iter()
+            .filter(|(digest, _)| *digest != keep)
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(digest, _)| *digest)
+    }
 }
 
 impl std::fmt::Debug for ArtifactCache {
@@ -40,14 +83,75 @@ impl std::fmt::Debug for ArtifactCache {
 }
 
 impl ArtifactCache {
-    /// Open (creating it if needed) the cache under `root` for artifacts of `engine`.
-    pub fn open(root: &Path, engine: &wasmtime::Engine) -> io::Result<Self> {
+    /// Open (creating it if needed) the cache under `root` for artifacts of `engine`, holding
+    /// at most `max_bytes` (trimmed now if it holds more).
+    pub fn open(root: &Path, engine: &wasmtime::Engine, max_bytes: u64) -> io::Result<Self> {
         durable::private_dir(root)?;
         let (key, _) = durable::key_file(&root.join("key"), 32)?;
         let engine = engine_key(engine);
         let dir = root.join(&engine);
         durable::private_dir(&dir)?;
-        Ok(Self { dir, engine, key })
+        // What is there, oldest use first.
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".cwasm")) else {
+                continue;
+            };
+            let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            let meta = entry.metadata()?;
+            found.push((
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                digest,
+                meta.len(),
+            ));
+        }
+        found.sort();
+        let mut index = Index::default();
+        for (_, digest, size) in found {
+            index.touch(digest, size);
+        }
+        let cache = Self {
+            dir,
+            engine,
+            key,
+            max_bytes,
+            index: Mutex::new(index),
+        };
+        cache.trim(None);
+        Ok(cache)
+    }
+
+    /// Remove the least recently used artifacts (never `keep`) until the cache fits.
+    fn trim(&self, keep: Option<&Digest>) {
+        let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
+        let none = Digest::of(b"");
+        while index.bytes > self.max_bytes {
+            let Some(oldest) = index.oldest(keep.unwrap_or(&none)) else {
+                break;
+            };
+            index.forget(&oldest);
+            match fs::remove_file(self.path(&oldest)) {
+                Ok(()) => {
+                    tracing::info!(digest = %oldest, "artifact cache full: removed the least recently used")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(digest = %oldest, error = %e, "cannot remove a cached artifact")
+                }
+            }
+        }
+    }
+
+    /// Bytes of artifacts held now.
+    pub fn bytes(&self) -> u64 {
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -76,12 +180,25 @@ impl ArtifactCache {
             }
         };
         if self.verify(&bytes, digest) {
+            let size = bytes.len() as u64;
+            self.index
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .touch(*digest, size);
+            // The use survives a restart as the file's modification time.
+            if let Ok(file) = fs::File::options().write(true).open(&path) {
+                let _ = file.set_modified(SystemTime::now());
+            }
             bytes.drain(..HEADER);
             return Some(bytes);
         }
         tracing::warn!(path = %path.display(),
             "cached artifact failed verification (damaged, or not written by this host); recompiling");
         let _ = fs::remove_file(&path);
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(digest);
         None
     }
 
@@ -92,7 +209,13 @@ impl ArtifactCache {
         file.extend_from_slice(digest.as_bytes());
         file.extend_from_slice(&self.mac(digest, artifact));
         file.extend_from_slice(artifact);
-        durable::write_atomic(&self.path(digest), &file, 0o600)
+        durable::write_atomic(&self.path(digest), &file, 0o600)?;
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .touch(*digest, file.len() as u64);
+        self.trim(Some(digest));
+        Ok(())
     }
 
     fn verify(&self, bytes: &[u8], digest: &Digest) -> bool {
@@ -140,7 +263,7 @@ mod tests {
     fn round_trip_and_corruption() {
         let root = tempfile::tempdir().unwrap();
         let engine = wasmtime::Engine::default();
-        let cache = ArtifactCache::open(root.path(), &engine).unwrap();
+        let cache = ArtifactCache::open(root.path(), &engine, u64::MAX).unwrap();
         let digest = Digest::of(b"component");
         assert_eq!(cache.get(&digest), None);
         cache.put(&digest, b"artifact bytes").unwrap();
@@ -167,7 +290,7 @@ mod tests {
     fn an_artifact_made_without_the_key_is_refused() {
         let root = tempfile::tempdir().unwrap();
         let engine = wasmtime::Engine::default();
-        let cache = ArtifactCache::open(root.path(), &engine).unwrap();
+        let cache = ArtifactCache::open(root.path(), &engine, u64::MAX).unwrap();
         let digest = Digest::of(b"component");
         // A forger who can write the file but not read the key: a well-formed file whose MAC
         // was made with another key (or with none, like the old unkeyed sha256).
@@ -175,6 +298,8 @@ mod tests {
             dir: cache.dir.clone(),
             engine: cache.engine.clone(),
             key: vec![7; 32],
+            max_bytes: u64::MAX,
+            index: Default::default(),
         };
         forger.put(&digest, b"other native code").unwrap();
         assert_eq!(cache.get(&digest), None);
@@ -184,5 +309,54 @@ mod tests {
         unkeyed.extend_from_slice(b"other native code");
         fs::write(cache.path(&digest), unkeyed).unwrap();
         assert_eq!(cache.get(&digest), None);
+    }
+
+    #[test]
+    fn the_least_recently_used_artifacts_go_when_the_cache_is_full() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = wasmtime::Engine::default();
+        let artifact = vec![1u8; 1000];
+        let file = (HEADER + artifact.len()) as u64;
+        let cache = ArtifactCache::open(root.path(), &engine, 3 * file).unwrap();
+        let [a, b, c, d] = [b"a", b"b", b"c", b"d"].map(|n| Digest::of(n));
+        for digest in [&a, &b, &c] {
+            cache.put(digest, &artifact).unwrap();
+        }
+        assert_eq!(cache.bytes(), 3 * file);
+        assert!(
+            cache.get(&a).is_some(),
+            "a is used again: b is now the oldest"
+        );
+        cache.put(&d, &artifact).unwrap();
+        assert_eq!(cache.bytes(), 3 * file, "still within its bound");
+        assert!(!cache.path(&b).exists(), "the least recently used went");
+        for digest in [&a, &c, &d] {
+            assert!(cache.path(digest).exists());
+        }
+        // The last uses as a restart sees them (file times set apart: a file system's clock
+        // may give files written within a few ms the same time).
+        let now = SystemTime::now();
+        for (digest, ago) in [(&c, 30), (&a, 20), (&d, 10)] {
+            let file = fs::File::options()
+                .write(true)
+                .open(cache.path(digest))
+                .unwrap();
+            file.set_modified(now - std::time::Duration::from_secs(ago))
+                .unwrap();
+        }
+        drop(cache);
+
+        // Reopened with a smaller bound, it trims to fit, oldest first.
+        let cache = ArtifactCache::open(root.path(), &engine, file).unwrap();
+        assert_eq!(cache.bytes(), file);
+        assert!(
+            cache.path(&d).exists(),
+            "the newest stays: {:?}",
+            fs::read_dir(cache.dir()).unwrap().collect::<Vec<_>>()
+        );
+        // An artifact larger than the whole bound is kept until the next one comes.
+        let big = vec![2u8; 3000];
+        cache.put(&a, &big).unwrap();
+        assert!(cache.path(&a).exists() && !cache.path(&d).exists());
     }
 }

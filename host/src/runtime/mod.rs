@@ -51,6 +51,8 @@ pub enum Allocator {
 pub struct RuntimeConfig {
     /// Where precompiled artifacts are kept; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of artifacts the disk cache holds; the least recently used go past it.
+    pub cache_max_bytes: u64,
     /// Limits of a call whose [`CallContext`] names none.
     pub limits: Limits,
     /// Interval of the epoch ticker: the resolution of CPU deadlines, and the longest slice a
@@ -83,6 +85,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             cache_dir: None,
+            cache_max_bytes: 2 << 30,
             limits: Limits::default(),
             epoch_tick: Duration::from_millis(1),
             long_runner_slots: std::thread::available_parallelism()
@@ -191,6 +194,8 @@ pub struct RuntimeStats {
     pub cache_hits: u64,
     /// Components looked for in the artifact cache and not found (or rejected).
     pub cache_misses: u64,
+    /// Bytes of artifacts the disk cache holds now.
+    pub cache_bytes: u64,
     /// Connectors loaded now.
     pub loaded: usize,
     /// Compiles running now, abandoned ones (past their timeout) included.
@@ -268,16 +273,17 @@ impl Runtime {
             message: format!("{e:#}"),
             source: e.into_boxed_dyn_error(),
         })?;
-        let cache =
-            match &config.cache_dir {
-                Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|source| {
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(
+                ArtifactCache::open(dir, &engine, config.cache_max_bytes).map_err(|source| {
                     RuntimeError::Cache {
                         path: dir.clone(),
                         source,
                     }
-                })?),
-                None => None,
-            };
+                })?,
+            ),
+            None => None,
+        };
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick).map_err(|e| {
             RuntimeError::Engine {
                 message: format!("cannot start the epoch ticker: {e}"),
@@ -319,6 +325,7 @@ impl Runtime {
             compile_micros: self.inner.compile_micros.load(Ordering::Relaxed),
             cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.inner.cache_misses.load(Ordering::Relaxed),
+            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
             loaded: self.loaded().len(),
             compiling: self.inner.config.max_compiles.max(1)
                 - self.inner.compiles.available_permits(),
