@@ -662,3 +662,41 @@ async fn the_platform_scrapes_the_servers_series_and_no_connector_names() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     s.shutdown().await;
 }
+
+#[test]
+fn a_tokens_last_use_is_written_when_flushed_and_survives_a_restart() {
+    use gantry_host::model::{Page, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        gantry_host::Registry::open(
+            gantry_host::RegistryConfig {
+                data_dir: dir.path().to_path_buf(),
+                ..Default::default()
+            },
+            runtime().clone(),
+        )
+        .unwrap()
+    };
+    let registry = open();
+    let (_, _, admin) = registry
+        .create_organisation("test", "acme", "admin")
+        .unwrap();
+    let (info, secret) = registry
+        .create_token("acme", "test", Role::Viewer, "ci", None)
+        .unwrap();
+    let last_used = |r: &gantry_host::Registry| {
+        r.tokens(Some("acme"), &Page::default())
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == info.id)
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last_used(&registry), None, "never used");
+    assert!(registry.authenticate(&secret).unwrap().is_some());
+    let used = last_used(&registry).expect("listed at once, before it is written");
+    assert!(registry.authenticate(&admin).unwrap().is_some());
+    registry.flush_token_use().unwrap();
+    drop(registry);
+    assert_eq!(last_used(&open()), Some(used), "written, and kept");
+}

@@ -12,8 +12,10 @@ pub struct AuditEntry {
     pub at: i64,
     pub action: String,
     pub subject: String,
-    #[schema(value_type = Object)]
+    /// What changed, before (null when it was created).
+    #[schema(value_type = Option<Object>)]
     pub before: Value,
-    #[schema(value_type = Object)]
+    /// What changed, after (null when it was removed).
+    #[schema(value_type = Option<Object>)]
     pub after: Value,
 }
