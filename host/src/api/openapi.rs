@@ -78,6 +78,10 @@ impl utoipa::Modify for CommonResponses {
                     .any(|p| matches!(p.parameter_in, ParameterIn::Query))
                 {
                     add.push(("400", "A query string that does not parse"));
+                    add.push((
+                        "422",
+                        "A query value that breaks a rule (`after` not an id)",
+                    ));
                 }
                 if let Some(body) = &operation.request_body {
                     if body.content.contains_key("application/json") {

@@ -10,6 +10,7 @@ pub struct InvalidPage(pub String);
 /// A page of a list: at most `limit` items after the one named `after` (an id, or
 /// `org/name` in the marketplace).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 pub struct Page {
     /// Most items to return (default 100, at most 1000).

@@ -89,6 +89,8 @@ pub struct PublishRequest {
 pub struct Listing {
     pub org: String,
     pub name: String,
+    /// Its newest version, with the description's [`Summary`] (no schemas).
+    #[schema(inline)]
     pub latest: ListedVersion,
     pub versions: Vec<VersionSummary>,
 }

@@ -1,13 +1,13 @@
 //! Publishing, version states, the marketplace and a connector's versions.
 
-use super::{ApiJson, ApiResult, created, ok, query};
+use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Publisher, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::api::wire::{Published, StateRequest};
 use crate::model::{Listing, Page, PublishRequest, Search, VersionInfo, Visibility};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;

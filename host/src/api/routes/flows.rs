@@ -1,13 +1,13 @@
 //! Flows: create, list, run, the run history, rebinding a step.
 
-use super::{ApiJson, ApiResult, created, ok, query};
+use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::api::wire::{FlowRequest, RebindStepRequest};
 use crate::model::{Flow, Page, Run};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde_json::value::RawValue;
 
 #[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
@@ -45,7 +45,7 @@ pub(crate) async fn get_flow(
     ok(s.blocking(move |r| r.get_flow(&p.org, id)).await?)
 }
 
-#[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "The run's input: any JSON document, passed to the steps as written"), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Run), (status = 429, body = ErrorBody)))]
 pub(crate) async fn run_flow(
     State(s): State<AppState>,
     caller: Caller<Operator>,

@@ -1,13 +1,13 @@
 //! Installs: take a version in, customise it, grant it hosts, update it (overwrite or alongside), rebind its steps.
 
-use super::{ApiJson, ApiResult, created, ok, query};
+use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Admin, Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::api::wire::{InstallRequest, RebindInstallRequest};
 use crate::model::{Install, Page, Update};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde_json::json;
 use std::collections::BTreeMap;
 

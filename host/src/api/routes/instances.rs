@@ -1,6 +1,6 @@
 //! Instances (configuration and sealed credentials) and invoking an operation of one.
 
-use super::{ApiJson, ApiResult, created, ok, query};
+use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody, call_error};
 use crate::api::state::AppState;
@@ -8,7 +8,7 @@ use crate::api::wire::{InstanceRequest, Invoked};
 use crate::model::{Instance, Page};
 use crate::runtime::call::CallError;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -56,7 +56,7 @@ pub(crate) async fn get_instance(
     ok(s.blocking(move |r| r.get_instance(&p.org, id)).await?)
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body = Object, params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Invoked), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "The operation's input: any JSON document, passed to the connector as written"), params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Invoked), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
 pub(crate) async fn invoke(
     State(s): State<AppState>,
     caller: Caller<Operator>,

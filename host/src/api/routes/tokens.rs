@@ -1,7 +1,7 @@
 //! Organisations (the platform operator's) and tokens (an organisation admin's own, or the
 //! platform operator's own).
 
-use super::{ApiJson, ApiResult, created, ok, query};
+use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Manager, Platform};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
@@ -9,7 +9,7 @@ use crate::api::wire::{NewOrg, NewToken, OrgRequest, TokenRequest};
 use crate::model::{OrgInfo, Page, TokenInfo};
 use crate::registry::Error;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
 /// When a token asked to expire in `secs` seconds expires.
