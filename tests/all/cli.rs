@@ -340,7 +340,6 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gantry.toml");
     let data = dir.path().join("data");
@@ -352,34 +351,8 @@ async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--samples"])
-        .arg(sample_dir())
-        .env_remove("GANTRY_DATA_DIR")
-        .env_remove("GANTRY_BIND")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("gantry serve said where it listens");
-        if let Some(addr) = line.strip_prefix("gantry listening on ") {
-            break addr.to_string();
-        }
-        seen.push(line);
-    };
+    let served = crate::support::Served::start(&["--config", config.to_str().unwrap()]);
+    let (addr, seen) = (served.url.clone(), &served.before);
     assert!(seen.iter().any(|l| l.contains("admin token")), "{seen:?}");
     assert!(
         seen.iter().any(|l| l.contains("platform token")),
@@ -413,8 +386,7 @@ async fn gantry_serve_starts_from_a_config_file_and_bootstraps_a_token() {
         json(&run.text().await.unwrap())["output"],
         serde_json::json!({"text": "Hello Ada!"})
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(served);
 }
 
 #[test]

@@ -1,67 +1,11 @@
 //! Gantry run as a platform team runs it, over real processes: `gantry serve` with TLS, the
 //! CLI against it over HTTPS, and SIGTERM draining the calls in flight.
 
-use crate::support::{connector, json, sample_dir};
-use std::io::BufRead;
+use crate::support::{Served, connector, json, sample_dir};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// A running `gantry serve`: its child process, address and the stderr lines it printed.
-struct Served {
-    child: Child,
-    url: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Served {
-    /// Start `gantry serve` with `args` and wait until it says where it listens.
-    fn start(args: &[&str]) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg("serve")
-            .args(args)
-            .args(["--bind", "127.0.0.1:0", "--samples"])
-            .arg(sample_dir())
-            .env_remove("GANTRY_DATA_DIR")
-            .env_remove("GANTRY_BIND")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let url = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(120))
-                .unwrap_or_else(|_| panic!("gantry serve did not say where it listens: {seen:?}"));
-            if let Some(url) = line.strip_prefix("gantry listening on ") {
-                break url.to_string();
-            }
-            seen.push(line);
-        };
-        Served { child, url, lines }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A private CA and a certificate it signed for `localhost` and 127.0.0.1: the CA's PEM,
 /// the certificate chain's and the key's, as files in `dir`.
@@ -122,6 +66,8 @@ fn a_vendor_and_its_customer_over_https_through_the_cli() {
     let (ca, cert, key) = private_ca(dir.path());
     let data = dir.path().join("data");
     let served = Served::start(&[
+        "--bind",
+        "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
         "--no-demo",
@@ -331,6 +277,8 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
     let config = dir.path().join("gantry.toml");
     std::fs::write(&config, "[private_addresses]\nacme = [\"127.0.0.1\"]\n").unwrap();
     let mut served = Served::start(&[
+        "--bind",
+        "127.0.0.1:0",
         "--config",
         config.to_str().unwrap(),
         "--data-dir",
@@ -548,6 +496,8 @@ fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let served = Served::start(&[
+        "--bind",
+        "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
         "--no-demo",

@@ -287,3 +287,68 @@ pub fn error_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
+
+/// A real `gantry serve` process: the child, the URL it listens on, the stderr lines it printed
+/// before saying so (`before`) and those it prints after (`lines`). Killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub url: String,
+    pub before: Vec<String>,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Start `gantry serve ARGS --samples <the built samples>` and wait until it says where
+    /// it listens.
+    pub fn start(args: &[&str]) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("serve")
+            .args(args)
+            .arg("--samples")
+            .arg(sample_dir())
+            .env_remove("GANTRY_DATA_DIR")
+            .env_remove("GANTRY_BIND")
+            .env_remove("GANTRY_CONFIG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut before = Vec::new();
+        let url = loop {
+            let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(120)) else {
+                panic!("gantry serve did not say where it listens: {before:?}");
+            };
+            if let Some(url) = line.strip_prefix("gantry listening on ") {
+                break url.to_string();
+            }
+            before.push(line);
+        };
+        Served {
+            child,
+            url,
+            before,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
