@@ -14,9 +14,12 @@ pub(crate) type CallLabels = (String, String, String, &'static str);
 #[derive(Default)]
 pub(crate) struct Metrics {
     calls: Mutex<BTreeMap<String, BTreeMap<CallLabels, Histogram>>>,
-    /// Requests by route template and status: count and total seconds.
-    http: Mutex<BTreeMap<(String, u16), (u64, f64)>>,
+    /// Requests by route template, then status.
+    http: Mutex<BTreeMap<String, BTreeMap<u16, Requests>>>,
 }
+
+/// Requests of one route and status: how many, and their total seconds.
+type Requests = (u64, f64);
 
 /// What the platform's scrape shows besides HTTP requests.
 pub(crate) struct ServerGauges {
@@ -70,10 +73,12 @@ impl Metrics {
     /// Count one request of `route` answered with `status` after `seconds`.
     pub(crate) fn record_request(&self, route: &str, status: u16, seconds: f64) {
         let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = match http.get_mut(&(route.to_string(), status)) {
-            Some(entry) => entry,
-            None => http.entry((route.to_string(), status)).or_default(),
+        // Allocates only for a route's first request.
+        let by_status = match http.get_mut(route) {
+            Some(by_status) => by_status,
+            None => http.entry(route.to_string()).or_default(),
         };
+        let entry = by_status.entry(status).or_default();
         entry.0 += 1;
         entry.1 += seconds;
     }
@@ -85,7 +90,11 @@ impl Metrics {
         let mut out = String::new();
         let http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
         out.push_str("# HELP gantry_http_requests_total HTTP requests by route template and status.\n# TYPE gantry_http_requests_total counter\n");
-        for ((route, status), (count, _)) in http.iter() {
+        let rows = || {
+            http.iter()
+                .flat_map(|(route, by)| by.iter().map(move |(status, n)| (route, status, n)))
+        };
+        for (route, status, (count, _)) in rows() {
             let _ = writeln!(
                 out,
                 "gantry_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
@@ -93,7 +102,7 @@ impl Metrics {
             );
         }
         out.push_str("# HELP gantry_http_request_duration_seconds_total Time spent answering, by route template and status.\n# TYPE gantry_http_request_duration_seconds_total counter\n");
-        for ((route, status), (_, seconds)) in http.iter() {
+        for (route, status, (_, seconds)) in rows() {
             let _ = writeln!(
                 out,
                 "gantry_http_request_duration_seconds_total{{route=\"{}\",status=\"{status}\"}} {seconds}",
