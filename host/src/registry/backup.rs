@@ -22,6 +22,11 @@ pub struct Backup {
     pub duration_ms: u64,
 }
 
+/// A backup step that failed, with its cause.
+fn failed(what: &str, e: std::io::Error) -> Error {
+    Error::storage_from(format!("backup: {what}"), e)
+}
+
 impl Registry {
     /// Copy the registry into `to`, a directory that does not exist yet (its parent must), as
     /// a data directory of its own. Calls and writes carry on meanwhile; only deleting blobs
@@ -40,8 +45,6 @@ impl Registry {
                 to.display()
             )));
         }
-        let failed =
-            |what: &str, e: std::io::Error| Error::storage_from(format!("backup: {what}"), e);
         crate::durable::private_dir(to).map_err(|e| failed("creating the directory", e))?;
         // Written in place, then checked; a failed backup removes what it wrote.
         let result = self.copy_into(to);
@@ -71,8 +74,6 @@ impl Registry {
     }
 
     fn copy_into(&self, to: &Path) -> Result<(usize, u64)> {
-        let failed =
-            |what: &str, e: std::io::Error| Error::storage_from(format!("backup: {what}"), e);
         // From the snapshot until its blobs are copied, no blob is deleted: every blob the
         // snapshot references is still there. Blobs published after the snapshot are copied
         // too; opening the copy sweeps them as orphans.

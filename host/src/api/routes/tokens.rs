@@ -15,9 +15,7 @@ use axum::http::StatusCode;
 /// When a token asked to expire in `secs` seconds expires.
 fn expires_at(secs: Option<u64>) -> Result<Option<i64>, ApiError> {
     let Some(secs) = secs else { return Ok(None) };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::registry::now_ms();
     i64::try_from(secs)
         .ok()
         .and_then(|s| s.checked_mul(1000))
