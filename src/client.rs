@@ -61,8 +61,17 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         tags: String,
     },
-    /// Search the marketplace.
-    Search { text: Option<String> },
+    /// Search the marketplace: connectors whose name, description or operations have words
+    /// starting with each of TEXT's (every page of them).
+    Search {
+        text: Option<String>,
+        /// Only connectors with a version tagged TAG.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only connectors this organisation publishes.
+        #[arg(long)]
+        publisher: Option<String>,
+    },
     /// Every version of ORG/NAME with its state.
     Versions { connector: String },
     /// Set the state of one of your versions: NAME@VERSION active|deprecated|blocked.
@@ -342,13 +351,27 @@ impl Client {
         path: &str,
         key: impl Fn(&T) -> String,
     ) -> Result<Vec<T>> {
+        self.all_where(path, &[], key).await
+    }
+
+    /// Every item of a paged list that `query` selects, following its pages.
+    async fn all_where<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        key: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>> {
         let mut items: Vec<T> = Vec::new();
         loop {
-            let mut url = format!("{}{path}?limit={}", self.base, Page::MAX);
+            let mut request = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .query(query)
+                .query(&[("limit", Page::MAX)]);
             if let Some(last) = items.last() {
-                url.push_str(&format!("&after={}", key(last)));
+                request = request.query(&[("after", key(last))]);
             }
-            let (page, _): (Vec<T>, _) = self.send(self.http.get(url)).await?;
+            let (page, _): (Vec<T>, _) = self.send(request).await?;
             let full = page.len() >= Page::MAX;
             items.extend(page);
             if !full {
@@ -515,13 +538,22 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 },
             );
         }
-        ClientCommand::Search { text } => {
-            let query = text
-                .map(|t| format!("?text={}", t.replace(' ', "+")))
-                .unwrap_or_default();
-            let answer: Answer<Vec<Listing>> =
-                client.get(&format!("/v1/marketplace{query}")).await?.into();
-            answer.show(json, |listings| {
+        ClientCommand::Search {
+            text,
+            tag,
+            publisher,
+        } => {
+            let query: Vec<(&str, &str)> =
+                [("text", &text), ("tag", &tag), ("publisher", &publisher)]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+                    .collect();
+            let listings: Vec<Listing> = client
+                .all_where("/v1/marketplace", &query, |l: &Listing| {
+                    format!("{}/{}", l.org, l.name)
+                })
+                .await?;
+            show_all(listings, json, |listings| {
                 let rows = listings
                     .into_iter()
                     .map(|l| {
@@ -548,11 +580,13 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let (org, name) = connector
                 .split_once('/')
                 .with_context(|| format!("expected ORG/NAME, got `{connector}`"))?;
-            let answer: Answer<Vec<VersionInfo>> = client
-                .get(&format!("/v1/connectors/{org}/{name}/versions"))
-                .await?
-                .into();
-            answer.show(json, |versions| {
+            let versions: Vec<VersionInfo> = client
+                .all(
+                    &format!("/v1/connectors/{org}/{name}/versions"),
+                    |v: &VersionInfo| v.version.to_string(),
+                )
+                .await?;
+            show_all(versions, json, |versions| {
                 let rows = versions
                     .into_iter()
                     .map(|v| {

@@ -4,6 +4,7 @@
 //! `gantry bench`. The criterion benches in `benches/` use the same pieces.
 
 pub mod cases;
+pub mod market;
 pub mod raw;
 pub mod report;
 pub mod scenario;

@@ -303,7 +303,27 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
             .unwrap_err();
         assert_eq!(err.code(), "public-permanent", "{err}");
     }
-    assert_eq!(reg.versions("acme", "vendor", "echo").unwrap().len(), 2);
+    assert_eq!(
+        reg.versions("acme", "vendor", "echo", &Page::default())
+            .unwrap()
+            .len(),
+        2
+    );
+    // In pages, oldest first.
+    let page = |after: Option<&str>| {
+        let page = Page {
+            limit: Some(1),
+            after: after.map(Into::into),
+        };
+        reg.versions("acme", "vendor", "echo", &page)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(None), ["1.0.0"]);
+    assert_eq!(page(Some("1.0.0")), ["2.0.0"]);
+    assert!(page(Some("2.0.0")).is_empty());
     // A private version nothing pins can be deleted, and its blob goes with it.
     reg.publish(
         "vendor",
@@ -315,7 +335,12 @@ async fn choreo_public_versions_are_immutable_and_deprecation_keeps_existing_flo
     assert_eq!(files_under(&dir.path().join("blobs")).len(), 3);
     reg.delete_version("vendor", "dev@vendor", "echo", "3.0.0")
         .unwrap();
-    assert_eq!(reg.versions("vendor", "vendor", "echo").unwrap().len(), 2);
+    assert_eq!(
+        reg.versions("vendor", "vendor", "echo", &Page::default())
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(
         files_under(&dir.path().join("blobs")).len(),
         2,
@@ -593,7 +618,10 @@ async fn tenancy_hides_private_things_of_other_organisations() {
     );
     let not_found =
         |r: Result<_, RegistryError>| assert_eq!(r.map(|_| ()).unwrap_err().code(), "not-found");
-    not_found(reg.versions("globex", "acme", "echo").map(|_| ()));
+    not_found(
+        reg.versions("globex", "acme", "echo", &Page::default())
+            .map(|_| ()),
+    );
     not_found(reg.version("globex", "acme", "echo", "1.0.0").map(|_| ()));
     not_found(
         reg.install("globex", "ops@globex", "acme", "echo", "1.0.0")
@@ -837,7 +865,8 @@ async fn an_interrupted_publish_leaves_all_or_nothing() {
             .unwrap_err();
         assert_eq!(err.code(), "storage", "{point:?}: {err}");
         assert!(
-            reg.versions("acme", "acme", "echo").is_err(),
+            reg.versions("acme", "acme", "echo", &Page::default())
+                .is_err(),
             "{point:?}: no row"
         );
         assert!(
@@ -920,7 +949,12 @@ async fn concurrent_publishes_of_one_version_store_it_once() {
             .count(),
         19
     );
-    assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
+    assert_eq!(
+        reg.versions("acme", "acme", "echo", &Page::default())
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(reg.audit_log("acme", &Page::default()).unwrap().len(), 1);
     assert_eq!(files_under(&dir.path().join("blobs")).len(), 1);
 }
@@ -1239,7 +1273,12 @@ async fn another_metadata_store_plugs_in() {
     // Everything is where the store keeps it: a new registry over it finds the flow and runs it.
     drop(reg);
     let reg = open_on(meta.clone()).unwrap();
-    assert_eq!(reg.versions("acme", "acme", "echo").unwrap().len(), 1);
+    assert_eq!(
+        reg.versions("acme", "acme", "echo", &Page::default())
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         reg.runs("acme", flow, &Page::default()).unwrap().len(),
         2,
@@ -1447,7 +1486,12 @@ async fn the_lifecycle_runs_on_the_in_memory_stores() {
         (run.status, run.steps[0].digest),
         (RunStatus::Succeeded, v2.digest)
     );
-    assert_eq!(reg.versions("acme", "acme", "echo").unwrap()[0].revision, 2);
+    assert_eq!(
+        reg.versions("acme", "acme", "echo", &Page::default())
+            .unwrap()[0]
+            .revision,
+        2
+    );
     assert!(
         files_under(dir.path())
             .iter()

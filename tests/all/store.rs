@@ -7,8 +7,8 @@
 //! returns every revision; which one is current is the registry's business).
 
 use gantry_host::model::{
-    AuditEntry, ConfigKey, Description, Digest, Instance, Operation, Role, Run, RunStatus, Step,
-    TokenInfo, VersionInfo, VersionState, Visibility,
+    AuditEntry, ConfigKey, Description, Digest, Instance, Operation, Role, Run, RunStatus, Search,
+    Step, TokenInfo, VersionInfo, VersionState, Visibility,
 };
 use gantry_host::store::{
     BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, RevisionKey,
@@ -71,10 +71,10 @@ macro_rules! conformance {
 conformance! {
     sqlite: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
-        runs_come_newest_first, tokens_and_the_audit_log;
+        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions;
     memory: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
-        runs_come_newest_first, tokens_and_the_audit_log;
+        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions;
     fs_blobs: blobs_are_content_addressed;
     memory_blobs: blobs_are_content_addressed;
 }
@@ -228,13 +228,16 @@ fn versions_are_plain_rows(store: &dyn MetadataStore) {
         m.revisions_with("acme", "echo", &Digest::of(b"one"))
     });
     assert_eq!(with, vec![r1.clone()]);
-    // Catalogues: summaries without schemas, public ones of every organisation.
-    let public_rows = read(store, |m| m.public_catalogue());
+    // Listed: summaries without schemas, the public ones to another organisation.
+    let public_rows = read(store, |m| m.listed_revisions("globex", "acme", "echo"));
     assert_eq!(public_rows.len(), 1);
     assert_eq!(public_rows[0].digest, public.digest);
     assert_eq!(public_rows[0].description.operations[0].name, "echo");
-    assert_eq!(read(store, |m| m.org_catalogue("acme")).len(), 3);
-    assert_eq!(read(store, |m| m.org_catalogue("globex")).len(), 1);
+    assert_eq!(
+        read(store, |m| m.listed_revisions("acme", "acme", "echo")).len(),
+        3
+    );
+    assert!(read(store, |m| m.listed_revisions("acme", "globex", "echo")).is_empty());
     // State applies to every revision of the version.
     write(store, |m| {
         m.set_version_state("acme", "echo", "1.0.0", VersionState::Deprecated)
@@ -276,6 +279,130 @@ fn versions_are_plain_rows(store: &dyn MetadataStore) {
     assert!(!read(store, |m| m.digest_referenced(&Digest::of(b"none"))));
     // A revision is stored once.
     assert!(store.write(|m| m.insert_version(&r2)).is_err());
+}
+
+/// The one thing a store derives: its search index, kept in step with every write of versions.
+fn the_marketplace_index_follows_versions(store: &dyn MetadataStore) {
+    let search = |viewer: &str, text: &str, tag: Option<&str>, publisher: Option<&str>| {
+        let search = Search {
+            text: Some(text.into()),
+            tag: tag.map(Into::into),
+            publisher: publisher.map(Into::into),
+        };
+        read(store, |m| m.search(viewer, &search, None, 100))
+            .into_iter()
+            .map(|(org, name)| format!("{org}/{name}"))
+            .collect::<Vec<_>>()
+    };
+    let described = |mut v: VersionInfo, text: &str, operation: &str, tags: &[&str]| {
+        v.description.description = text.into();
+        v.description.operations[0].name = operation.into();
+        v.tags = tags.iter().map(|t| t.to_string()).collect();
+        v
+    };
+    let public = |mut v: VersionInfo| {
+        v.visibility = Visibility::Public;
+        v
+    };
+    write(store, |m| {
+        for org in ["acme", "globex", "initech"] {
+            m.create_org(org, 1)?;
+        }
+        m.insert_version(&public(described(
+            version("acme", "mailer", "1.0.0", 1, b"m1"),
+            "Sends e-mail through SMTP",
+            "send-mail",
+            &["email"],
+        )))?;
+        m.insert_version(&described(
+            version("acme", "mailer", "2.0.0", 1, b"m2"),
+            "Sends and schedules e-mail",
+            "schedule",
+            &["beta"],
+        ))?;
+        m.insert_version(&public(described(
+            version("globex", "ledger", "1.0.0", 1, b"l1"),
+            "Posts journal entries to the general ledger",
+            "post-entry",
+            &["finance", "email"],
+        )))?;
+        m.insert_version(&described(
+            version("globex", "payroll", "0.1.0", 1, b"p1"),
+            "Runs payroll",
+            "pay",
+            &["finance"],
+        ))
+    });
+    // Whole words and the starts of words, any case, in name, description or operations.
+    assert_eq!(
+        search("initech", "", None, None),
+        ["acme/mailer", "globex/ledger"]
+    );
+    assert_eq!(search("initech", "MAIL", None, None), ["acme/mailer"]);
+    assert_eq!(search("initech", "gen led", None, None), ["globex/ledger"]);
+    assert_eq!(
+        search("initech", "post-entry", None, None),
+        ["globex/ledger"]
+    );
+    assert!(
+        search("initech", "ail", None, None).is_empty(),
+        "not inside a word"
+    );
+    assert!(
+        search("initech", "mail ledger", None, None).is_empty(),
+        "every word"
+    );
+    // What an organisation sees: its own private versions, other organisations' public ones;
+    // the text of the version its listing shows (acme's newest is the private 2.0.0).
+    assert_eq!(search("acme", "schedules", None, None), ["acme/mailer"]);
+    assert!(search("initech", "schedules", None, None).is_empty());
+    assert_eq!(
+        search("globex", "", None, None),
+        ["acme/mailer", "globex/ledger", "globex/payroll"]
+    );
+    assert!(search("initech", "payroll", None, None).is_empty());
+    // Tags of any version it sees; the publisher is the organisation.
+    assert_eq!(search("acme", "", Some("beta"), None), ["acme/mailer"]);
+    assert!(search("initech", "", Some("beta"), None).is_empty());
+    assert_eq!(
+        search("initech", "", Some("email"), None),
+        ["acme/mailer", "globex/ledger"]
+    );
+    assert_eq!(
+        search("globex", "", Some("finance"), Some("globex")),
+        ["globex/ledger", "globex/payroll"]
+    );
+    assert!(search("initech", "", None, Some("initech")).is_empty());
+    // Pages, by organisation then name.
+    let page = |after: Option<(&str, &str)>, limit| {
+        read(store, |m| {
+            m.search("globex", &Search::default(), after, limit)
+        })
+    };
+    assert_eq!(page(None, 1), [("acme".to_string(), "mailer".to_string())]);
+    assert_eq!(
+        page(Some(("acme", "mailer")), 5),
+        [
+            ("globex".to_string(), "ledger".to_string()),
+            ("globex".to_string(), "payroll".to_string())
+        ]
+    );
+    assert!(page(Some(("globex", "payroll")), 5).is_empty());
+    // State changes move what a listing shows: a blocked newest version gives way to the
+    // newest that is not.
+    write(store, |m| {
+        m.set_version_state("acme", "mailer", "2.0.0", VersionState::Blocked)
+    });
+    assert!(search("acme", "schedules", None, None).is_empty());
+    assert_eq!(search("acme", "smtp", None, None), ["acme/mailer"]);
+    // A connector with no versions left has no entry.
+    let keys = read(store, |m| m.revision_keys("globex", "payroll"));
+    write(store, |m| m.delete_revision(&keys[0]));
+    assert!(search("globex", "payroll", None, None).is_empty());
+    assert_eq!(
+        search("globex", "", Some("finance"), None),
+        ["globex/ledger"]
+    );
 }
 
 fn installs_are_scoped_and_paged(store: &dyn MetadataStore) {
@@ -600,4 +727,78 @@ fn blobs_are_content_addressed(store: &dyn BlobStore) {
     store.delete(&digest).unwrap(); // absent is not an error
     assert_eq!(store.get(&digest).unwrap(), None);
     assert!(store.sweep().unwrap().is_empty());
+}
+
+/// The SQLite index answers every search as the in-memory store's plain scan does, over a
+/// generated marketplace: words common and rare, prefixes, tags, publishers, and every page.
+#[test]
+fn the_sqlite_index_agrees_with_a_plain_scan() {
+    use gantry_bench::market::{self, COMMON, Shape, TAGS};
+    let shape = Shape {
+        orgs: 12,
+        connectors: 300,
+        versions_per_connector: 4,
+    };
+    let sqlite = sqlite();
+    let memory = memory();
+    for backend in [&sqlite, &memory] {
+        market::generate(&*backend.store, shape, 11).unwrap();
+    }
+    let mut searches = vec![Search::default()];
+    for text in [
+        COMMON[0],
+        COMMON[5],
+        "ka",
+        "k",
+        &market::rare_word(3),
+        "sync records",
+        "zzz",
+    ] {
+        searches.push(Search {
+            text: Some(text.to_string()),
+            ..Search::default()
+        });
+    }
+    for tag in [TAGS[0], TAGS[7], "none"] {
+        searches.push(Search {
+            tag: Some(tag.into()),
+            ..Search::default()
+        });
+        searches.push(Search {
+            text: Some(COMMON[1].into()),
+            tag: Some(tag.into()),
+            publisher: None,
+        });
+    }
+    searches.push(Search {
+        publisher: Some(market::org(3)),
+        ..Search::default()
+    });
+    for viewer in [market::org(0), market::org(5), "outsider".to_string()] {
+        for search in &searches {
+            // Every page of 7 against the whole answer at once.
+            let pages = |store: &dyn MetadataStore| {
+                let mut all: Vec<(String, String)> = Vec::new();
+                loop {
+                    let after = all.last().map(|(o, n)| (o.as_str(), n.as_str()));
+                    let page = read(store, |m| m.search(&viewer, search, after, 7));
+                    let done = page.len() < 7;
+                    all.extend(page);
+                    if done {
+                        return all;
+                    }
+                }
+            };
+            let expected = read(&*memory.store, |m| m.search(&viewer, search, None, 1000));
+            assert_eq!(pages(&*sqlite.store), expected, "{viewer} {search:?}");
+        }
+    }
+    // The generated marketplace gives these searches something to find.
+    let found = |search: &Search| {
+        read(&*memory.store, |m| {
+            m.search(&market::org(0), search, None, 1000)
+        })
+        .len()
+    };
+    assert!(found(&searches[1]) > 10 && found(&searches[1]) < shape.connectors);
 }

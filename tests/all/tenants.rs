@@ -254,6 +254,56 @@ async fn descriptions_listings_and_runs_are_bounded() {
         .await;
     assert_eq!(r.1.as_array().unwrap().len(), 1, "{}", r.1);
     assert_eq!(r.1[0]["name"], "worldbank");
+    let r = s
+        .call(
+            Method::GET,
+            "/v1/marketplace?after=worldbank",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
+    assert!(r.1.to_string().contains("`org/name`"), "{}", r.1);
+    // Words match the starts of words, through the index; too many words are refused.
+    let found = |r: &(StatusCode, Value)| -> Vec<String> {
+        r.1.as_array()
+            .unwrap_or_else(|| panic!("{}", r.1))
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = s
+        .call(Method::GET, "/v1/marketplace?text=WORLD", Some(&acme), None)
+        .await;
+    assert_eq!(found(&r), ["worldbank"]);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/v1/marketplace?text={}", ["w"; 17].join("+")),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
+    // A connector's versions come in pages, after a version.
+    let r = s
+        .call(
+            Method::GET,
+            "/v1/connectors/vendor/echo/versions?after=1.0.0",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.1, json!([]));
+    let r = s
+        .call(
+            Method::GET,
+            "/v1/connectors/vendor/echo/versions?after=one",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
     // The version itself has its schemas.
     let r = s
         .call(

@@ -8,6 +8,7 @@ mod description;
 mod digest;
 mod flow;
 mod install;
+mod market;
 mod names;
 mod page;
 mod token;
@@ -20,6 +21,8 @@ pub use description::{
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec};
 pub use install::{Install, Instance, Update, UpdateMode};
+pub(crate) use market::current_each;
+pub use market::{Audience, IndexEntry, listed_latest, words};
 pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
 pub use page::{InvalidPage, Page};

@@ -2,10 +2,14 @@
 
 use serde::Deserialize;
 
-/// An `after` that is not an id where the list is paged by id.
+/// An `after` that names no item of the list it pages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`after` must be an id, not `{0}`")]
-pub struct InvalidPage(pub String);
+#[error("`after` must be {expected}, not `{after}`")]
+pub struct InvalidPage {
+    pub after: String,
+    /// What the list is paged by: "an id", "`org/name`", "a version".
+    pub expected: &'static str,
+}
 
 /// A page of a list: at most `limit` items after the one named `after` (an id, or
 /// `org/name` in the marketplace).
@@ -32,7 +36,30 @@ impl Page {
     pub fn after_id(&self) -> Result<Option<i64>, InvalidPage> {
         self.after
             .as_deref()
-            .map(|a| a.parse().map_err(|_| InvalidPage(a.to_string())))
+            .map(|a| a.parse().map_err(|_| self.invalid("an id")))
             .transpose()
+    }
+
+    /// `after` as a connector, `org/name` (absent: from the start).
+    pub fn after_connector(&self) -> Result<Option<(&str, &str)>, InvalidPage> {
+        self.after
+            .as_deref()
+            .map(|a| a.split_once('/').ok_or_else(|| self.invalid("`org/name`")))
+            .transpose()
+    }
+
+    /// `after` as a semantic version (absent: from the start).
+    pub fn after_version(&self) -> Result<Option<semver::Version>, InvalidPage> {
+        self.after
+            .as_deref()
+            .map(|a| semver::Version::parse(a).map_err(|_| self.invalid("a version")))
+            .transpose()
+    }
+
+    fn invalid(&self, expected: &'static str) -> InvalidPage {
+        InvalidPage {
+            after: self.after.clone().unwrap_or_default(),
+            expected,
+        }
     }
 }

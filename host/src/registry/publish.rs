@@ -1,17 +1,15 @@
 //! Organisations, publishing, version states and the marketplace.
 
-use super::rules::{
-    audit, current, current_each, require_org, version_pins, visible, visible_version,
-};
+use super::rules::{audit, current, require_org, version_pins, visible, visible_version};
 use super::{Error, FaultPoint, Registry, Result, now_ms};
 use crate::model::{
     ListedVersion, Listing, Page, PublishOutcome, PublishRequest, Search, VersionInfo,
-    VersionState, VersionSummary, Visibility, parse_version, validate_name, version_key,
+    VersionState, VersionSummary, Visibility, current_each, listed_latest, parse_version,
+    validate_name, version_key, words,
 };
 use crate::runtime::Connector;
 use crate::store::Metadata;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 impl Registry {
     // ----- organisations -------------------------------------------------------------------
@@ -208,8 +206,16 @@ impl Registry {
         self.delete_unreferenced_blobs(&digests)
     }
 
-    /// Every version of `pkg_org/name` that `viewer` may see, oldest first.
-    pub fn versions(&self, viewer: &str, pkg_org: &str, name: &str) -> Result<Vec<VersionInfo>> {
+    /// The versions of `pkg_org/name` that `viewer` may see, oldest first: one page of them
+    /// (`after` a version).
+    pub fn versions(
+        &self,
+        viewer: &str,
+        pkg_org: &str,
+        name: &str,
+        page: &Page,
+    ) -> Result<Vec<VersionInfo>> {
+        let after = page.after_version()?;
         let mut versions: Vec<VersionInfo> =
             current_each(self.read(|m| Ok(m.package_revisions(pkg_org, name)?))?)
                 .into_iter()
@@ -219,7 +225,12 @@ impl Registry {
             return Err(Error::NotFound(format!("connector {pkg_org}/{name}")));
         }
         versions.sort_by(|a, b| a.version.cmp(&b.version));
-        Ok(versions.into_iter().map(|v| v.seen_by(viewer)).collect())
+        Ok(versions
+            .into_iter()
+            .filter(|v| after.as_ref().is_none_or(|after| v.version > *after))
+            .take(page.limit())
+            .map(|v| v.seen_by(viewer))
+            .collect())
     }
 
     /// One version as `viewer` may see it.
@@ -237,96 +248,49 @@ impl Registry {
 
     /// The marketplace as `viewer` sees it: public connectors and its own private ones, each with
     /// its newest non-blocked version and all versions' states, by `org/name`, one page of them.
+    /// Answered from the store's search index; a search takes at most 16 words.
     pub fn search(&self, viewer: &str, search: &Search, page: &Page) -> Result<Vec<Listing>> {
-        let rows = self.read(|m| {
-            let mut rows = m.org_catalogue(viewer)?;
-            rows.extend(m.public_catalogue()?);
-            Ok::<_, Error>(rows)
+        let after = page.after_connector()?;
+        if words(search.text.as_deref().unwrap_or_default()).len() > SEARCH_WORDS {
+            return Err(Error::InvalidInput(format!(
+                "a search takes at most {SEARCH_WORDS} words"
+            )));
+        }
+        let connectors = self.read(|m| {
+            m.search(viewer, search, after, page.limit())?
+                .into_iter()
+                .map(|(org, name)| Ok(m.listed_revisions(viewer, &org, &name)?))
+                .collect::<Result<Vec<_>>>()
         })?;
-        // What the viewer sees: the current revision of each version, its own or public.
-        let rows = current_each(rows);
-        let mut by_connector: BTreeMap<(String, String), Vec<ListedVersion>> = BTreeMap::new();
-        for row in rows {
-            by_connector
-                .entry((row.org.clone(), row.name.clone()))
-                .or_default()
-                .push(row);
-        }
-        let words: Vec<String> = search
-            .text
-            .as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_lowercase)
-            .collect();
-        let after = page.after.as_deref().unwrap_or_default();
-        let mut listings = Vec::new();
-        for ((org, name), mut versions) in by_connector {
-            if listings.len() == page.limit() {
-                break;
-            }
-            if !after.is_empty() && format!("{org}/{name}").as_str() <= after {
-                continue;
-            }
-            versions.sort_by(|a, b| a.version.cmp(&b.version));
-            let Some(latest) = versions
-                .iter()
-                .rev()
-                .find(|v| v.state == VersionState::Active)
-                .or_else(|| {
-                    versions
-                        .iter()
-                        .rev()
-                        .find(|v| v.state != VersionState::Blocked)
-                })
-                .or(versions.last())
-                .cloned()
-            else {
-                continue;
-            };
-            let haystack = format!(
-                "{} {} {}",
-                latest.name,
-                latest.description.description,
-                latest
-                    .description
-                    .operations
-                    .iter()
-                    .map(|o| o.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-            .to_lowercase();
-            if !words.iter().all(|w| haystack.contains(w.as_str())) {
-                continue;
-            }
-            if let Some(tag) = &search.tag
-                && !versions.iter().any(|v| v.tags.contains(tag))
-            {
-                continue;
-            }
-            if let Some(publisher) = &search.publisher
-                && latest.org != *publisher
-            {
-                continue;
-            }
-            listings.push(Listing {
-                versions: versions
-                    .iter()
-                    .map(|v| VersionSummary {
-                        version: v.version.clone(),
-                        revision: v.revision,
-                        digest: v.digest,
-                        visibility: v.visibility,
-                        state: v.state,
-                        deprecated: v.state == VersionState::Deprecated,
-                    })
-                    .collect(),
-                org,
-                name,
-                latest: latest.seen_by(viewer),
-            });
-        }
-        Ok(listings)
+        Ok(connectors
+            .into_iter()
+            .filter_map(|revisions| listing(viewer, revisions))
+            .collect())
     }
+}
+
+/// The most words a marketplace search takes.
+pub const SEARCH_WORDS: usize = 16;
+
+/// The listing of one connector from the revisions `viewer` sees of it.
+fn listing(viewer: &str, revisions: Vec<ListedVersion>) -> Option<Listing> {
+    let mut versions = current_each(revisions);
+    versions.sort_by(|a, b| a.version.cmp(&b.version));
+    let latest = listed_latest(&versions)?.clone();
+    Some(Listing {
+        org: latest.org.clone(),
+        name: latest.name.clone(),
+        versions: versions
+            .iter()
+            .map(|v| VersionSummary {
+                version: v.version.clone(),
+                revision: v.revision,
+                digest: v.digest,
+                visibility: v.visibility,
+                state: v.state,
+                deprecated: v.state == VersionState::Deprecated,
+            })
+            .collect(),
+        latest: latest.seen_by(viewer),
+    })
 }

@@ -3,11 +3,11 @@
 
 use super::{Error, Result, now_ms};
 use crate::model::{
-    AuditEntry, Flow, Install, Instance, VersionInfo, VersionState, Visibility, version_key,
+    AuditEntry, Flow, Install, Instance, VersionInfo, VersionState, Visibility, current_each,
+    version_key,
 };
 use crate::store::{BoundStep, Metadata, RevisionKey};
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// Whether `viewer` may see `version`: its own organisation's, or public.
 pub(crate) fn visible<D>(version: &VersionInfo<D>, viewer: &str) -> bool {
@@ -17,21 +17,6 @@ pub(crate) fn visible<D>(version: &VersionInfo<D>, viewer: &str) -> bool {
 /// The current revision among revisions of one version: the newest.
 pub(crate) fn current<D>(revisions: Vec<VersionInfo<D>>) -> Option<VersionInfo<D>> {
     revisions.into_iter().max_by_key(|v| v.revision)
-}
-
-/// The current revision of each version among `revisions`.
-pub(crate) fn current_each<D>(revisions: Vec<VersionInfo<D>>) -> Vec<VersionInfo<D>> {
-    let mut newest: BTreeMap<(String, String, String), VersionInfo<D>> = BTreeMap::new();
-    for v in revisions {
-        let key = (v.org.clone(), v.name.clone(), v.version.to_string());
-        match newest.get(&key) {
-            Some(kept) if kept.revision >= v.revision => {}
-            _ => {
-                newest.insert(key, v);
-            }
-        }
-    }
-    newest.into_values().collect()
 }
 
 /// Whether `step` pins the revision `key`: it is bound through an install of that revision's

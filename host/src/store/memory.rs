@@ -10,8 +10,8 @@ use super::{
     Access, BlobStore, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError,
 };
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Step, Summary,
-    TokenInfo, VersionInfo, VersionState,
+    Audience, AuditEntry, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo, Run,
+    Search, Step, Summary, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -218,20 +218,42 @@ impl Metadata for State {
             .collect())
     }
 
-    fn public_catalogue(&mut self) -> Result<Vec<ListedVersion>> {
-        Ok(self
-            .versions
-            .iter()
-            .filter(|v| v.visibility == crate::model::Visibility::Public)
-            .map(listed)
+    fn search(
+        &mut self,
+        viewer: &str,
+        search: &Search,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        // No index: every connector's entries are made afresh from its versions.
+        let mut packages: BTreeMap<(&str, &str), Vec<ListedVersion>> = BTreeMap::new();
+        for v in &self.versions {
+            packages
+                .entry((v.org.as_str(), v.name.as_str()))
+                .or_default()
+                .push(listed(v));
+        }
+        Ok(packages
+            .into_iter()
+            .filter(|(key, _)| after.is_none_or(|after| *key > after))
+            .flat_map(|(_, revisions)| IndexEntry::of_connector(revisions))
+            .filter(|e| e.audience == Audience::of(viewer, &e.org) && e.matches(search))
+            .map(|e| (e.org, e.name))
+            .take(limit)
             .collect())
     }
 
-    fn org_catalogue(&mut self, org: &str) -> Result<Vec<ListedVersion>> {
+    fn listed_revisions(
+        &mut self,
+        viewer: &str,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<ListedVersion>> {
+        let audience = Audience::of(viewer, org);
         Ok(self
             .versions
             .iter()
-            .filter(|v| v.org == org)
+            .filter(|v| v.org == org && v.name == name && audience.sees(v.visibility))
             .map(listed)
             .collect())
     }

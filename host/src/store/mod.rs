@@ -6,7 +6,10 @@
 //!
 //! A store answers plain lookups and writes. It holds no lifecycle rule: which revision is
 //! current, who may see a version, what pins it and what may be deleted are decided by the
-//! [registry](crate::registry), from what the store returns.
+//! [registry](crate::registry), from what the store returns. The one thing a store derives is
+//! its marketplace search index: after each change to a connector's versions it stores what
+//! [`IndexEntry::of_connector`](crate::model::IndexEntry::of_connector) makes of them, so a search reads an index instead of every
+//! version.
 
 mod blob;
 mod memory;
@@ -17,8 +20,8 @@ pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Step, TokenInfo,
-    VersionInfo, VersionState,
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Search, Step,
+    TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,10 +205,24 @@ pub trait Metadata {
         name: &str,
         digest: &Digest,
     ) -> Result<Vec<VersionInfo>>;
-    /// Every revision of every public version, as listed.
-    fn public_catalogue(&mut self) -> Result<Vec<ListedVersion>>;
-    /// Every revision of every version `org` published, as listed.
-    fn org_catalogue(&mut self, org: &str) -> Result<Vec<ListedVersion>>;
+    /// One page of the marketplace as `viewer` sees it: the connectors whose
+    /// [`IndexEntry`](crate::model::IndexEntry) for `viewer`'s audience matches `search`, after `after` (`org`, `name`),
+    /// by organisation then name, at most `limit`. A store answers from an index it keeps as
+    /// versions change.
+    fn search(
+        &mut self,
+        viewer: &str,
+        search: &Search,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
+    /// Every revision of package `org/name` that `viewer` may see, as listed.
+    fn listed_revisions(
+        &mut self,
+        viewer: &str,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<ListedVersion>>;
     /// The keys of every revision of package `org/name`.
     fn revision_keys(&mut self, org: &str, name: &str) -> Result<Vec<RevisionKey>>;
     /// Set the state of every revision of `org/name@version`.

@@ -6,11 +6,11 @@
 
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
-    AuditEntry, Description, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run,
-    RunStatus, Step, Summary, TokenInfo, VersionInfo, VersionState,
+    AuditEntry, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
+    Run, RunStatus, Search, Step, Summary, TokenInfo, VersionInfo, VersionState, words,
 };
-use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::{Type, Value as SqlValue};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -152,6 +152,25 @@ INSERT INTO tokens_v6 (id, org, role, label, hash, created_by, created_at)
 DROP TABLE tokens;
 ALTER TABLE tokens_v6 RENAME TO tokens;
 CREATE INDEX tokens_org ON tokens(org, id);
+"#,
+    // 7: the marketplace's search index: what each connector shows its owner and everyone
+    // else (`IndexEntry`), its words in full-text search, its tags; filled in for older rows
+    // when the store opens.
+    r#"
+CREATE TABLE listings (
+    id       INTEGER PRIMARY KEY,
+    org      TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    audience TEXT NOT NULL CHECK (audience IN ('owner', 'public')),
+    UNIQUE (org, name, audience)
+);
+CREATE TABLE listing_tags (
+    listing INTEGER NOT NULL,
+    tag     TEXT NOT NULL,
+    PRIMARY KEY (listing, tag)
+) WITHOUT ROWID;
+CREATE INDEX listing_tags_tag ON listing_tags(tag, listing);
+CREATE VIRTUAL TABLE listing_text USING fts5(title, description, operations, prefix = '2 3');
 "#,
 ];
 
@@ -436,7 +455,7 @@ fn lock(path: &Path) -> Result<File> {
 
 /// Open the writer connection: create the file (0600), set WAL with `synchronous=FULL`, and
 /// migrate the schema.
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(path: &Path) -> Result<Connection> {
     // The database holds token hashes and sealed secrets: only this user may read it. SQLite
     // gives its -wal and -shm files the database file's permissions.
     let private = || -> std::io::Result<()> {
@@ -461,6 +480,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
     fill_summaries(&mut conn)?;
+    fill_index(&mut conn)?;
     Ok(conn)
 }
 
@@ -491,6 +511,25 @@ fn fill_summaries(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
     }
     tx.commit()
+}
+
+/// Index the connectors the marketplace index does not know: every one when the store had no
+/// index yet (schema 6), any whose rows were written by other means since. A connector with
+/// versions always has an entry for its owner.
+fn fill_index(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction()?;
+    let sql = Sql(&tx);
+    let unindexed = sql.all(
+        "SELECT DISTINCT org, name FROM versions v WHERE NOT EXISTS \
+         (SELECT 1 FROM listings l WHERE l.org = v.org AND l.name = v.name)",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+    )?;
+    for (org, name) in unindexed {
+        sql.reindex(&org, &name)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -699,6 +738,43 @@ impl Sql<'_> {
         Ok(self.0.last_insert_rowid())
     }
 
+    /// Make the marketplace index of connector `org/name` what its versions say now.
+    fn reindex(&self, org: &str, name: &str) -> Result<()> {
+        let stale = self.all(
+            "SELECT id FROM listings WHERE org = ?1 AND name = ?2",
+            params![org, name],
+            |r| r.get::<_, i64>(0),
+        )?;
+        for id in stale {
+            self.run("DELETE FROM listing_text WHERE rowid = ?1", [id])?;
+            self.run("DELETE FROM listing_tags WHERE listing = ?1", [id])?;
+            self.run("DELETE FROM listings WHERE id = ?1", [id])?;
+        }
+        let revisions = self.all(
+            &format!("SELECT {LISTED_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2"),
+            params![org, name],
+            version_row,
+        )?;
+        for entry in IndexEntry::of_connector(revisions) {
+            let id = self.insert(
+                "INSERT INTO listings (org, name, audience) VALUES (?1, ?2, ?3)",
+                params![entry.org, entry.name, entry.audience.as_str()],
+            )?;
+            self.run(
+                "INSERT INTO listing_text (rowid, title, description, operations) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, entry.title, entry.description, entry.operations],
+            )?;
+            for tag in &entry.tags {
+                self.run(
+                    "INSERT INTO listing_tags (tag, listing) VALUES (?1, ?2)",
+                    params![tag, id],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn steps(&self, flow: i64) -> Result<Vec<Step>> {
         self.all(
             "SELECT name, instance_id, operation, input, digest FROM steps \
@@ -842,18 +918,60 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn public_catalogue(&mut self) -> Result<Vec<ListedVersion>> {
-        self.all(
-            &format!("SELECT {LISTED_COLUMNS} FROM versions WHERE visibility = 'public'"),
-            [],
-            version_row,
-        )
+    fn search(
+        &mut self,
+        viewer: &str,
+        search: &Search,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        // The connectors' own entries for their owner, everyone else's public ones; each
+        // filter narrows the ordered walk of `listings`' (org, name, audience) index.
+        let mut sql = String::from(
+            "SELECT l.org, l.name FROM listings l WHERE ((l.audience = 'owner' AND l.org = ?1) \
+             OR (l.audience = 'public' AND l.org <> ?1))",
+        );
+        let mut values: Vec<SqlValue> = vec![viewer.to_string().into()];
+        if let Some((org, name)) = after {
+            sql.push_str(" AND (l.org, l.name) > (?, ?)");
+            values.extend([org.to_string().into(), name.to_string().into()]);
+        }
+        if let Some(publisher) = &search.publisher {
+            sql.push_str(" AND l.org = ?");
+            values.push(publisher.clone().into());
+        }
+        if let Some(tag) = &search.tag {
+            sql.push_str(" AND l.id IN (SELECT listing FROM listing_tags WHERE tag = ?)");
+            values.push(tag.clone().into());
+        }
+        let words = words(search.text.as_deref().unwrap_or_default());
+        if !words.is_empty() {
+            // Every word, as the start of a word (the words are letters and digits only).
+            let query: Vec<String> = words.iter().map(|w| format!("\"{w}\"*")).collect();
+            sql.push_str(
+                " AND l.id IN (SELECT rowid FROM listing_text WHERE listing_text MATCH ?)",
+            );
+            values.push(query.join(" ").into());
+        }
+        sql.push_str(" ORDER BY l.org, l.name LIMIT ?");
+        values.push((limit as i64).into());
+        self.all(&sql, params_from_iter(values), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 
-    fn org_catalogue(&mut self, org: &str) -> Result<Vec<ListedVersion>> {
+    fn listed_revisions(
+        &mut self,
+        viewer: &str,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<ListedVersion>> {
         self.all(
-            &format!("SELECT {LISTED_COLUMNS} FROM versions WHERE org = ?1"),
-            [org],
+            &format!(
+                "SELECT {LISTED_COLUMNS} FROM versions WHERE org = ?1 AND name = ?2 \
+                 AND (org = ?3 OR visibility = 'public')"
+            ),
+            params![org, name, viewer],
             version_row,
         )
     }
@@ -896,7 +1014,7 @@ impl Metadata for Sql<'_> {
                 to_json(&Summary::from(&v.description))?,
             ],
         )?;
-        Ok(())
+        self.reindex(&v.org, &v.name)
     }
 
     fn set_version_state(
@@ -910,7 +1028,7 @@ impl Metadata for Sql<'_> {
             "UPDATE versions SET state = ?4 WHERE org = ?1 AND name = ?2 AND version = ?3",
             params![org, name, version, text(&state)],
         )?;
-        Ok(())
+        self.reindex(org, name)
     }
 
     fn delete_revision(&mut self, key: &RevisionKey) -> Result<()> {
@@ -918,7 +1036,7 @@ impl Metadata for Sql<'_> {
             "DELETE FROM versions WHERE org = ?1 AND name = ?2 AND version = ?3 AND revision = ?4",
             params![key.org, key.name, key.version, key.revision],
         )?;
-        Ok(())
+        self.reindex(&key.org, &key.name)
     }
 
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool> {
@@ -1308,6 +1426,58 @@ mod tests {
             (Some("demo"), "bootstrap admin", 2)
         );
         assert_eq!((token.expires_at, token.revoked_at), (None, None));
+    }
+
+    #[test]
+    fn versions_stored_before_the_index_are_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        let found = |store: &dyn MetadataStore| {
+            let search = Search {
+                text: Some("ech".into()),
+                ..Search::default()
+            };
+            store
+                .read(|m| m.search("globex", &search, None, 10))
+                .unwrap()
+        };
+        {
+            let store: &dyn MetadataStore = &SqliteStore::open(&path).unwrap();
+            let description: Description = serde_json::from_value(serde_json::json!({
+                "name": "echo", "version": "1.0.0", "description": "Echoes its input",
+                "operations": [], "config": [], "secrets": [], "outbound_hosts": []
+            }))
+            .unwrap();
+            store
+                .write(|m| {
+                    m.create_org("acme", 1)?;
+                    m.insert_version(&VersionInfo {
+                        org: "acme".into(),
+                        name: "echo".into(),
+                        version: "1.0.0".parse().unwrap(),
+                        revision: 1,
+                        digest: Digest::of(b"echo"),
+                        size: 4,
+                        visibility: Visibility::Public,
+                        state: VersionState::Active,
+                        publisher: "ci".into(),
+                        published_at: 1,
+                        tags: Vec::new(),
+                        description: description.clone(),
+                    })
+                })
+                .unwrap();
+            assert_eq!(found(store).len(), 1);
+        }
+        // As a store of schema 6 left it: versions, no index.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DELETE FROM listing_text; DELETE FROM listing_tags; DELETE FROM listings;",
+            )
+            .unwrap();
+        let store: &dyn MetadataStore = &SqliteStore::open(&path).unwrap();
+        assert_eq!(found(store), [("acme".to_string(), "echo".to_string())]);
     }
 
     #[test]

@@ -136,12 +136,15 @@ pub(crate) async fn marketplace(
         .await?)
 }
 
-#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path), ("limit" = Option<usize>, Query, description = "At most this many versions (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this version")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
 pub(crate) async fn versions(
     State(s): State<AppState>,
     caller: Caller<Viewer>,
     Path((org, name)): Path<(String, String)>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult {
     let p = caller.0;
-    ok(s.blocking(move |r| r.versions(&p.org, &org, &name)).await?)
+    let page = query(page)?;
+    ok(s.blocking(move |r| r.versions(&p.org, &org, &name, &page))
+        .await?)
 }
