@@ -264,6 +264,35 @@ async fn descriptions_listings_and_runs_are_bounded() {
         .await;
     assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
     assert!(r.1.to_string().contains("`org/name`"), "{}", r.1);
+    for bad in ["limit=0", "limit=1001", "limit=-1"] {
+        let r = s
+            .call(
+                Method::GET,
+                &format!("/v1/marketplace?{bad}"),
+                Some(&acme),
+                None,
+            )
+            .await;
+        assert!(r.0.is_client_error(), "{bad}: {}", r.1);
+    }
+    let r = s
+        .call(Method::GET, "/v1/installs?limit=1001", Some(&acme), None)
+        .await;
+    assert!(r.1.to_string().contains("from 1 to 1000"), "{}", r.1);
+    let r = s
+        .call(
+            Method::GET,
+            "/v1/marketplace?after=&tag=&limit=1000",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.1.as_array().map(Vec::len),
+        Some(3),
+        "empty is no filter: {}",
+        r.1
+    );
     // Words match the starts of words, through the index; too many words are refused.
     let found = |r: &(StatusCode, Value)| -> Vec<String> {
         r.1.as_array()

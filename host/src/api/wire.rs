@@ -30,8 +30,13 @@ pub struct StateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub org: String,
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
+    #[schema(
+        pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$"
+    )]
     pub version: String,
 }
 
@@ -39,6 +44,7 @@ pub struct InstallRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebindInstallRequest {
+    #[serde(deserialize_with = "crate::model::id")]
     pub instance: i64,
 }
 
@@ -46,7 +52,9 @@ pub struct RebindInstallRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRequest {
+    #[serde(deserialize_with = "crate::model::id")]
     pub install: i64,
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")]
     pub name: String,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -72,7 +80,9 @@ pub struct Invoked<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowRequest {
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")]
     pub name: String,
+    #[schema(min_items = 1)]
     pub steps: Vec<StepSpec>,
 }
 
@@ -81,7 +91,7 @@ pub struct FlowRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebindStepRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::optional_id")]
     pub instance: Option<i64>,
 }
 
@@ -90,9 +100,11 @@ pub struct RebindStepRequest {
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")]
     pub label: String,
-    /// Seconds until the token expires; it never does when absent.
+    /// Seconds until the token expires (at most a hundred years); it never does when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3_155_760_000_u64)]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -108,9 +120,11 @@ pub struct NewToken {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgRequest {
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub id: String,
     /// The label of its first admin token (default `admin`).
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")]
     pub admin_label: Option<String>,
 }
 

@@ -12,10 +12,11 @@ pub struct AuditEntry {
     pub at: i64,
     pub action: String,
     pub subject: String,
-    /// What changed, before (null when it was created).
-    #[schema(value_type = Option<Object>)]
+    /// What changed, before: the fields that changed (an object), a list (an install's
+    /// outbound origins), or null when it was created.
+    #[schema(value_type = serde_json::Value)]
     pub before: Value,
-    /// What changed, after (null when it was removed).
-    #[schema(value_type = Option<Object>)]
+    /// What changed, after, as `before`; null when it was removed.
+    #[schema(value_type = serde_json::Value)]
     pub after: Value,
 }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")]
     pub name: String,
+    #[serde(deserialize_with = "super::id")]
     pub instance: i64,
     pub operation: String,
     #[serde(default = "empty_object")]

@@ -7,6 +7,7 @@ mod audit;
 mod description;
 mod digest;
 mod flow;
+mod id;
 mod install;
 mod market;
 mod names;
@@ -20,11 +21,13 @@ pub use description::{
 };
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec};
+pub use id::{id, optional_id};
 pub use install::{Install, Instance, Update, UpdateMode};
 pub(crate) use market::current_each;
 pub use market::{Audience, IndexEntry, listed_latest, words};
 pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
+pub(crate) use page::limit as query_limit;
 pub use page::{InvalidPage, Page};
 pub use token::{OrgInfo, Principal, Role, TokenInfo};
 pub use version::{

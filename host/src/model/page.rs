@@ -1,6 +1,7 @@
 //! Paging of lists.
 
-use serde::Deserialize;
+use super::{parse_version, validate_name};
+use serde::{Deserialize, Deserializer, de::Error as _};
 
 /// An `after` that names no item of the list it pages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,14 +14,28 @@ pub struct InvalidPage {
 
 /// A page of a list: at most `limit` items after the one named `after` (an id, or
 /// `org/name` in the marketplace).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Page {
     /// Most items to return (default 100, at most 1000).
+    #[serde(deserialize_with = "limit")]
     pub limit: Option<usize>,
-    /// Return the items after this one (for runs: before it, as they come newest first).
+    /// Return the items after this one (for runs: before it, as they come newest first);
+    /// empty or absent: from the start.
     pub after: Option<String>,
+}
+
+/// A page's `limit` as a request gives it: 1 to [`Page::MAX`] (a library caller's is
+/// clamped instead).
+pub(crate) fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let limit = Option::<usize>::deserialize(d)?;
+    match limit {
+        Some(n) if !(1..=Page::MAX).contains(&n) => Err(D::Error::custom(format!(
+            "limit must be from 1 to {}, not {n}",
+            Page::MAX
+        ))),
+        _ => Ok(limit),
+    }
 }
 
 impl Page {
@@ -32,6 +47,11 @@ impl Page {
         self.limit.unwrap_or(Self::DEFAULT).clamp(1, Self::MAX)
     }
 
+    /// `after`, unless absent or empty.
+    fn after(&self) -> Option<&str> {
+        self.after.as_deref().filter(|a| !a.is_empty())
+    }
+
     /// `after` as an id (absent: from the start).
     pub fn after_id(&self) -> Result<Option<i64>, InvalidPage> {
         self.after
@@ -40,19 +60,34 @@ impl Page {
             .transpose()
     }
 
-    /// `after` as a connector, `org/name` (absent: from the start).
+    /// `after` as a connector, `org/name` (absent or empty: from the start).
     pub fn after_connector(&self) -> Result<Option<(&str, &str)>, InvalidPage> {
-        self.after
-            .as_deref()
-            .map(|a| a.split_once('/').ok_or_else(|| self.invalid("`org/name`")))
+        self.after()
+            .map(|a| {
+                a.split_once('/')
+                    .filter(|(org, name)| {
+                        validate_name("", org).is_ok() && validate_name("", name).is_ok()
+                    })
+                    .ok_or_else(|| self.invalid("`org/name`"))
+            })
             .transpose()
     }
 
-    /// `after` as a semantic version (absent: from the start).
+    /// `after` as a name (absent or empty: from the start).
+    pub fn after_name(&self) -> Result<Option<&str>, InvalidPage> {
+        self.after()
+            .map(|a| {
+                validate_name("", a)
+                    .map(|()| a)
+                    .map_err(|_| self.invalid("a name"))
+            })
+            .transpose()
+    }
+
+    /// `after` as a version (absent or empty: from the start).
     pub fn after_version(&self) -> Result<Option<semver::Version>, InvalidPage> {
-        self.after
-            .as_deref()
-            .map(|a| semver::Version::parse(a).map_err(|_| self.invalid("a version")))
+        self.after()
+            .map(|a| parse_version(a).map_err(|_| self.invalid("a version")))
             .transpose()
     }
 

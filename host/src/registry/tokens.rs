@@ -118,7 +118,7 @@ impl Registry {
 
     /// One page of the organisations, by id.
     pub fn organisations(&self, page: &Page) -> Result<Vec<OrgInfo>> {
-        let after = page.after.as_deref().unwrap_or("");
+        let after = page.after_name()?.unwrap_or("");
         self.read(|m| Ok(m.orgs(after, page.limit())?))
     }
 

@@ -26,7 +26,7 @@ pub(crate) fn private() -> Visibility {
     Visibility::Private
 }
 
-#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path), ("version" = String, Path), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("version" = String, Path, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$"), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn publish(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
@@ -77,7 +77,7 @@ pub(crate) async fn publish(
     }
 }
 
-#[utoipa::path(delete, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 204, description = "Deleted"), (status = 409, description = "Pinned", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("version" = String, Path, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 204, description = "Deleted"), (status = 409, description = "Pinned", body = ErrorBody)))]
 pub(crate) async fn delete_version(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
@@ -89,7 +89,7 @@ pub(crate) async fn delete_version(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateRequest, params(("name" = String, Path), ("version" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/state", tag = "connectors", security(("bearer" = [])), request_body = StateRequest, params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("version" = String, Path, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = VersionInfo)))]
 pub(crate) async fn set_state(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
@@ -111,11 +111,12 @@ pub(crate) struct MarketplaceQuery {
     text: Option<String>,
     tag: Option<String>,
     publisher: Option<String>,
+    #[serde(deserialize_with = "crate::model::query_limit")]
     limit: Option<usize>,
     after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "At most this many connectors (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this `org/name`")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
+#[utoipa::path(get, path = "/v1/marketplace", tag = "connectors", security(("bearer" = [])), params(("text" = Option<String>, Query), ("tag" = Option<String>, Query), ("publisher" = Option<String>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many connectors (default 100, at most 1000)"), ("after" = Option<String>, Query, pattern = "^([a-z0-9][a-z0-9-]{0,62}/[a-z0-9][a-z0-9-]{0,62})?$", description = "Continue after this `org/name`")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Listing>)))]
 pub(crate) async fn marketplace(
     State(s): State<AppState>,
     caller: Caller<Viewer>,
@@ -123,10 +124,12 @@ pub(crate) async fn marketplace(
 ) -> ApiResult {
     let p = caller.0;
     let q = query(q)?;
+    // An empty filter is no filter.
+    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
     let search = Search {
         text: q.text,
-        tag: q.tag,
-        publisher: q.publisher,
+        tag: given(q.tag),
+        publisher: given(q.publisher),
     };
     let page = Page {
         limit: q.limit,
@@ -136,7 +139,7 @@ pub(crate) async fn marketplace(
         .await?)
 }
 
-#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path), ("name" = String, Path), ("limit" = Option<usize>, Query, description = "At most this many versions (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this version")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many versions (default 100, at most 1000)"), ("after" = Option<String>, Query, pattern = "^((0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?)?$", description = "Continue after this version")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<VersionInfo>), (status = 404, body = ErrorBody)))]
 pub(crate) async fn versions(
     State(s): State<AppState>,
     caller: Caller<Viewer>,

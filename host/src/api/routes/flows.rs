@@ -10,7 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::value::RawValue;
 
-#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Flow)))]
+#[utoipa::path(post, path = "/v1/flows", tag = "flows", security(("bearer" = [])), request_body = FlowRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "A flow of that name exists", body = ErrorBody), (status = 201, body = Flow)))]
 pub(crate) async fn create_flow(
     State(s): State<AppState>,
     caller: Caller<Operator>,
@@ -24,7 +24,7 @@ pub(crate) async fn create_flow(
     )
 }
 
-#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
+#[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Flow>)))]
 pub(crate) async fn flows(
     State(s): State<AppState>,
     caller: Caller<Viewer>,
@@ -72,7 +72,7 @@ pub(crate) async fn run_flow(
     created(run)
 }
 
-#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue with the runs before this run id (newest first)")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
+#[utoipa::path(get, path = "/v1/flows/{id}/runs", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue with the runs before this run id (newest first)")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Run>)))]
 pub(crate) async fn runs(
     State(s): State<AppState>,
     caller: Caller<Viewer>,
@@ -84,7 +84,7 @@ pub(crate) async fn runs(
     ok(s.blocking(move |r| r.runs(&p.org, id, &page)).await?)
 }
 
-#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepRequest, params(("id" = i64, Path), ("step" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/rebind", tag = "flows", security(("bearer" = [])), request_body = RebindStepRequest, params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rebind_step(
     State(s): State<AppState>,
     caller: Caller<Operator>,

@@ -25,7 +25,7 @@ pub(crate) async fn install(
     )
 }
 
-#[utoipa::path(get, path = "/v1/installs", tag = "installs", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Install>)))]
+#[utoipa::path(get, path = "/v1/installs", tag = "installs", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Install>)))]
 pub(crate) async fn installs(
     State(s): State<AppState>,
     caller: Caller<Viewer>,

@@ -35,7 +35,7 @@ pub(crate) async fn create_instance(
     )
 }
 
-#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue after this id")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Instance>)))]
 pub(crate) async fn instances(
     State(s): State<AppState>,
     caller: Caller<Viewer>,

@@ -23,7 +23,7 @@ pub(crate) async fn metrics(State(s): State<AppState>, caller: Caller<Scraper>) 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, description = "Continue after this id")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "An organisation admin reads its organisation's log; the platform operator reads the platform's", body = Vec<AuditEntry>)))]
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue after this id")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "An organisation admin reads its organisation's log; the platform operator reads the platform's", body = Vec<AuditEntry>)))]
 pub(crate) async fn audit_log(
     State(s): State<AppState>,
     caller: Caller<Manager>,

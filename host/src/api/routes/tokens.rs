@@ -12,21 +12,22 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
+/// The longest a token may be asked to last: a hundred years, in seconds.
+const MAX_EXPIRY_SECS: u64 = 3_155_760_000;
+
 /// When a token asked to expire in `secs` seconds expires.
 fn expires_at(secs: Option<u64>) -> Result<Option<i64>, ApiError> {
     let Some(secs) = secs else { return Ok(None) };
     let now = crate::registry::now_ms();
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .and_then(|ms| now.checked_add(ms))
-        .filter(|_| secs > 0)
+    (1..=MAX_EXPIRY_SECS)
+        .contains(&secs)
+        .then(|| now + secs as i64 * 1000)
         .map(Some)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-input",
-                format!("expires_in_secs must be from 1 to a few hundred years, not {secs}"),
+                format!("expires_in_secs must be from 1 to {MAX_EXPIRY_SECS} (a hundred years), not {secs}"),
             )
         })
 }
@@ -49,7 +50,7 @@ pub(crate) async fn create_org(
     })
 }
 
-#[utoipa::path(get, path = "/v1/orgs", tag = "platform", security(("bearer" = [])), params(Page), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<OrgInfo>)))]
+#[utoipa::path(get, path = "/v1/orgs", tag = "platform", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<String>, Query, pattern = "^([a-z0-9][a-z0-9-]{0,62})?$", description = "Continue after this organisation")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<OrgInfo>)))]
 pub(crate) async fn orgs(
     State(s): State<AppState>,
     _caller: Caller<Platform>,
@@ -59,7 +60,7 @@ pub(crate) async fn orgs(
     ok(s.blocking(move |r| r.organisations(&page)).await?)
 }
 
-#[utoipa::path(post, path = "/v1/orgs/{org}/tokens", tag = "platform", security(("bearer" = [])), request_body = TokenRequest, params(("org" = String, Path)), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 201, description = "A token of the organisation (shown once), e.g. an admin's when its first is lost", body = NewToken)))]
+#[utoipa::path(post, path = "/v1/orgs/{org}/tokens", tag = "platform", security(("bearer" = [])), request_body = TokenRequest, params(("org" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 201, description = "A token of the organisation (shown once), e.g. an admin's when its first is lost", body = NewToken)))]
 pub(crate) async fn mint_org_token(
     State(s): State<AppState>,
     caller: Caller<Platform>,
@@ -100,7 +101,7 @@ pub(crate) async fn create_token(
     created(NewToken { token, info })
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])), params(Page), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "The caller's organisation's tokens (the platform's, for the platform operator), revoked ones included — never a secret", body = Vec<TokenInfo>)))]
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])), params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue after this id")), responses((status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "The caller's organisation's tokens (the platform's, for the platform operator), revoked ones included — never a secret", body = Vec<TokenInfo>)))]
 pub(crate) async fn tokens(
     State(s): State<AppState>,
     caller: Caller<Manager>,
