@@ -156,7 +156,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Inspect { file } => inspect(&file, cli.remote.json).await,
         Command::Invoke(args) => invoke(*args, cli.remote.json).await,
-        Command::Serve(args) => serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::serve(*args).await,
         Command::Bench(_) => unreachable!("handled before the async runtime starts"),
         Command::Client(command) => client::run(cli.remote, command)
             .await

@@ -7,6 +7,7 @@ use gantry_host::{ApiConfig, Registry, RegistryConfig, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,7 +200,8 @@ fn read_config(path: Option<&Path>) -> Result<ServeConfig> {
         .with_context(|| format!("{} is not a valid gantry config", path.display()))
 }
 
-pub async fn serve(args: ServeArgs) -> Result<()> {
+/// Serve until SIGTERM or Ctrl-C and a drain; exit 1 when the drain timeout cut calls off.
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let settings = settings(&args, read_config(args.config.as_deref())?);
     let data_dir = &settings.data_dir;
     // Only this user may read or write the data directory (the registry tightens an older,
@@ -277,7 +279,23 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     .context("serving");
     flusher.abort();
     flush_token_use(&registry).await;
-    served
+    match served {
+        Err(e) if cut_off(&e) => {
+            eprintln!("{}", e.root_cause());
+            Ok(ExitCode::from(1))
+        }
+        served => served.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Whether serving ended with calls cut off by the drain timeout.
+fn cut_off(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<gantry_host::api::DrainTimedOut>())
+    })
 }
 
 async fn flush_token_use(registry: &Arc<Registry>) {

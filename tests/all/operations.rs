@@ -270,13 +270,22 @@ fn slow_upstream(delay: Duration) -> (std::net::SocketAddr, mpsc::Receiver<()>) 
     (addr, arrived)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gantry.toml");
+/// A real `gantry serve` (draining for at most `drain_timeout` seconds) with a call in flight
+/// that its upstream answers after `upstream_delay`, and SIGTERM sent once the call reached
+/// the upstream.
+async fn sigterm_during_a_call(
+    dir: &Path,
+    drain_timeout: &str,
+    upstream_delay: Duration,
+) -> (
+    Served,
+    String,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let data = dir.join("data");
+    let config = dir.join("gantry.toml");
     std::fs::write(&config, "[private_addresses]\nacme = [\"127.0.0.1\"]\n").unwrap();
-    let mut served = Served::start(&[
+    let served = Served::start(&[
         "--bind",
         "127.0.0.1:0",
         "--config",
@@ -285,7 +294,7 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
         data.to_str().unwrap(),
         "--no-demo",
         "--drain-timeout",
-        "60",
+        drain_timeout,
     ]);
     let url = served.url.clone();
     let platform = std::fs::read_to_string(data.join("platform.token")).unwrap();
@@ -338,7 +347,7 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
     .await
     .unwrap();
     assert_eq!(granted.status(), 200);
-    let (upstream, arrived) = slow_upstream(Duration::from_secs(2));
+    let (upstream, arrived) = slow_upstream(upstream_delay);
     let instance: serde_json::Value = call(reqwest::Method::POST, "/v1/instances", &admin, serde_json::json!({"install": install["id"], "name": "slow", "config": {"base_url": format!("http://{upstream}")}}))
         .await
         .unwrap()
@@ -363,6 +372,15 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
         .status()
         .unwrap();
     assert!(killed.success());
+
+    (served, url, in_flight)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut served, url, in_flight) =
+        sigterm_during_a_call(dir.path(), "60", Duration::from_secs(2)).await;
 
     // New connections are refused once the signal is handled (within a few seconds).
     let addr = url.trim_start_matches("http://").to_string();
@@ -402,6 +420,29 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
         said.iter().any(|l| l.starts_with("SIGTERM: shutting down")),
         "{said:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_outlasts_its_timeout_cuts_the_call_off_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut served, _, in_flight) =
+        sigterm_during_a_call(dir.path(), "1", Duration::from_secs(60)).await;
+    let mut exited = None;
+    for _ in 0..600 {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("gantry serve exits once the drain timeout is spent");
+    assert_eq!(status.code(), Some(1), "a cut-off drain exits 1");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the call in flight is cut off, not answered"
+    );
+    let said: Vec<String> = served.lines.try_iter().collect();
+    assert!(said.iter().any(|l| l.contains("drain")), "{said:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
