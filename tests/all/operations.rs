@@ -405,15 +405,9 @@ async fn sigterm_lets_the_call_in_flight_finish_and_refuses_new_connections() {
         serde_json::json!({"slow": true}),
         "{body}"
     );
-    let mut exited = None;
-    for _ in 0..600 {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = exited.expect("gantry serve exits once the call is answered");
+    let status = served
+        .exit_status("it exits once the call is answered")
+        .await;
     assert_eq!(status.code(), Some(0), "a drained shutdown exits 0");
     let said: Vec<String> = served.lines.try_iter().collect();
     assert!(
@@ -427,15 +421,9 @@ async fn a_drain_that_outlasts_its_timeout_cuts_the_call_off_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let (mut served, _, in_flight) =
         sigterm_during_a_call(dir.path(), "1", Duration::from_secs(60)).await;
-    let mut exited = None;
-    for _ in 0..600 {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = exited.expect("gantry serve exits once the drain timeout is spent");
+    let status = served
+        .exit_status("it exits once the drain timeout is spent")
+        .await;
     assert_eq!(status.code(), Some(1), "a cut-off drain exits 1");
     assert!(
         in_flight.await.unwrap().is_err(),

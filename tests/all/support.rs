@@ -228,6 +228,11 @@ impl Server {
         )
     }
 
+    /// `GET path` with `token`.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
     /// Publish echo 1.0.0 (private to `org`), install it and make an instance; its id.
     pub async fn echo_instance(&self, admin: &str, org: &str) -> i64 {
         let r = self
@@ -343,6 +348,17 @@ impl Served {
 
     pub fn pid(&self) -> String {
         self.child.id().to_string()
+    }
+
+    /// How the process exited, waiting for at most 30 s; panics, saying `why`, if it has not.
+    pub async fn exit_status(&mut self, why: &str) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("gantry serve did not exit: {why}");
     }
 }
 

@@ -254,39 +254,16 @@ async fn descriptions_listings_and_runs_are_bounded() {
         .await;
     assert_eq!(r.1.as_array().unwrap().len(), 1, "{}", r.1);
     assert_eq!(r.1[0]["name"], "worldbank");
-    let r = s
-        .call(
-            Method::GET,
-            "/v1/marketplace?after=worldbank",
-            Some(&acme),
-            None,
-        )
-        .await;
+    let r = s.get("/v1/marketplace?after=worldbank", &acme).await;
     assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
     assert!(r.1.to_string().contains("`org/name`"), "{}", r.1);
     for bad in ["limit=0", "limit=1001", "limit=-1"] {
-        let r = s
-            .call(
-                Method::GET,
-                &format!("/v1/marketplace?{bad}"),
-                Some(&acme),
-                None,
-            )
-            .await;
+        let r = s.get(&format!("/v1/marketplace?{bad}"), &acme).await;
         assert!(r.0.is_client_error(), "{bad}: {}", r.1);
     }
-    let r = s
-        .call(Method::GET, "/v1/installs?limit=1001", Some(&acme), None)
-        .await;
+    let r = s.get("/v1/installs?limit=1001", &acme).await;
     assert!(r.1.to_string().contains("from 1 to 1000"), "{}", r.1);
-    let r = s
-        .call(
-            Method::GET,
-            "/v1/marketplace?after=&tag=&limit=1000",
-            Some(&acme),
-            None,
-        )
-        .await;
+    let r = s.get("/v1/marketplace?after=&tag=&limit=1000", &acme).await;
     assert_eq!(
         r.1.as_array().map(Vec::len),
         Some(3),
@@ -301,9 +278,7 @@ async fn descriptions_listings_and_runs_are_bounded() {
             .map(|l| l["name"].as_str().unwrap().to_string())
             .collect()
     };
-    let r = s
-        .call(Method::GET, "/v1/marketplace?text=WORLD", Some(&acme), None)
-        .await;
+    let r = s.get("/v1/marketplace?text=WORLD", &acme).await;
     assert_eq!(found(&r), ["worldbank"]);
     let r = s
         .call(
@@ -316,21 +291,11 @@ async fn descriptions_listings_and_runs_are_bounded() {
     assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
     // A connector's versions come in pages, after a version.
     let r = s
-        .call(
-            Method::GET,
-            "/v1/connectors/vendor/echo/versions?after=1.0.0",
-            Some(&acme),
-            None,
-        )
+        .get("/v1/connectors/vendor/echo/versions?after=1.0.0", &acme)
         .await;
     assert_eq!(r.1, json!([]));
     let r = s
-        .call(
-            Method::GET,
-            "/v1/connectors/vendor/echo/versions?after=one",
-            Some(&acme),
-            None,
-        )
+        .get("/v1/connectors/vendor/echo/versions?after=one", &acme)
         .await;
     assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
     // The version itself has its schemas.
