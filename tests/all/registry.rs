@@ -487,6 +487,46 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaking_change_needs_a_major_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    reg.create_org("vendor").unwrap();
+    let publish = |version: &str, sample: &str| {
+        reg.publish(
+            "vendor",
+            "dev@vendor",
+            request("echo", version, Visibility::Public, connector(sample)),
+        )
+    };
+    publish("1.0.0", "echo").await.unwrap();
+    // 1.1.0 drops `delay` and `context`: refused, each reason named, nothing stored.
+    let err = publish("1.1.0", "echo-slim").await.unwrap_err();
+    assert_eq!(err.code(), "breaking-change");
+    let said = err.to_string();
+    for reason in [
+        "operation delay: removed",
+        "operation context: removed",
+        "uses 1.0.0",
+    ] {
+        assert!(said.contains(reason), "{said}");
+    }
+    assert_eq!(
+        reg.versions("vendor", "vendor", "echo", &Page::default())
+            .unwrap()
+            .len(),
+        1
+    );
+    // The same change as a new major version is what a major version is for.
+    publish("3.0.0", "echo-v3").await.unwrap();
+    // The gate compares with the newest lower version: with 3.0.0 published, 1.1.0 is still
+    // weighed against 1.0.0.
+    assert_eq!(
+        publish("1.1.0", "echo-slim").await.unwrap_err().code(),
+        "breaking-change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());

@@ -62,6 +62,7 @@ impl From<RegistryError> for ApiError {
             | E::InvalidInput(_)
             | E::InvalidPage(_)
             | E::DescribeMismatch { .. }
+            | E::Breaking { .. }
             | E::UngrantedImports(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Load(crate::runtime::LoadError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             E::Load(crate::runtime::LoadError::CompilerBusy(_)) => StatusCode::TOO_MANY_REQUESTS,

@@ -25,6 +25,16 @@ pub enum Error {
     InvalidPage(#[from] InvalidPage),
     #[error("the component describes itself as {found}, but was published as {expected}")]
     DescribeMismatch { expected: String, found: String },
+    /// A breaking change without the version bump that announces one.
+    #[error(
+        "{version} breaks what uses {against} but is not a major version (a minor one in 0.x): \
+         {}; publish it as a new major version", .reasons.join("; ")
+    )]
+    Breaking {
+        version: String,
+        against: String,
+        reasons: Vec<String>,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(
@@ -84,6 +94,7 @@ impl Error {
             Error::InvalidVersion(_) => "invalid-version",
             Error::InvalidInput(_) | Error::InvalidPage(_) => "invalid-input",
             Error::DescribeMismatch { .. } => "describe-mismatch",
+            Error::Breaking { .. } => "breaking-change",
             Error::Load(e) => e.code(),
             Error::UngrantedImports(_) => "ungranted-imports",
             Error::Immutable { .. }

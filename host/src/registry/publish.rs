@@ -1,5 +1,6 @@
 //! Organisations, publishing, version states and the marketplace.
 
+use super::compat;
 use super::rules::{audit, current, require_org, version_pins, visible, visible_version};
 use super::{Error, FaultPoint, Registry, Result, now_ms};
 use crate::model::{
@@ -80,6 +81,7 @@ impl Registry {
         connector: &Connector,
     ) -> Result<(PublishOutcome, VersionInfo)> {
         let digest = *connector.digest();
+        breaks(m, org, &request.name, version, connector.description())?;
         let existing = current(m.revisions(org, &request.name, &version.to_string())?);
         let (outcome, revision) = match &existing {
             None => (PublishOutcome::Created, 1),
@@ -267,6 +269,38 @@ impl Registry {
             .filter_map(|revisions| listing(viewer, revisions))
             .collect())
     }
+}
+
+/// Refuse `new`, to be published as `org/name@version`, if it breaks what uses the newest
+/// lower version and `version` does not say so ([`compat::may_break`]).
+fn breaks(
+    m: &mut dyn Metadata,
+    org: &str,
+    name: &str,
+    version: &semver::Version,
+    new: &crate::model::Description,
+) -> Result<()> {
+    let lower = current_each(m.package_revisions(org, name)?)
+        .into_iter()
+        .filter(|v| v.version < *version)
+        .max_by(|a, b| a.version.cmp(&b.version));
+    let Some(lower) = lower else { return Ok(()) };
+    if compat::may_break(&lower.version, version) {
+        return Ok(());
+    }
+    let reasons: Vec<String> = compat::changes(&lower.description, new)
+        .into_iter()
+        .filter(|c| c.severity == compat::Severity::Breaking)
+        .map(|c| format!("{}: {}", c.subject, c.reason))
+        .collect();
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Breaking {
+        version: format!("{org}/{name}@{version}"),
+        against: lower.version.to_string(),
+        reasons,
+    })
 }
 
 /// The most words a marketplace search takes.
