@@ -13,6 +13,7 @@ use gantry_host::model::{
     UpdateMode, VersionInfo, VersionState,
 };
 use gantry_host::registry::Backup;
+use gantry_host::registry::plan::UpdatePlan;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -107,15 +108,19 @@ pub enum ClientCommand {
     /// The Prometheus text of /metrics (your organisation's calls; the server's, for the
     /// platform).
     Metrics,
-    /// Update an install to VERSION.
+    /// Update an install to VERSION (`--plan`: show what it would do, changing nothing).
     Update {
         install: i64,
         version: String,
+        /// Show the update plan: customisations lost, steps moved, what the version changes,
+        /// instances lacking credentials, new hosts, and the risks to acknowledge.
+        #[arg(long, conflicts_with_all = ["overwrite", "alongside"])]
+        plan: bool,
         /// Move the install (dropping customisations) and rebind its flows.
         #[arg(
             long,
             conflicts_with = "alongside",
-            required_unless_present = "alongside"
+            required_unless_present_any = ["alongside", "plan"]
         )]
         overwrite: bool,
         /// Install the new version next to the old one.
@@ -771,9 +776,24 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
         ClientCommand::Update {
             install,
             version,
+            plan: true,
+            ..
+        } => {
+            let answer: Answer<UpdatePlan> = client
+                .get(&format!(
+                    "/v1/installs/{install}/update-plan?version={version}"
+                ))
+                .await?
+                .into();
+            answer.show(json, print_plan);
+        }
+        ClientCommand::Update {
+            install,
+            version,
             overwrite,
             alongside: _,
             acknowledge_customisations_lost,
+            plan: false,
         } => {
             let mode = if overwrite {
                 UpdateMode::Overwrite
@@ -1045,6 +1065,60 @@ fn show_all<T: serde::Serialize>(items: Vec<T>, json: bool, human: impl FnOnce(V
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
     } else {
         human(items);
+    }
+}
+
+fn print_plan(plan: UpdatePlan) {
+    println!(
+        "update plan for install {}: {} -> {}",
+        plan.install, plan.from, plan.to
+    );
+    let risks: Vec<String> = plan.risks.iter().map(kebab).collect();
+    println!(
+        "risks: {}",
+        if risks.is_empty() {
+            "none".to_string()
+        } else {
+            risks.join(", ")
+        }
+    );
+    if !plan.customisations_lost.is_empty() {
+        println!(
+            "customisations an overwrite drops (set by {} at {}):",
+            plan.customised_by.as_deref().unwrap_or("-"),
+            when(plan.customised_at)
+        );
+        for (key, value) in &plan.customisations_lost {
+            println!("  {key} = {value}");
+        }
+    }
+    for s in &plan.steps {
+        println!(
+            "step {} of flow {} ({} on instance {}) moves{}",
+            s.step,
+            s.flow,
+            s.operation,
+            s.instance,
+            if s.operation_removed {
+                ": its operation is gone"
+            } else {
+                ""
+            }
+        );
+    }
+    for c in &plan.changes {
+        println!("{}: {}: {}", kebab(&c.severity), c.subject, c.reason);
+    }
+    for i in &plan.instances_lacking {
+        println!(
+            "instance {} ({}) lacks {}",
+            i.instance,
+            i.name,
+            i.missing.join(", ")
+        );
+    }
+    for host in &plan.new_outbound_hosts {
+        println!("new outbound host: {host}");
     }
 }
 

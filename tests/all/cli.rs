@@ -326,6 +326,17 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
     run(a(&["publish", &wasm("echo-v3")]), String::new())
         .await
         .unwrap();
+    let out = run(a(&["update", "2", "3.0.0", "--plan"]), String::new())
+        .await
+        .unwrap();
+    assert!(
+        out.contains("acme/echo@2.0.0 -> acme/echo@3.0.0")
+            && out.contains("risks: customisations-lost, breaking-changes")
+            && out
+                .contains("step c of flow 1 (context on instance 2) moves: its operation is gone")
+            && out.contains("breaking: operation context: removed"),
+        "{out}"
+    );
     let out = run(a(&["delete", "echo@3.0.0"]), String::new())
         .await
         .unwrap();

@@ -6,6 +6,8 @@ use gantry_host::model::{
     Page, PublishOutcome, PublishRequest, RunStatus, Search, StepSpec, Update, UpdateMode,
     VersionState, Visibility,
 };
+use gantry_host::registry::compat::Severity;
+use gantry_host::registry::plan::Risk;
 use gantry_host::registry::{Error as RegistryError, FaultPoint};
 use gantry_host::store::StoreError;
 use gantry_host::{Registry, RegistryConfig};
@@ -530,7 +532,7 @@ async fn a_breaking_change_needs_a_major_version() {
 async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());
-    let (install, _, flow) = patchworks_setup(&reg).await;
+    let (install, instance, flow) = patchworks_setup(&reg).await;
     reg.publish(
         "vendor",
         "dev@vendor",
@@ -538,6 +540,58 @@ async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
     )
     .await
     .unwrap();
+    // The plan says so before anything changes: the step that loses its operation, what the
+    // version drops, the customisations an overwrite loses (and who set them).
+    let plan = reg.update_plan("acme", install.id, "3.0.0").unwrap();
+    assert_eq!(
+        (plan.from.as_str(), plan.to.as_str()),
+        ("vendor/echo@1.0.0", "vendor/echo@3.0.0")
+    );
+    assert_eq!(
+        plan.risks,
+        [Risk::CustomisationsLost, Risk::BreakingChanges]
+    );
+    assert_eq!(plan.customisations_lost["greeting"], "hi");
+    assert_eq!(plan.customised_by.as_deref(), Some("alice@acme"));
+    assert_eq!(plan.steps.len(), 1);
+    let moved = &plan.steps[0];
+    assert_eq!(
+        (
+            moved.flow,
+            moved.step.as_str(),
+            moved.instance,
+            moved.operation_removed
+        ),
+        (flow.id, "c", instance.id, true)
+    );
+    let breaking: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.severity == Severity::Breaking)
+        .map(|c| format!("{}: {}", c.subject, c.reason))
+        .collect();
+    assert_eq!(
+        breaking,
+        ["operation delay: removed", "operation context: removed"]
+    );
+    assert!(plan.instances_lacking.is_empty() && plan.new_outbound_hosts.is_empty());
+    // To 2.0.0 nothing breaks; back down to 1.0.0 from there would be a downgrade.
+    let plan = reg.update_plan("acme", install.id, "2.0.0").unwrap();
+    assert_eq!(plan.risks, [Risk::CustomisationsLost]);
+    assert!(plan.steps.iter().all(|s| !s.operation_removed));
+    assert_eq!(
+        reg.update_plan("acme", install.id, "9.9.9")
+            .unwrap_err()
+            .code(),
+        "not-found"
+    );
+    assert_eq!(
+        reg.update_plan("globex", install.id, "3.0.0")
+            .unwrap_err()
+            .code(),
+        "not-found",
+        "another organisation's install"
+    );
     let overwrite = Update {
         version: "3.0.0".into(),
         mode: UpdateMode::Overwrite,

@@ -103,6 +103,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .route("/v1/installs/{id}/customisations", put(installs::customise))
         .route("/v1/installs/{id}/outbound", put(installs::grant_outbound))
         .route("/v1/installs/{id}/update", post(installs::update))
+        .route("/v1/installs/{id}/update-plan", get(installs::update_plan))
         .route("/v1/installs/{id}/rebind", post(installs::rebind_install))
         .route(
             "/v1/instances",

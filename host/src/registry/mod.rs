@@ -19,6 +19,7 @@ mod installs;
 mod instances;
 mod mapping;
 mod pins;
+pub mod plan;
 mod publish;
 mod resolve;
 mod rules;

@@ -6,6 +6,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::api::wire::{InstallRequest, RebindInstallRequest};
 use crate::model::{Install, Page, Update};
+use crate::registry::plan::UpdatePlan;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::json;
@@ -104,4 +105,24 @@ pub(crate) async fn rebind_install(
         .blocking(move |r| r.rebind_install(&p.org, &p.actor(), id, body.instance))
         .await?;
     ok(json!({"rebound_steps": moved}))
+}
+
+/// `GET /v1/installs/{id}/update-plan`'s query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanQuery {
+    version: String,
+}
+
+#[utoipa::path(get, path = "/v1/installs/{id}/update-plan", tag = "installs", security(("bearer" = [])), params(("id" = i64, Path), ("version" = String, Query, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$", description = "The version the plan is for")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "What the update would do; nothing changes", body = UpdatePlan), (status = 404, body = ErrorBody)))]
+pub(crate) async fn update_plan(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+    q: Result<Query<PlanQuery>, QueryRejection>,
+) -> ApiResult {
+    let p = caller.0;
+    let q = query(q)?;
+    ok(s.blocking(move |r| r.update_plan(&p.org, id, &q.version))
+        .await?)
 }
