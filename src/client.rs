@@ -9,8 +9,8 @@ use gantry_host::api::wire::{
     TokenRequest,
 };
 use gantry_host::model::{
-    AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Role, Run, TokenInfo, Update,
-    UpdateMode, VersionInfo, VersionState,
+    AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Risk, Role, Run, TokenInfo,
+    Update, UpdateMode, VersionInfo, VersionState,
 };
 use gantry_host::registry::Backup;
 use gantry_host::registry::plan::UpdatePlan;
@@ -129,6 +129,13 @@ pub enum ClientCommand {
         /// Confirm that the install's customisations will be lost.
         #[arg(long)]
         acknowledge_customisations_lost: bool,
+        /// Accept these risks of the update plan (comma-separated: customisations-lost,
+        /// breaking-changes, unknown-changes, new-outbound-hosts, downgrade).
+        #[arg(long, value_delimiter = ',', value_parser = parse_risk)]
+        acknowledge: Vec<Risk>,
+        /// Alongside: give the new install the old one's customisations.
+        #[arg(long, requires = "alongside")]
+        carry_customisations: bool,
     },
     /// Instances (configuration + credentials).
     #[command(subcommand)]
@@ -793,6 +800,8 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             overwrite,
             alongside: _,
             acknowledge_customisations_lost,
+            acknowledge,
+            carry_customisations,
             plan: false,
         } => {
             let mode = if overwrite {
@@ -803,7 +812,9 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let update = Update {
                 version,
                 mode,
+                acknowledge,
                 acknowledge_customisations_lost,
+                carry_customisations,
             };
             let answer: Answer<Install> = client
                 .post(&format!("/v1/installs/{install}/update"), &update)
@@ -1188,6 +1199,15 @@ fn parse_expiry(text: &str) -> Result<u64, String> {
 fn parse_state(text: &str) -> Result<VersionState, String> {
     serde_json::from_value(serde_json::Value::String(text.into()))
         .map_err(|_| format!("`{text}` is not a state: active, deprecated or blocked"))
+}
+
+fn parse_risk(text: &str) -> Result<Risk, String> {
+    serde_json::from_value(serde_json::Value::String(text.into())).map_err(|_| {
+        format!(
+            "`{text}` is not a risk: customisations-lost, breaking-changes, unknown-changes, \
+             missing-credentials, new-outbound-hosts or downgrade"
+        )
+    })
 }
 
 /// How an enum is written on the wire (`kebab-case`), for a table.

@@ -337,6 +337,33 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
             && out.contains("breaking: operation context: removed"),
         "{out}"
     );
+    let acknowledged = [
+        "update",
+        "2",
+        "3.0.0",
+        "--overwrite",
+        "--acknowledge",
+        "customisations-lost,breaking-changes",
+    ];
+    let (ok, _, err) = remote(&server, &token, &acknowledged, "");
+    assert!(
+        !ok && err.contains("[conflict]") && err.contains("context"),
+        "no acknowledgement lifts a step losing its operation: {err}"
+    );
+    let (ok, _, err) = remote(
+        &server,
+        &token,
+        &[
+            "update",
+            "2",
+            "3.0.0",
+            "--overwrite",
+            "--acknowledge",
+            "yolo",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("is not a risk"), "{err}");
     let out = run(a(&["delete", "echo@3.0.0"]), String::new())
         .await
         .unwrap();

@@ -3,11 +3,10 @@
 
 use crate::support::{connector, files_under, runtime};
 use gantry_host::model::{
-    Page, PublishOutcome, PublishRequest, RunStatus, Search, StepSpec, Update, UpdateMode,
+    Page, PublishOutcome, PublishRequest, Risk, RunStatus, Search, StepSpec, Update, UpdateMode,
     VersionState, Visibility,
 };
 use gantry_host::registry::compat::Severity;
-use gantry_host::registry::plan::Risk;
 use gantry_host::registry::{Error as RegistryError, FaultPoint};
 use gantry_host::store::StoreError;
 use gantry_host::{Registry, RegistryConfig};
@@ -442,6 +441,8 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
         version: "2.0.0".into(),
         mode: UpdateMode::Overwrite,
         acknowledge_customisations_lost: ack,
+        acknowledge: Vec::new(),
+        carry_customisations: false,
     };
     let err = reg
         .update("acme", "ops@acme", install.id, &overwrite(false))
@@ -486,6 +487,109 @@ async fn patchworks_overwrite_needs_acknowledgement_keeps_instances_and_moves_fl
         .unwrap();
     assert_eq!(entry.before["customisations"], json!({"greeting": "hi"}));
     assert_eq!(entry.after["rebound_steps"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_goes_ahead_only_with_its_risks_acknowledged_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let (customised, _, _) = patchworks_setup(&reg).await;
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "3.0.0", Visibility::Public, connector("echo-v3")),
+    )
+    .await
+    .unwrap();
+    let update = |version: &str, mode, acknowledge: &[Risk], carry| Update {
+        version: version.into(),
+        mode,
+        acknowledge: acknowledge.to_vec(),
+        acknowledge_customisations_lost: false,
+        carry_customisations: carry,
+    };
+    let refused = |result: Result<gantry_host::model::Install, RegistryError>, naming: &str| {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), "acknowledgement-required", "{err}");
+        assert!(err.to_string().contains(naming), "{err}");
+    };
+    // An install no flow uses, moving to 3.0.0 (which drops two operations): the breaking
+    // changes must be accepted by name, each listed.
+    let plain = reg
+        .install("acme", "ops@acme", "vendor", "echo", "1.0.0")
+        .unwrap();
+    refused(
+        reg.update(
+            "acme",
+            "ops@acme",
+            plain.id,
+            &update(
+                "3.0.0",
+                UpdateMode::Overwrite,
+                &[Risk::CustomisationsLost],
+                false,
+            ),
+        ),
+        "breaking-changes (operation delay: removed; operation context: removed)",
+    );
+    let moved = reg
+        .update(
+            "acme",
+            "ops@acme",
+            plain.id,
+            &update(
+                "3.0.0",
+                UpdateMode::Overwrite,
+                &[Risk::BreakingChanges],
+                false,
+            ),
+        )
+        .unwrap();
+    assert_eq!(moved.version.to_string(), "3.0.0");
+    // Going back down is a downgrade, whichever the mode.
+    for mode in [UpdateMode::Overwrite, UpdateMode::Alongside] {
+        refused(
+            reg.update(
+                "acme",
+                "ops@acme",
+                plain.id,
+                &update("1.0.0", mode, &[], false),
+            ),
+            "downgrade (vendor/echo@1.0.0 is lower than vendor/echo@3.0.0)",
+        );
+    }
+    let down = reg
+        .update(
+            "acme",
+            "ops@acme",
+            plain.id,
+            &update("1.0.0", UpdateMode::Overwrite, &[Risk::Downgrade], false),
+        )
+        .unwrap();
+    assert_eq!(down.version.to_string(), "1.0.0");
+    // Alongside carries the grants, and the customisations when asked; the old install is
+    // untouched.
+    reg.grant_outbound(
+        "acme",
+        "admin@acme",
+        customised.id,
+        vec!["https://api.example.com".into()],
+    )
+    .unwrap();
+    let next = reg
+        .update(
+            "acme",
+            "ops@acme",
+            customised.id,
+            &update("2.0.0", UpdateMode::Alongside, &[], true),
+        )
+        .unwrap();
+    assert_ne!(next.id, customised.id);
+    assert_eq!(next.outbound, ["https://api.example.com"]);
+    assert_eq!(next.customisations["greeting"], "hi");
+    let old = reg.get_install("acme", customised.id).unwrap();
+    assert_eq!(old.version.to_string(), "1.0.0");
+    assert_eq!(old.customisations["greeting"], "hi");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,6 +700,8 @@ async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
         version: "3.0.0".into(),
         mode: UpdateMode::Overwrite,
         acknowledge_customisations_lost: true,
+        acknowledge: Vec::new(),
+        carry_customisations: false,
     };
     let err = reg
         .update("acme", "ops@acme", install.id, &overwrite)
@@ -629,6 +735,8 @@ async fn patchworks_alongside_changes_nothing_until_steps_are_rebound() {
                 version: "2.0.0".into(),
                 mode: UpdateMode::Alongside,
                 acknowledge_customisations_lost: false,
+                acknowledge: Vec::new(),
+                carry_customisations: false,
             },
         )
         .unwrap();

@@ -56,6 +56,7 @@ impl From<RegistryError> for ApiError {
             | E::Deprecated(_)
             | E::Blocked(_)
             | E::AcknowledgementRequired(_)
+            | E::CredentialsNeeded(_)
             | E::PublicPermanent(_) => StatusCode::CONFLICT,
             E::InvalidName(_)
             | E::InvalidVersion(_)

@@ -54,9 +54,46 @@ pub struct Update {
     )]
     pub version: String,
     pub mode: UpdateMode,
-    /// An overwrite of a customised install drops its customisations: it must say so.
+    /// The risks of its update plan this update accepts: an update goes ahead only when it
+    /// accepts every one its plan names (`GET /v1/installs/{id}/update-plan`) — for an
+    /// overwrite all of them, for an install alongside (which moves nothing) a downgrade.
+    #[serde(default)]
+    pub acknowledge: Vec<Risk>,
+    /// The same as acknowledging `customisations-lost` (the field came first).
     #[serde(default)]
     pub acknowledge_customisations_lost: bool,
+    /// Alongside: give the new install the old one's customisations (those of config keys the
+    /// new version still declares). Its outbound grants always go with it.
+    #[serde(default)]
+    pub carry_customisations: bool,
+}
+
+impl Update {
+    /// Whether this update accepts `risk`.
+    pub fn accepts(&self, risk: Risk) -> bool {
+        self.acknowledge.contains(&risk)
+            || (risk == Risk::CustomisationsLost && self.acknowledge_customisations_lost)
+    }
+}
+
+/// A risk an update carries, named so that it can be acknowledged.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Risk {
+    /// An overwrite drops the install's customisations.
+    CustomisationsLost,
+    /// The new version breaks something the installed one offered.
+    BreakingChanges,
+    /// A change the comparison cannot judge.
+    UnknownChanges,
+    /// Instances lack a newly required config key or secret.
+    MissingCredentials,
+    /// The new version calls hosts the installed one did not.
+    NewOutboundHosts,
+    /// The new version is lower than the installed one.
+    Downgrade,
 }
 
 /// Configuration and credentials for an install: an "authenticated connection". Secrets are

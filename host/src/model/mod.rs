@@ -22,7 +22,7 @@ pub use description::{
 pub use digest::{Digest, ParseDigestError};
 pub use flow::{Flow, Run, RunError, RunStatus, Step, StepRun, StepSpec};
 pub use id::{id, optional_id};
-pub use install::{Install, Instance, Update, UpdateMode};
+pub use install::{Install, Instance, Risk, Update, UpdateMode};
 pub(crate) use market::current_each;
 pub use market::{Audience, IndexEntry, listed_latest, words};
 pub(crate) use names::version_key;

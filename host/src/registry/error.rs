@@ -25,6 +25,10 @@ pub enum Error {
     InvalidPage(#[from] InvalidPage),
     #[error("the component describes itself as {found}, but was published as {expected}")]
     DescribeMismatch { expected: String, found: String },
+    /// An overwrite would leave instances without a credential or config key the new version
+    /// requires.
+    #[error("{0}")]
+    CredentialsNeeded(String),
     /// A breaking change without the version bump that announces one.
     #[error(
         "{version} breaks what uses {against} but is not a major version (a minor one in 0.x): \
@@ -95,6 +99,7 @@ impl Error {
             Error::InvalidInput(_) | Error::InvalidPage(_) => "invalid-input",
             Error::DescribeMismatch { .. } => "describe-mismatch",
             Error::Breaking { .. } => "breaking-change",
+            Error::CredentialsNeeded(_) => "credentials-needed",
             Error::Load(e) => e.code(),
             Error::UngrantedImports(_) => "ungranted-imports",
             Error::Immutable { .. }

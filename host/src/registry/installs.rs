@@ -1,11 +1,13 @@
 //! Installs and their two update modes.
 
+use super::compat::Severity;
+use super::plan::{self, UpdatePlan};
 use super::rules::{
     audit, check_bindable, check_config_keys, installed_version, load_install, load_install_row,
     require_org, visible_version, with_update_available,
 };
 use super::{Error, Registry, Result, now_ms};
-use crate::model::{Install, Page, Update, UpdateMode};
+use crate::model::{Install, Page, Risk, Update, UpdateMode};
 use crate::store::Metadata;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -133,9 +135,28 @@ impl Registry {
                 target.reference()
             )));
         }
+        let plan = plan::plan(m, org, id, &update.version)?;
         let result_id = match update.mode {
             UpdateMode::Alongside => {
+                // Nothing existing moves: only going down needs saying so.
+                unaccepted(&plan, update, &[Risk::Downgrade])?;
                 let new_id = m.insert_install(org, actor, &target, now_ms())?;
+                m.set_outbound(org, new_id, &install.outbound)?;
+                let carried: BTreeMap<String, String> = if update.carry_customisations {
+                    install
+                        .customisations
+                        .iter()
+                        .filter(|(key, _)| {
+                            target.description.config.iter().any(|k| k.name == **key)
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+                if !carried.is_empty() {
+                    m.set_customisations(org, new_id, &carried, Some((actor, now_ms())))?;
+                }
                 audit(
                     m,
                     org,
@@ -143,29 +164,34 @@ impl Registry {
                     "update-alongside",
                     &format!("install {new_id}"),
                     serde_json::json!({"install": id, "package": install.reference()}),
-                    serde_json::json!({"install": new_id, "package": target.reference(), "digest": target.digest}),
+                    serde_json::json!({"install": new_id, "package": target.reference(), "digest": target.digest,
+                        "outbound": install.outbound, "customisations": carried}),
                 )?;
                 new_id
             }
             UpdateMode::Overwrite => {
-                if !install.customisations.is_empty() && !update.acknowledge_customisations_lost {
-                    return Err(Error::AcknowledgementRequired(format!(
-                        "install {id} was customised by {}; overwriting drops its customisations \
-                         ({}) — acknowledge that explicitly, or install alongside",
-                        install.modified_by.as_deref().unwrap_or("someone"),
-                        install
-                            .customisations
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-                // An overwrite drops the customisations (acknowledged above) with the old version.
+                // An overwrite drops the customisations with the old version.
                 m.set_install_version(org, id, &target.version)?;
                 m.set_customisations(org, id, &BTreeMap::new(), None)?;
-                // Rebind every step bound through this install's instances, as part of the update.
+                // Rebind every step bound through this install's instances, as part of the
+                // update (refused if a step's operation is gone).
                 let rebound = super::flows::rebind_install_steps(m, org, id, &target)?;
+                if let Some(lack) = plan.instances_lacking.first() {
+                    return Err(Error::CredentialsNeeded(format!(
+                        "instance {} ({}) of install {id} lacks {}, which {} requires{}; \
+                         install {} alongside, create instances with them and rebind the steps",
+                        lack.instance,
+                        lack.name,
+                        lack.missing.join(", "),
+                        target.reference(),
+                        match plan.instances_lacking.len() {
+                            1 => String::new(),
+                            n => format!(" (and {} more instances)", n - 1),
+                        },
+                        target.version,
+                    )));
+                }
+                unaccepted(&plan, update, &plan.risks)?;
                 audit(
                     m,
                     org,
@@ -173,11 +199,69 @@ impl Registry {
                     "update-overwrite",
                     &format!("install {id}"),
                     serde_json::json!({"package": install.reference(), "customisations": install.customisations}),
-                    serde_json::json!({"package": target.reference(), "digest": target.digest, "rebound_steps": rebound}),
+                    serde_json::json!({"package": target.reference(), "digest": target.digest, "rebound_steps": rebound,
+                        "acknowledged": plan.risks}),
                 )?;
                 id
             }
         };
         load_install(m, org, result_id)
     }
+}
+
+/// Refuse `update` unless it accepts every risk of `plan` among `risks`, saying what each is.
+fn unaccepted(plan: &UpdatePlan, update: &Update, risks: &[Risk]) -> Result<()> {
+    let missing: Vec<String> = risks
+        .iter()
+        .filter(|r| plan.risks.contains(r) && !update.accepts(**r))
+        .map(|r| {
+            let what = match r {
+                Risk::CustomisationsLost => format!(
+                    "its customisations ({}, set by {}) are dropped",
+                    plan.customisations_lost
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    plan.customised_by.as_deref().unwrap_or("someone")
+                ),
+                Risk::BreakingChanges | Risk::UnknownChanges => {
+                    let severity = if *r == Risk::BreakingChanges {
+                        Severity::Breaking
+                    } else {
+                        Severity::Unknown
+                    };
+                    plan.changes
+                        .iter()
+                        .filter(|c| c.severity == severity)
+                        .map(|c| format!("{}: {}", c.subject, c.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+                Risk::MissingCredentials => "instances lack newly required credentials".into(),
+                Risk::NewOutboundHosts => {
+                    format!("it calls {}", plan.new_outbound_hosts.join(", "))
+                }
+                Risk::Downgrade => format!("{} is lower than {}", plan.to, plan.from),
+            };
+            format!(
+                "{} ({what})",
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::AcknowledgementRequired(format!(
+        "updating install {} from {} to {} needs acknowledging: {} — see its update plan, \
+         or install alongside",
+        plan.install,
+        plan.from,
+        plan.to,
+        missing.join("; ")
+    )))
 }

@@ -7,7 +7,8 @@
 use super::compat::{self, Change, Severity};
 use super::rules::{load_install_row, visible_version};
 use super::{Registry, Result};
-use crate::model::Description;
+use crate::model::{Description, Risk};
+use crate::store::Metadata;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,114 +55,97 @@ pub struct InstanceLack {
     pub missing: Vec<String>,
 }
 
-/// A risk an update carries, named so that it can be acknowledged.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Risk {
-    /// An overwrite drops the install's customisations.
-    CustomisationsLost,
-    /// The new version breaks something the installed one offered.
-    BreakingChanges,
-    /// A change the comparison cannot judge.
-    UnknownChanges,
-    /// Instances lack a newly required config key or secret.
-    MissingCredentials,
-    /// The new version calls hosts the installed one did not.
-    NewOutboundHosts,
-    /// The new version is lower than the installed one.
-    Downgrade,
-}
-
 impl Registry {
     /// What updating install `id` of `org` to `version` would do; nothing changes.
     pub fn update_plan(&self, org: &str, id: i64, version: &str) -> Result<UpdatePlan> {
-        self.read(|m| {
-            let install = load_install_row(m, org, id)?;
-            let from = visible_version(
-                m,
-                org,
-                &install.package_org,
-                &install.name,
-                &install.version.to_string(),
-            )?;
-            let to = visible_version(m, org, &install.package_org, &install.name, version)?;
-            let steps: Vec<PlannedStep> = m
-                .steps_through_install(org, id)?
-                .into_iter()
-                .map(|s| PlannedStep {
-                    operation_removed: !to
-                        .description
-                        .operations
-                        .iter()
-                        .any(|o| o.name == s.operation),
-                    flow: s.flow,
-                    step: s.name,
-                    operation: s.operation,
-                    instance: s.instance,
-                })
-                .collect();
-            let mut instances_lacking = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = m.instances(org, after, 1000)?;
-                for instance in page.iter().filter(|i| i.install_id == id) {
-                    let missing = lacking(&to.description, &instance.config, &instance.secret_keys);
-                    if !missing.is_empty() {
-                        instances_lacking.push(InstanceLack {
-                            instance: instance.id,
-                            name: instance.name.clone(),
-                            missing,
-                        });
-                    }
-                }
-                match page.last() {
-                    Some(last) if page.len() == 1000 => after = last.id,
-                    _ => break,
-                }
-            }
-            let changes = compat::changes(&from.description, &to.description);
-            let new_outbound_hosts: Vec<String> = to
-                .description
-                .outbound_hosts
-                .iter()
-                .filter(|h| !from.description.outbound_hosts.contains(h))
-                .cloned()
-                .collect();
-            let mut risks = Vec::new();
-            let mut risk = |yes: bool, risk: Risk| {
-                if yes {
-                    risks.push(risk);
-                }
-            };
-            risk(!install.customisations.is_empty(), Risk::CustomisationsLost);
-            risk(
-                changes.iter().any(|c| c.severity == Severity::Breaking),
-                Risk::BreakingChanges,
-            );
-            risk(
-                changes.iter().any(|c| c.severity == Severity::Unknown),
-                Risk::UnknownChanges,
-            );
-            risk(!instances_lacking.is_empty(), Risk::MissingCredentials);
-            risk(!new_outbound_hosts.is_empty(), Risk::NewOutboundHosts);
-            risk(to.version < from.version, Risk::Downgrade);
-            Ok(UpdatePlan {
-                install: id,
-                from: from.reference(),
-                to: to.reference(),
-                customisations_lost: install.customisations.clone(),
-                customised_by: install.modified_by.clone(),
-                customised_at: install.modified_at,
-                steps,
-                changes,
-                instances_lacking,
-                new_outbound_hosts,
-                risks,
-            })
-        })
+        self.read(|m| plan(m, org, id, version))
     }
+}
+
+/// The plan of updating install `id` of `org` to `version`, as the store has it in unit `m`.
+pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> Result<UpdatePlan> {
+    let install = load_install_row(m, org, id)?;
+    let from = visible_version(
+        m,
+        org,
+        &install.package_org,
+        &install.name,
+        &install.version.to_string(),
+    )?;
+    let to = visible_version(m, org, &install.package_org, &install.name, version)?;
+    let steps: Vec<PlannedStep> = m
+        .steps_through_install(org, id)?
+        .into_iter()
+        .map(|s| PlannedStep {
+            operation_removed: !to
+                .description
+                .operations
+                .iter()
+                .any(|o| o.name == s.operation),
+            flow: s.flow,
+            step: s.name,
+            operation: s.operation,
+            instance: s.instance,
+        })
+        .collect();
+    let mut instances_lacking = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = m.instances(org, after, 1000)?;
+        for instance in page.iter().filter(|i| i.install_id == id) {
+            let missing = lacking(&to.description, &instance.config, &instance.secret_keys);
+            if !missing.is_empty() {
+                instances_lacking.push(InstanceLack {
+                    instance: instance.id,
+                    name: instance.name.clone(),
+                    missing,
+                });
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last.id,
+            _ => break,
+        }
+    }
+    let changes = compat::changes(&from.description, &to.description);
+    let new_outbound_hosts: Vec<String> = to
+        .description
+        .outbound_hosts
+        .iter()
+        .filter(|h| !from.description.outbound_hosts.contains(h))
+        .cloned()
+        .collect();
+    let mut risks = Vec::new();
+    let mut risk = |yes: bool, risk: Risk| {
+        if yes {
+            risks.push(risk);
+        }
+    };
+    risk(!install.customisations.is_empty(), Risk::CustomisationsLost);
+    risk(
+        changes.iter().any(|c| c.severity == Severity::Breaking),
+        Risk::BreakingChanges,
+    );
+    risk(
+        changes.iter().any(|c| c.severity == Severity::Unknown),
+        Risk::UnknownChanges,
+    );
+    risk(!instances_lacking.is_empty(), Risk::MissingCredentials);
+    risk(!new_outbound_hosts.is_empty(), Risk::NewOutboundHosts);
+    risk(to.version < from.version, Risk::Downgrade);
+    Ok(UpdatePlan {
+        install: id,
+        from: from.reference(),
+        to: to.reference(),
+        customisations_lost: install.customisations.clone(),
+        customised_by: install.modified_by.clone(),
+        customised_at: install.modified_at,
+        steps,
+        changes,
+        instances_lacking,
+        new_outbound_hosts,
+        risks,
+    })
 }
 
 /// The config keys and secrets `description` requires that an instance with `config` and
