@@ -592,6 +592,119 @@ async fn an_update_goes_ahead_only_with_its_risks_acknowledged_by_name() {
     assert_eq!(old.customisations["greeting"], "hi");
 }
 
+/// The seed story with a plan: the vendor's 4.0.0 drops an operation a flow uses and adds a
+/// required secret. The plan names the step and the instance; the overwrite is refused however
+/// much is acknowledged (never a silently broken flow); alongside, a new instance with the new
+/// credential and a rebind move the flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_update_that_needs_a_new_credential_is_planned_then_done_alongside() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    let (install, instance, context_flow) = patchworks_setup(&reg).await;
+    let echo_flow = reg
+        .create_flow(
+            "acme",
+            "ops@acme",
+            "echo",
+            vec![step("e", instance.id, "echo")],
+        )
+        .unwrap();
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "4.0.0", Visibility::Public, connector("echo-v4")),
+    )
+    .await
+    .unwrap();
+    let plan = reg.update_plan("acme", install.id, "4.0.0").unwrap();
+    assert_eq!(
+        plan.risks,
+        [
+            Risk::CustomisationsLost,
+            Risk::BreakingChanges,
+            Risk::MissingCredentials
+        ]
+    );
+    let lost: Vec<(&str, bool)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.operation_removed))
+        .collect();
+    assert_eq!(lost, [("c", true), ("e", false)]);
+    assert_eq!(plan.instances_lacking.len(), 1);
+    assert_eq!(plan.instances_lacking[0].instance, instance.id);
+    assert_eq!(plan.instances_lacking[0].missing, ["secret api_key"]);
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.subject == "secret api_key" && c.severity == Severity::Breaking)
+    );
+    // Every risk acknowledged, and still refused: first the step losing `context`, then — with
+    // that step gone to another install — the instance lacking `api_key`.
+    let all = Update {
+        version: "4.0.0".into(),
+        mode: UpdateMode::Overwrite,
+        acknowledge: plan.risks.clone(),
+        acknowledge_customisations_lost: false,
+        carry_customisations: false,
+    };
+    let err = reg
+        .update("acme", "ops@acme", install.id, &all)
+        .unwrap_err();
+    assert!(err.to_string().contains("context"), "{err}");
+    let other = reg
+        .install("acme", "ops@acme", "vendor", "echo", "2.0.0")
+        .unwrap();
+    let spare = reg
+        .create_instance("acme", "ops@acme", other.id, "spare", no_map(), no_map())
+        .unwrap();
+    reg.rebind_step("acme", "ops@acme", context_flow.id, "c", Some(spare.id))
+        .unwrap();
+    let err = reg
+        .update("acme", "ops@acme", install.id, &all)
+        .unwrap_err();
+    assert_eq!(err.code(), "credentials-needed", "{err}");
+    assert!(err.to_string().contains("lacks secret api_key"), "{err}");
+    assert_eq!(
+        reg.get_install("acme", install.id)
+            .unwrap()
+            .version
+            .to_string(),
+        "1.0.0",
+        "nothing moved"
+    );
+    // Alongside: a new install, an instance with the credential, the step rebound to it.
+    let next = reg
+        .update(
+            "acme",
+            "ops@acme",
+            install.id,
+            &Update {
+                mode: UpdateMode::Alongside,
+                ..all.clone()
+            },
+        )
+        .unwrap();
+    let keyed = reg
+        .create_instance(
+            "acme",
+            "ops@acme",
+            next.id,
+            "keyed",
+            no_map(),
+            BTreeMap::from([("api_key".to_string(), "k".to_string())]),
+        )
+        .unwrap();
+    reg.rebind_step("acme", "ops@acme", echo_flow.id, "e", Some(keyed.id))
+        .unwrap();
+    let run = reg
+        .run_flow("acme", echo_flow.id, json!({"hello": 4}))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output_value(), Some(json!({"hello": 4})));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaking_change_needs_a_major_version() {
     let dir = tempfile::tempdir().unwrap();
