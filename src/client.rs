@@ -768,11 +768,15 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 let rows = installs
                     .into_iter()
                     .map(|i| {
+                        let update = match (&i.update_available, i.revision_available) {
+                            (Some(v), _) => format!("update available: {v}"),
+                            (None, Some(r)) => format!("revision available: {r}"),
+                            (None, None) => "-".into(),
+                        };
                         vec![
                             i.id.to_string(),
-                            i.reference(),
-                            i.update_available
-                                .map_or("-".into(), |v| format!("update available: {v}")),
+                            format!("{} (revision {})", i.reference(), i.revision),
+                            update,
                             i.customisations.len().to_string(),
                         ]
                     })
@@ -1081,8 +1085,8 @@ fn show_all<T: serde::Serialize>(items: Vec<T>, json: bool, human: impl FnOnce(V
 
 fn print_plan(plan: UpdatePlan) {
     println!(
-        "update plan for install {}: {} -> {}",
-        plan.install, plan.from, plan.to
+        "update plan for install {}: {} (revision {}) -> {} (revision {})",
+        plan.install, plan.from, plan.from_revision, plan.to, plan.to_revision
     );
     let risks: Vec<String> = plan.risks.iter().map(kebab).collect();
     println!(
@@ -1137,6 +1141,12 @@ fn print_install(i: Install) {
     println!("install {} of {}", i.id, i.reference());
     if let Some(v) = &i.update_available {
         println!("  update available: {v}");
+    }
+    if let Some(r) = i.revision_available {
+        println!(
+            "  revision available: {r} (it runs revision {})",
+            i.revision
+        );
     }
     for (key, value) in &i.customisations {
         println!("  customised {key} = {value}");

@@ -28,6 +28,8 @@ pub struct Deployment {
     pub registry: Arc<Registry>,
     pub data_dir: PathBuf,
     pub instance: i64,
+    /// The install the instance is under.
+    pub install: i64,
     /// The connector's name and version, as `describe()` gives them.
     pub name: String,
     pub version: String,
@@ -70,6 +72,7 @@ impl Deployment {
             registry: Arc::new(registry),
             data_dir: dir.to_path_buf(),
             instance: instance.id,
+            install: install.id,
             name,
             version,
         })
@@ -196,8 +199,9 @@ pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
 }
 
 /// Publish → first call: publish `bytes` (a [`variant`] of the deployed connector) as a new
-/// private revision of the deployed version (compiling it), then call the instance, which now
-/// runs it. Returns the time to the result.
+/// private revision of the deployed version (compiling it), move the install onto it (an
+/// overwrite of the same version: installs run the revision they pin), then call the instance,
+/// which now runs it. Returns the time to the result.
 pub async fn publish_then_call(
     deployment: &Deployment,
     bytes: Vec<u8>,
@@ -220,6 +224,18 @@ pub async fn publish_then_call(
             },
         )
         .await?;
+    deployment.registry.update(
+        ORG,
+        ORG,
+        deployment.install,
+        &gantry_host::model::Update {
+            version: deployment.version.clone(),
+            mode: gantry_host::model::UpdateMode::Overwrite,
+            acknowledge: Vec::new(),
+            acknowledge_customisations_lost: false,
+            carry_customisations: false,
+        },
+    )?;
     let output = deployment.invoke(operation, input).await?;
     let elapsed = started.elapsed();
     ensure!(

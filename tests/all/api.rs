@@ -250,17 +250,51 @@ async fn the_seed_stories_over_http() {
         .await;
     assert_eq!(
         (r.1["steps"][0]["digest"].clone(), r.1["output"].clone()),
-        (first_pin, json!({"text": "Hi Ada"}))
+        (first_pin.clone(), json!({"text": "Hi Ada"}))
     );
+    // A direct call runs what the install pins; the install shows the revision available.
     let r = s
         .call(
             Method::POST,
-            &format!("/v1/flows/{tpl}/steps/t/rebind"),
+            &format!("/v1/instances/{jt_instance}/invoke/template"),
             Some(&operator),
-            Some(json!({})),
+            Some(json!({"template": "Hi", "data": {}})),
+        )
+        .await;
+    assert_eq!(r.1["digest"], first_pin, "{}", r.1);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/v1/installs/{jt_install}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.1["revision"].clone(), r.1["revision_available"].clone()),
+        (json!(1), json!(2)),
+        "{}",
+        r.1
+    );
+    // Moving onto it is an explicit update of the same version, which rebinds the steps.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/installs/{jt_install}/update"),
+            Some(&admin),
+            Some(json!({"version": "1.0.0", "mode": "overwrite"})),
         )
         .await;
     ok(&r, StatusCode::OK);
+    assert_eq!(r.1["revision"], json!(2), "{}", r.1);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/v1/flows/{tpl}"),
+            Some(&operator),
+            None,
+        )
+        .await;
     assert_eq!(r.1["steps"][0]["digest"], second_pin);
     let r = s
         .call(

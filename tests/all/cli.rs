@@ -330,7 +330,7 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
         .await
         .unwrap();
     assert!(
-        out.contains("acme/echo@2.0.0 -> acme/echo@3.0.0")
+        out.contains("acme/echo@2.0.0 (revision 1) -> acme/echo@3.0.0 (revision 1)")
             && out.contains("risks: customisations-lost, breaking-changes")
             && out
                 .contains("step c of flow 1 (context on instance 2) moves: its operation is gone")

@@ -130,11 +130,45 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
     assert_eq!(run.steps[0].digest, v1.digest);
     assert_eq!(run.output_value(), Some(json!({"n": 1})));
 
-    // …until it is explicitly rebound; then the old revision, pinned by nothing, is collected.
+    // …and so does a direct call of the instance: it runs what its install pins, which shows
+    // the newer revision as available.
+    let (ran, _) = reg
+        .invoke_instance("acme", instance.id, "echo", "{}")
+        .await
+        .unwrap();
+    assert_eq!(*ran.digest(), v1.digest);
+    let install = reg.get_install("acme", install.id).unwrap();
+    assert_eq!((install.revision, install.revision_available), (1, Some(2)));
+    let plan = reg.update_plan("acme", install.id, "1.0.0").unwrap();
+    assert_eq!((plan.from_revision, plan.to_revision), (1, 2));
+    assert!(plan.risks.is_empty(), "{:?}", plan.risks);
+    // A rebind to what the instance runs changes nothing yet…
     let rebound = reg
         .rebind_step("acme", "ops@acme", flow.id, "e", None)
         .unwrap();
-    assert_eq!(rebound.steps[0].digest, v1r2.digest);
+    assert_eq!(rebound.steps[0].digest, v1.digest);
+    // …the explicit update moves the install and its steps; then the old revision, pinned by
+    // nothing, is collected.
+    let moved = reg
+        .update(
+            "acme",
+            "ops@acme",
+            install.id,
+            &Update {
+                version: "1.0.0".into(),
+                mode: UpdateMode::Overwrite,
+                acknowledge: Vec::new(),
+                acknowledge_customisations_lost: false,
+                carry_customisations: false,
+            },
+        )
+        .unwrap();
+    assert_eq!((moved.revision, moved.revision_available), (2, None));
+    let (ran, _) = reg
+        .invoke_instance("acme", instance.id, "echo", "{}")
+        .await
+        .unwrap();
+    assert_eq!(*ran.digest(), v1r2.digest);
     let run = reg
         .run_flow("acme", flow.id, json!({"n": 2}))
         .await
@@ -1794,8 +1828,27 @@ async fn the_lifecycle_runs_on_the_in_memory_stores() {
         .await
         .unwrap();
     assert_eq!(outcome, PublishOutcome::NewRevision);
-    let rebound = reg.rebind_step("acme", "ops", flow, "e", None).unwrap();
-    assert_eq!(rebound.steps[0].digest, v2.digest);
+    let install = reg
+        .installs("acme", &Page::default())
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "echo")
+        .unwrap();
+    reg.update(
+        "acme",
+        "ops",
+        install.id,
+        &Update {
+            version: "1.0.0".into(),
+            mode: UpdateMode::Overwrite,
+            acknowledge: Vec::new(),
+            acknowledge_customisations_lost: false,
+            carry_customisations: false,
+        },
+    )
+    .unwrap();
+    let flow_now = reg.get_flow("acme", flow).unwrap();
+    assert_eq!(flow_now.steps[0].digest, v2.digest);
     let run = reg.run_flow("acme", flow, json!(1)).await.unwrap();
     assert_eq!(
         (run.status, run.steps[0].digest),

@@ -422,7 +422,7 @@ fn installs_are_scoped_and_paged(store: &dyn MetadataStore) {
         (first.package_org.as_str(), first.name.as_str()),
         ("acme", "echo")
     );
-    assert_eq!(first.version, v.version);
+    assert_eq!((&first.version, first.revision), (&v.version, v.revision));
     assert!(first.customisations.is_empty() && first.outbound.is_empty());
     assert_eq!(first.update_available, None);
     assert_eq!(read(store, |m| m.install("acme", ids[1])), None, "globex's");
@@ -443,7 +443,7 @@ fn installs_are_scoped_and_paged(store: &dyn MetadataStore) {
     write(store, |m| {
         m.set_customisations("acme", ids[0], &custom, Some(("ops", 9)))?;
         m.set_outbound("acme", ids[0], &["https://*.example.com".into()])?;
-        m.set_install_version("acme", ids[0], &"2.0.0".parse().unwrap())?;
+        m.set_install_version("acme", ids[0], &"2.0.0".parse().unwrap(), 3)?;
         // Another organisation's install is out of reach.
         m.set_customisations("acme", ids[1], &custom, Some(("mallory", 9)))
     });
@@ -454,7 +454,10 @@ fn installs_are_scoped_and_paged(store: &dyn MetadataStore) {
         (Some("ops"), Some(9))
     );
     assert_eq!(changed.outbound, ["https://*.example.com"]);
-    assert_eq!(changed.version.to_string(), "2.0.0");
+    assert_eq!(
+        (changed.version.to_string().as_str(), changed.revision),
+        ("2.0.0", 3)
+    );
     assert!(
         read(store, |m| m.install("globex", ids[1]))
             .unwrap()

@@ -13,6 +13,9 @@ pub struct Install {
     pub name: String,
     #[schema(value_type = String, example = "1.2.0")]
     pub version: semver::Version,
+    /// The revision of `version` it runs: a private version republished makes a newer one,
+    /// which the install takes only through an explicit update.
+    pub revision: u32,
     /// Overlay on the connector's default config.
     pub customisations: BTreeMap<String, String>,
     pub modified_by: Option<String>,
@@ -25,6 +28,8 @@ pub struct Install {
     /// The newest active version above this one, if any.
     #[schema(value_type = Option<String>)]
     pub update_available: Option<semver::Version>,
+    /// A newer revision of `version` (a private republish), if there is one.
+    pub revision_available: Option<u32>,
 }
 
 impl Install {

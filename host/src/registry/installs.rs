@@ -129,10 +129,11 @@ impl Registry {
         let install = load_install_row(m, org, id)?;
         let target = visible_version(m, org, &install.package_org, &install.name, &update.version)?;
         check_bindable(&target)?;
-        if target.version == install.version {
+        if target.version == install.version && target.revision == install.revision {
             return Err(Error::InvalidInput(format!(
-                "install {id} is already on {}",
-                target.reference()
+                "install {id} is already on {} (revision {})",
+                target.reference(),
+                target.revision
             )));
         }
         let plan = plan::plan(m, org, id, &update.version)?;
@@ -171,7 +172,7 @@ impl Registry {
             }
             UpdateMode::Overwrite => {
                 // An overwrite drops the customisations with the old version.
-                m.set_install_version(org, id, &target.version)?;
+                m.set_install_version(org, id, &target.version, target.revision)?;
                 m.set_customisations(org, id, &BTreeMap::new(), None)?;
                 // Rebind every step bound through this install's instances, as part of the
                 // update (refused if a step's operation is gone).

@@ -5,7 +5,7 @@
 //! call, and the risks that follow from these, by name.
 
 use super::compat::{self, Change, Severity};
-use super::rules::{load_install_row, visible_version};
+use super::rules::{installed_version, load_install_row, visible_version};
 use super::{Registry, Result};
 use crate::model::{Description, Risk};
 use crate::store::Metadata;
@@ -16,9 +16,12 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdatePlan {
     pub install: i64,
-    /// `org/name@version` the install runs now, and the one the plan is for.
+    /// `org/name@version` the install runs now, and the one the plan is for, each with its
+    /// revision (a private republish is an update of the same version to a newer revision).
     pub from: String,
+    pub from_revision: u32,
     pub to: String,
+    pub to_revision: u32,
     /// The customisations an overwrite drops, with who last set them and when (ms).
     pub customisations_lost: BTreeMap<String, String>,
     pub customised_by: Option<String>,
@@ -65,13 +68,7 @@ impl Registry {
 /// The plan of updating install `id` of `org` to `version`, as the store has it in unit `m`.
 pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> Result<UpdatePlan> {
     let install = load_install_row(m, org, id)?;
-    let from = visible_version(
-        m,
-        org,
-        &install.package_org,
-        &install.name,
-        &install.version.to_string(),
-    )?;
+    let from = installed_version(m, &install)?;
     let to = visible_version(m, org, &install.package_org, &install.name, version)?;
     let steps: Vec<PlannedStep> = m
         .steps_through_install(org, id)?
@@ -136,7 +133,9 @@ pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> R
     Ok(UpdatePlan {
         install: id,
         from: from.reference(),
+        from_revision: from.revision,
         to: to.reference(),
+        to_revision: to.revision,
         customisations_lost: install.customisations.clone(),
         customised_by: install.modified_by.clone(),
         customised_at: install.modified_at,

@@ -1,5 +1,5 @@
-//! Resolving what a call runs: an instance's call runs the current revision of the version its
-//! install is on; a flow step's runs the exact digest it is pinned to, looked up within the
+//! Resolving what a call runs: an instance's call runs the revision its install pins (a newer
+//! private revision only after an explicit update); a flow step's runs the exact digest it is pinned to, looked up within the
 //! package its instance's install took in (a digest is not an identity across organisations:
 //! another one may publish the same bytes, with another state). Either way a blocked version
 //! is refused, and the call gets config (the connector's defaults, then the install's

@@ -54,11 +54,16 @@ pub(crate) fn version_pins(
 }
 
 /// The revisions of package `org/name` that may go: superseded (not the newest of their
-/// version) and pinned by no step. Installs name a version, not a revision, and always run
-/// the newest, so they never keep a superseded one.
+/// version) and pinned by no step and no install.
 pub(crate) fn collectable(m: &mut dyn Metadata, org: &str, name: &str) -> Result<Vec<RevisionKey>> {
     let keys = m.revision_keys(org, name)?;
     let steps = m.steps_through_package(org, name)?;
+    let installs = m.installs_of_package(org, name)?;
+    let installed = |key: &RevisionKey| {
+        installs
+            .iter()
+            .any(|i| i.version.to_string() == key.version && i.revision == key.revision)
+    };
     let newest = |key: &RevisionKey| {
         keys.iter()
             .filter(|k| k.version == key.version)
@@ -66,7 +71,7 @@ pub(crate) fn collectable(m: &mut dyn Metadata, org: &str, name: &str) -> Result
     };
     Ok(keys
         .iter()
-        .filter(|k| !newest(k) && !steps.iter().any(|s| pins(s, k)))
+        .filter(|k| !newest(k) && !installed(k) && !steps.iter().any(|s| pins(s, k)))
         .cloned()
         .collect())
 }
@@ -88,15 +93,22 @@ pub(crate) fn visible_version(
     }
 }
 
-/// The version install `install` runs, if its organisation may still see it.
+/// The revision install `install` runs, if its organisation may still see it.
 pub(crate) fn installed_version(m: &mut dyn Metadata, install: &Install) -> Result<VersionInfo> {
-    visible_version(
-        m,
-        &install.org,
+    m.revisions(
         &install.package_org,
         &install.name,
         &install.version.to_string(),
-    )
+    )?
+    .into_iter()
+    .find(|v| v.revision == install.revision && visible(v, &install.org))
+    .ok_or_else(|| {
+        Error::NotFound(format!(
+            "connector {} revision {}",
+            install.reference(),
+            install.revision
+        ))
+    })
 }
 
 /// Append an audit entry for `org`, now.
@@ -136,13 +148,20 @@ pub(crate) fn load_install(m: &mut dyn Metadata, org: &str, id: i64) -> Result<I
 }
 
 pub(crate) fn with_update_available(m: &mut dyn Metadata, mut install: Install) -> Result<Install> {
-    install.update_available =
+    let current: Vec<VersionInfo> =
         current_each(m.package_revisions(&install.package_org, &install.name)?)
             .into_iter()
-            .filter(|v| visible(v, &install.org))
-            .filter(|v| v.state == VersionState::Active && v.version > install.version)
-            .map(|v| v.version)
-            .max();
+            .filter(|v| visible(v, &install.org) && v.state == VersionState::Active)
+            .collect();
+    install.update_available = current
+        .iter()
+        .filter(|v| v.version > install.version)
+        .map(|v| v.version.clone())
+        .max();
+    install.revision_available = current
+        .iter()
+        .find(|v| v.version == install.version && v.revision > install.revision)
+        .map(|v| v.revision);
     Ok(install)
 }
 

@@ -318,6 +318,7 @@ impl Metadata for State {
                 package_org: version.org.clone(),
                 name: version.name.clone(),
                 version: version.version.clone(),
+                revision: version.revision,
                 customisations: BTreeMap::new(),
                 modified_by: None,
                 modified_at: None,
@@ -325,6 +326,7 @@ impl Metadata for State {
                 created_at: at,
                 outbound: Vec::new(),
                 update_available: None,
+                revision_available: None,
             },
         );
         Ok(id)
@@ -370,9 +372,16 @@ impl Metadata for State {
         Ok(())
     }
 
-    fn set_install_version(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()> {
+    fn set_install_version(
+        &mut self,
+        org: &str,
+        id: i64,
+        version: &semver::Version,
+        revision: u32,
+    ) -> Result<()> {
         if let Some(install) = self.install_mut(org, id) {
             install.version = version.clone();
+            install.revision = revision;
         }
         Ok(())
     }

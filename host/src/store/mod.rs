@@ -237,8 +237,9 @@ pub trait Metadata {
     /// Whether any version row holds `digest`.
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool>;
 
-    // ----- installs (`update_available` is left `None`: the registry works it out) -----
-    /// Install `version` into `org`; returns the new install's id.
+    // ----- installs (`update_available` and `revision_available` are left `None`: the
+    // registry works them out) -----
+    /// Install `version` (the revision it is) into `org`; returns the new install's id.
     fn insert_install(
         &mut self,
         org: &str,
@@ -260,7 +261,14 @@ pub trait Metadata {
         modified: Option<(&str, i64)>,
     ) -> Result<()>;
     fn set_outbound(&mut self, org: &str, id: i64, origins: &[String]) -> Result<()>;
-    fn set_install_version(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()>;
+    /// Move install `id` to `version`'s revision `revision`.
+    fn set_install_version(
+        &mut self,
+        org: &str,
+        id: i64,
+        version: &semver::Version,
+        revision: u32,
+    ) -> Result<()>;
 
     // ----- instances (secrets are stored sealed; this layer never sees them open) -----
     /// Insert `instance` (its `id` is ignored) with no secrets yet; returns the new id.

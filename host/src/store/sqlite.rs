@@ -172,6 +172,12 @@ CREATE TABLE listing_tags (
 CREATE INDEX listing_tags_tag ON listing_tags(tag, listing);
 CREATE VIRTUAL TABLE listing_text USING fts5(title, description, operations, prefix = '2 3');
 "#,
+    // 8: installs pin the revision of their version they run (they ran the newest before).
+    r#"
+ALTER TABLE installs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+UPDATE installs SET revision = COALESCE((SELECT MAX(v.revision) FROM versions v
+    WHERE v.org = installs.pkg_org AND v.name = installs.name AND v.version = installs.version), 1);
+"#,
 ];
 
 /// The SQLite [`MetadataStore`]: one writer connection, and a pool of read connections so a
@@ -626,7 +632,7 @@ const LISTED_COLUMNS: &str = "org, name, version, revision, digest, size, visibi
     state, publisher, published_at, tags, summary";
 
 const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, \
-    modified_at, created_by, created_at, outbound";
+    modified_at, created_by, created_at, outbound, revision";
 
 fn install_row(row: &Row<'_>) -> rusqlite::Result<Install> {
     Ok(Install {
@@ -641,7 +647,9 @@ fn install_row(row: &Row<'_>) -> rusqlite::Result<Install> {
         created_by: row.get(8)?,
         created_at: row.get(9)?,
         outbound: json(row, 10)?,
+        revision: row.get(11)?,
         update_available: None,
+        revision_available: None,
     })
 }
 
@@ -1054,9 +1062,17 @@ impl Metadata for Sql<'_> {
         at: i64,
     ) -> Result<i64> {
         self.insert(
-            "INSERT INTO installs (org, pkg_org, name, version, customisations, created_by, created_at) \
-             VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6)",
-            params![org, version.org, version.name, version.version.to_string(), actor, at],
+            "INSERT INTO installs (org, pkg_org, name, version, revision, customisations, \
+             created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?7)",
+            params![
+                org,
+                version.org,
+                version.name,
+                version.version.to_string(),
+                version.revision,
+                actor,
+                at
+            ],
         )
     }
 
@@ -1114,10 +1130,16 @@ impl Metadata for Sql<'_> {
         Ok(())
     }
 
-    fn set_install_version(&mut self, org: &str, id: i64, version: &semver::Version) -> Result<()> {
+    fn set_install_version(
+        &mut self,
+        org: &str,
+        id: i64,
+        version: &semver::Version,
+        revision: u32,
+    ) -> Result<()> {
         self.run(
-            "UPDATE installs SET version = ?3 WHERE org = ?1 AND id = ?2",
-            params![org, id, version.to_string()],
+            "UPDATE installs SET version = ?3, revision = ?4 WHERE org = ?1 AND id = ?2",
+            params![org, id, version.to_string(), revision],
         )?;
         Ok(())
     }
@@ -1426,6 +1448,43 @@ mod tests {
             (Some("demo"), "bootstrap admin", 2)
         );
         assert_eq!((token.expires_at, token.revoked_at), (None, None));
+    }
+
+    #[test]
+    fn installs_of_schema_7_pin_the_revision_they_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (index, sql) in MIGRATIONS[..7].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", index + 1).unwrap();
+            }
+            // Before schema 8 an install ran the newest revision of its version: 2 here.
+            let doc = r#"{"name":"echo","version":"1.0.0","description":"","operations":[],"config":[],"secrets":[],"outbound_hosts":[]}"#;
+            conn.execute_batch("INSERT INTO orgs VALUES ('acme', 1);")
+                .unwrap();
+            for revision in [1, 2] {
+                conn.execute(
+                    "INSERT INTO versions (org, name, version, revision, digest, size, \
+                     visibility, state, publisher, published_at, description, tags, summary) \
+                     VALUES ('acme', 'echo', '1.0.0', ?1, ?2, 1, 'private', 'active', 'p', 1, \
+                     ?3, '[]', ?3)",
+                    params![revision, Digest::of(&[revision]).to_string(), doc],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO installs (org, pkg_org, name, version, customisations, created_by, \
+                 created_at) VALUES ('acme', 'acme', 'echo', '1.0.0', '{}', 'ops', 3);",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let revision: u32 = conn
+            .query_row("SELECT revision FROM installs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(revision, 2);
     }
 
     #[test]
