@@ -14,6 +14,7 @@ use gantry_host::model::{
 };
 use gantry_host::registry::Backup;
 use gantry_host::registry::plan::UpdatePlan;
+use gantry_host::registry::usage::Usage;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -75,6 +76,10 @@ pub enum ClientCommand {
     },
     /// Every version of ORG/NAME with its state.
     Versions { connector: String },
+    /// Where used: the instances and flow steps under an install, or (within your
+    /// organisation) under a version of a connector.
+    #[command(subcommand)]
+    Usage(UsageCommand),
     /// Set the state of one of your versions: NAME@VERSION active|deprecated|blocked.
     State {
         version: String,
@@ -493,6 +498,49 @@ impl<T> Answer<T> {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// What uses install ID.
+    Install { id: i64 },
+    /// What uses ORG/NAME@VERSION (only revision N with --revision).
+    Version {
+        version: String,
+        #[arg(long)]
+        revision: Option<u32>,
+    },
+}
+
+fn print_usage(usage: Usage) {
+    for i in &usage.installs {
+        println!(
+            "install {}: {} (revision {})",
+            i.install, i.connector, i.revision
+        );
+    }
+    for i in &usage.instances {
+        println!(
+            "instance {} ({}) of install {}",
+            i.instance, i.name, i.install
+        );
+    }
+    for s in &usage.steps {
+        println!(
+            "flow {} step {} ({} on instance {}) pinned to {}{}",
+            s.flow,
+            s.step,
+            s.operation,
+            s.instance,
+            s.connector.as_deref().unwrap_or("?"),
+            s.revision
+                .map(|r| format!(" revision {r}"))
+                .unwrap_or_default()
+        );
+    }
+    if usage.installs.is_empty() {
+        println!("nothing uses it");
+    }
+}
+
 pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
     let client = Client::new(&remote)?;
     let json = remote.json;
@@ -587,6 +635,29 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                     .collect();
                 table(&["connector", "latest", "description", "versions"], rows);
             });
+        }
+        ClientCommand::Usage(UsageCommand::Install { id }) => {
+            let answer: Answer<Usage> = client
+                .get(&format!("/v1/installs/{id}/usage"))
+                .await?
+                .into();
+            answer.show(json, print_usage);
+        }
+        ClientCommand::Usage(UsageCommand::Version { version, revision }) => {
+            let (org, rest) = version
+                .split_once('/')
+                .with_context(|| format!("expected ORG/NAME@VERSION, got `{version}`"))?;
+            let (name, version) = split_version(rest)?;
+            let query = revision
+                .map(|r| format!("?revision={r}"))
+                .unwrap_or_default();
+            let answer: Answer<Usage> = client
+                .get(&format!(
+                    "/v1/connectors/{org}/{name}/versions/{version}/usage{query}"
+                ))
+                .await?
+                .into();
+            answer.show(json, print_usage);
         }
         ClientCommand::Versions { connector } => {
             let (org, name) = connector

@@ -337,6 +337,20 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
             && out.contains("breaking: operation context: removed"),
         "{out}"
     );
+    let out = run(a(&["usage", "install", "2"]), String::new())
+        .await
+        .unwrap();
+    assert!(
+        out.contains("install 2: acme/echo@2.0.0 (revision 1)")
+            && out.contains(
+                "flow 1 step c (context on instance 2) pinned to acme/echo@2.0.0 revision 1"
+            ),
+        "{out}"
+    );
+    let out = run(a(&["usage", "version", "acme/echo@3.0.0"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "nothing uses it");
     let acknowledged = [
         "update",
         "2",

@@ -141,6 +141,38 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
     assert_eq!((install.revision, install.revision_available), (1, Some(2)));
     let plan = reg.update_plan("acme", install.id, "1.0.0").unwrap();
     assert_eq!((plan.from_revision, plan.to_revision), (1, 2));
+    // Where used: the install, its instance and the step, all on revision 1.
+    let used = reg.install_usage("acme", install.id).unwrap();
+    assert_eq!(used.installs[0].revision, 1);
+    assert_eq!(used.instances[0].instance, instance.id);
+    assert_eq!(
+        (used.steps[0].step.as_str(), used.steps[0].revision),
+        ("e", Some(1))
+    );
+    let on = |revision| {
+        reg.version_usage("acme", "acme", "echo", "1.0.0", Some(revision))
+            .unwrap()
+            .installs
+            .len()
+    };
+    assert_eq!((on(1), on(2)), (1, 0));
+    assert_eq!(
+        reg.version_usage("globex", "acme", "echo", "1.0.0", None)
+            .unwrap_err()
+            .code(),
+        "not-found",
+        "another organisation's private version"
+    );
+    // The step says what it is pinned to, and that it is behind.
+    let shown = &reg.get_flow("acme", flow.id).unwrap().steps[0];
+    assert_eq!(
+        (
+            shown.connector.as_deref(),
+            shown.revision,
+            shown.out_of_date
+        ),
+        (Some("acme/echo@1.0.0"), Some(1), true)
+    );
     assert!(plan.risks.is_empty(), "{:?}", plan.risks);
     // A rebind to what the instance runs changes nothing yet…
     let rebound = reg
@@ -164,6 +196,9 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
         )
         .unwrap();
     assert_eq!((moved.revision, moved.revision_available), (2, None));
+    let shown = &reg.get_flow("acme", flow.id).unwrap().steps[0];
+    assert_eq!((shown.revision, shown.out_of_date), (Some(2), false));
+    assert_eq!((on(1), on(2)), (0, 1));
     let (ran, _) = reg
         .invoke_instance("acme", instance.id, "echo", "{}")
         .await

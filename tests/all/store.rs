@@ -146,6 +146,9 @@ fn step(name: &str, instance: i64, digest: Digest) -> Step {
         operation: "echo".into(),
         input: json!({"a": "${input}"}),
         digest,
+        connector: None,
+        revision: None,
+        out_of_date: false,
     }
 }
 

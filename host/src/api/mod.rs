@@ -96,6 +96,10 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             get(connectors::versions),
         )
         .route(
+            "/v1/connectors/{org}/{name}/versions/{version}/usage",
+            get(connectors::usage),
+        )
+        .route(
             "/v1/installs",
             post(installs::install).get(installs::installs),
         )
@@ -104,6 +108,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .route("/v1/installs/{id}/outbound", put(installs::grant_outbound))
         .route("/v1/installs/{id}/update", post(installs::update))
         .route("/v1/installs/{id}/update-plan", get(installs::update_plan))
+        .route("/v1/installs/{id}/usage", get(installs::usage))
         .route("/v1/installs/{id}/rebind", post(installs::rebind_install))
         .route(
             "/v1/instances",

@@ -34,6 +34,16 @@ pub struct Step {
     pub input: Value,
     #[schema(value_type = String)]
     pub digest: Digest,
+    /// What the digest is: `org/name@version` and its revision (as the registry describes a
+    /// flow; a store leaves them empty).
+    #[serde(default)]
+    pub connector: Option<String>,
+    #[serde(default)]
+    pub revision: Option<u32>,
+    /// The step's install has a newer version or revision available, or runs a newer one than
+    /// the step is pinned to: an update or a rebind would move it.
+    #[serde(default)]
+    pub out_of_date: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -15,8 +15,8 @@
 use super::mapping::{Scope, map_input};
 use super::pins::Call;
 use super::rules::{
-    audit, check_bindable, installed_version, load_flow, load_install_row, load_instance,
-    require_org,
+    audit, check_bindable, describe_pins, described_flow, installed_version, load_flow,
+    load_install_row, load_instance, require_org,
 };
 use super::{Error, Registry, Result, now_ms};
 use crate::model::{
@@ -153,6 +153,9 @@ impl Registry {
                     operation: spec.operation.clone(),
                     input: spec.input.clone(),
                     digest: bind(m, org, spec.instance, &spec.operation)?,
+                    connector: None,
+                    revision: None,
+                    out_of_date: false,
                 };
                 m.insert_step(id, position, &step)?;
                 pins.push(
@@ -168,18 +171,23 @@ impl Registry {
                 Value::Null,
                 json!({"name": name, "steps": pins}),
             )?;
-            load_flow(m, org, id)
+            described_flow(m, org, id)
         })
     }
 
     pub fn get_flow(&self, org: &str, id: i64) -> Result<Flow> {
-        self.read(|m| load_flow(m, org, id))
+        self.read(|m| described_flow(m, org, id))
     }
 
     /// One page of the flows of `org`, by id.
     pub fn flows(&self, org: &str, page: &Page) -> Result<Vec<Flow>> {
         let after = page.after_id()?.unwrap_or(0);
-        self.read(|m| Ok(m.flows(org, after, page.limit())?))
+        self.read(|m| {
+            m.flows(org, after, page.limit())?
+                .into_iter()
+                .map(|flow| describe_pins(m, org, flow))
+                .collect()
+        })
     }
 
     /// Rebind step `step` of flow `flow` to `instance` (or its own instance again, picking up
@@ -214,7 +222,7 @@ impl Registry {
                 json!({"instance": old.instance, "digest": old.digest}),
                 json!({"instance": instance, "digest": digest}),
             )?;
-            Ok((load_flow(m, org, flow)?, (left.package_org, left.name)))
+            Ok((described_flow(m, org, flow)?, (left.package_org, left.name)))
         })?;
         self.collect_garbage(&package.0, &package.1)?;
         Ok(rebound)

@@ -24,6 +24,7 @@ mod publish;
 mod resolve;
 mod rules;
 mod tokens;
+pub mod usage;
 mod vault;
 
 pub use error::{Cause, Error, Result};

@@ -85,25 +85,18 @@ pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> R
             instance: s.instance,
         })
         .collect();
-    let mut instances_lacking = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = m.instances(org, after, 1000)?;
-        for instance in page.iter().filter(|i| i.install_id == id) {
-            let missing = lacking(&to.description, &instance.config, &instance.secret_keys);
-            if !missing.is_empty() {
-                instances_lacking.push(InstanceLack {
-                    instance: instance.id,
-                    name: instance.name.clone(),
-                    missing,
-                });
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = last.id,
-            _ => break,
-        }
-    }
+    let instances_lacking: Vec<InstanceLack> = super::usage::all_instances(m, org)?
+        .into_iter()
+        .filter(|i| i.install_id == id)
+        .filter_map(|i| {
+            let missing = lacking(&to.description, &i.config, &i.secret_keys);
+            (!missing.is_empty()).then_some(InstanceLack {
+                instance: i.id,
+                name: i.name,
+                missing,
+            })
+        })
+        .collect();
     let changes = compat::changes(&from.description, &to.description);
     let new_outbound_hosts: Vec<String> = to
         .description

@@ -204,3 +204,36 @@ pub(crate) fn load_flow(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Flow
     m.flow(org, id)?
         .ok_or_else(|| Error::NotFound(format!("flow {id}")))
 }
+
+/// `flow` with each step's pin described: the connector version and revision its digest is,
+/// and whether it is out of date (its install has a newer version or revision available, or
+/// runs a newer one than the step is pinned to).
+pub(crate) fn describe_pins(m: &mut dyn Metadata, org: &str, mut flow: Flow) -> Result<Flow> {
+    for step in &mut flow.steps {
+        let Some(instance) = m.instance(org, step.instance)? else {
+            continue;
+        };
+        let Some(install) = m.install(org, instance.install_id)? else {
+            continue;
+        };
+        let pinned =
+            current(m.revisions_with(&install.package_org, &install.name, &step.digest)?);
+        let install = with_update_available(m, install)?;
+        let behind = pinned
+            .as_ref()
+            .is_some_and(|p| (&p.version, p.revision) < (&install.version, install.revision));
+        step.out_of_date =
+            behind || install.update_available.is_some() || install.revision_available.is_some();
+        if let Some(pinned) = pinned {
+            step.connector = Some(pinned.reference());
+            step.revision = Some(pinned.revision);
+        }
+    }
+    Ok(flow)
+}
+
+/// Flow `id` of `org` with its pins described ([`describe_pins`]).
+pub(crate) fn described_flow(m: &mut dyn Metadata, org: &str, id: i64) -> Result<Flow> {
+    let flow = load_flow(m, org, id)?;
+    describe_pins(m, org, flow)
+}

@@ -676,6 +676,9 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
         operation: row.get(2)?,
         input: json(row, 3)?,
         digest: digest(row, 4)?,
+        connector: None,
+        revision: None,
+        out_of_date: false,
     })
 }
 

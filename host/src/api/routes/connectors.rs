@@ -151,3 +151,25 @@ pub(crate) async fn versions(
     ok(s.blocking(move |r| r.versions(&p.org, &org, &name, &page))
         .await?)
 }
+
+/// `GET /v1/connectors/{org}/{name}/versions/{version}/usage`'s query.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    revision: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/connectors/{org}/{name}/versions/{version}/usage", tag = "connectors", security(("bearer" = [])), params(("org" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("version" = String, Path, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$"), ("revision" = Option<u32>, Query, description = "Only what uses this revision")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "The caller's installs of the version, their instances and the flow steps bound through them", body = crate::registry::usage::Usage), (status = 404, body = ErrorBody)))]
+pub(crate) async fn usage(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path((org, name, version)): Path<(String, String, String)>,
+    q: Result<Query<UsageQuery>, QueryRejection>,
+) -> ApiResult {
+    let p = caller.0;
+    let q = query(q)?;
+    ok(
+        s.blocking(move |r| r.version_usage(&p.org, &org, &name, &version, q.revision))
+            .await?,
+    )
+}

@@ -7,6 +7,7 @@ use crate::api::state::AppState;
 use crate::api::wire::{InstallRequest, RebindInstallRequest};
 use crate::model::{Install, Page, Update};
 use crate::registry::plan::UpdatePlan;
+use crate::registry::usage::Usage;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::json;
@@ -125,4 +126,14 @@ pub(crate) async fn update_plan(
     let q = query(q)?;
     ok(s.blocking(move |r| r.update_plan(&p.org, id, &q.version))
         .await?)
+}
+
+#[utoipa::path(get, path = "/v1/installs/{id}/usage", tag = "installs", security(("bearer" = [])), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, description = "The instances under the install and the flow steps bound through it", body = Usage), (status = 404, body = ErrorBody)))]
+pub(crate) async fn usage(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let p = caller.0;
+    ok(s.blocking(move |r| r.install_usage(&p.org, id)).await?)
 }
