@@ -129,6 +129,12 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.steps[0].digest, v1.digest);
     assert_eq!(run.output_value(), Some(json!({"n": 1})));
+    let ran = &run.steps[0];
+    assert_eq!(
+        (ran.connector.as_deref(), ran.revision, ran.out_of_date),
+        (Some("acme/echo@1.0.0"), Some(1), true),
+        "the run says what it ran, and that it was behind"
+    );
 
     // …and so does a direct call of the instance: it runs what its install pins, which shows
     // the newer revision as available.

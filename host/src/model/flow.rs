@@ -69,6 +69,14 @@ pub struct StepRun {
     pub name: String,
     #[schema(value_type = String)]
     pub digest: Digest,
+    /// What the digest was when the step ran: `org/name@version`, its revision, and whether a
+    /// newer version or revision was available to the step's install.
+    #[serde(default)]
+    pub connector: Option<String>,
+    #[serde(default)]
+    pub revision: Option<u32>,
+    #[serde(default)]
+    pub out_of_date: bool,
     pub duration_us: u64,
     /// The step's output exactly as the connector wrote it.
     #[schema(value_type = Option<Object>)]

@@ -299,6 +299,9 @@ impl Registry {
             records.push(StepRun {
                 name: step.name.clone(),
                 digest: step.digest,
+                connector: step.connector.clone(),
+                revision: step.revision,
+                out_of_date: step.out_of_date,
                 duration_us,
                 output,
                 error: error.clone(),

@@ -9,7 +9,7 @@
 
 use super::pins::{Call, Pinned, Plan, Target};
 use super::rules::{
-    current, installed_version, load_flow, load_install_row, load_instance, visible,
+    current, described_flow, installed_version, load_install_row, load_instance, visible,
 };
 use super::{Error, Registry, Result};
 use crate::model::{Digest, Install, Instance, Step, VersionInfo, VersionState};
@@ -71,7 +71,7 @@ impl Registry {
         let generation = self.pins.generation();
         let (flow, found) = self.off_executor(|| {
             self.read(|m| {
-                let flow = load_flow(m, org, id)?;
+                let flow = described_flow(m, org, id)?;
                 let found = flow
                     .steps
                     .iter()
