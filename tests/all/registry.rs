@@ -54,6 +54,28 @@ fn request(name: &str, version: &str, visibility: Visibility, bytes: Vec<u8>) ->
     }
 }
 
+/// An update to `version` in `mode`, accepting `acknowledge`.
+fn update_to(version: &str, mode: UpdateMode, acknowledge: &[Risk]) -> Update {
+    Update {
+        version: version.into(),
+        mode,
+        acknowledge: acknowledge.to_vec(),
+        acknowledge_customisations_lost: false,
+        carry_customisations: false,
+    }
+}
+
+/// The vendor's 3.0.0 of echo, which keeps only the `echo` operation.
+async fn publish_echo_v3(reg: &Registry) {
+    reg.publish(
+        "vendor",
+        "dev@vendor",
+        request("echo", "3.0.0", Visibility::Public, connector("echo-v3")),
+    )
+    .await
+    .unwrap();
+}
+
 fn no_map() -> BTreeMap<String, String> {
     BTreeMap::new()
 }
@@ -192,13 +214,7 @@ async fn choreo_private_republish_keeps_pinned_flows_until_rebound() {
             "acme",
             "ops@acme",
             install.id,
-            &Update {
-                version: "1.0.0".into(),
-                mode: UpdateMode::Overwrite,
-                acknowledge: Vec::new(),
-                acknowledge_customisations_lost: false,
-                carry_customisations: false,
-            },
+            &update_to("1.0.0", UpdateMode::Overwrite, &[]),
         )
         .unwrap();
     assert_eq!((moved.revision, moved.revision_available), (2, None));
@@ -569,19 +585,10 @@ async fn an_update_goes_ahead_only_with_its_risks_acknowledged_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());
     let (customised, _, _) = patchworks_setup(&reg).await;
-    reg.publish(
-        "vendor",
-        "dev@vendor",
-        request("echo", "3.0.0", Visibility::Public, connector("echo-v3")),
-    )
-    .await
-    .unwrap();
+    publish_echo_v3(&reg).await;
     let update = |version: &str, mode, acknowledge: &[Risk], carry| Update {
-        version: version.into(),
-        mode,
-        acknowledge: acknowledge.to_vec(),
-        acknowledge_customisations_lost: false,
         carry_customisations: carry,
+        ..update_to(version, mode, acknowledge)
     };
     let refused = |result: Result<gantry_host::model::Install, RegistryError>, naming: &str| {
         let err = result.unwrap_err();
@@ -825,13 +832,7 @@ async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open(dir.path());
     let (install, instance, flow) = patchworks_setup(&reg).await;
-    reg.publish(
-        "vendor",
-        "dev@vendor",
-        request("echo", "3.0.0", Visibility::Public, connector("echo-v3")),
-    )
-    .await
-    .unwrap();
+    publish_echo_v3(&reg).await;
     // The plan says so before anything changes: the step that loses its operation, what the
     // version drops, the customisations an overwrite loses (and who set them).
     let plan = reg.update_plan("acme", install.id, "3.0.0").unwrap();
@@ -1879,13 +1880,7 @@ async fn the_lifecycle_runs_on_the_in_memory_stores() {
         "acme",
         "ops",
         install.id,
-        &Update {
-            version: "1.0.0".into(),
-            mode: UpdateMode::Overwrite,
-            acknowledge: Vec::new(),
-            acknowledge_customisations_lost: false,
-            carry_customisations: false,
-        },
+        &update_to("1.0.0", UpdateMode::Overwrite, &[]),
     )
     .unwrap();
     let flow_now = reg.get_flow("acme", flow).unwrap();
