@@ -9,7 +9,7 @@
 
 use super::pins::{Call, Pinned, Plan, Target};
 use super::rules::{
-    current, described_flow, installed_version, load_install_row, load_instance, visible,
+    current, describe_pin, installed_version, load_flow, load_install_row, load_instance, visible,
 };
 use super::{Error, Registry, Result};
 use crate::model::{Digest, Install, Instance, Step, VersionInfo, VersionState};
@@ -71,12 +71,18 @@ impl Registry {
         let generation = self.pins.generation();
         let (flow, found) = self.off_executor(|| {
             self.read(|m| {
-                let flow = described_flow(m, org, id)?;
+                let mut flow = load_flow(m, org, id)?;
                 let found = flow
                     .steps
                     .iter()
                     .map(|step| found_for_step(self, m, org, step))
                     .collect::<Result<Vec<_>>>()?;
+                // What each step runs, as its run records it: from what was just found.
+                for (step, found) in flow.steps.iter_mut().zip(&found) {
+                    if let Ok(found) = found {
+                        describe_pin(m, step, found.install.clone(), Some(&found.version))?;
+                    }
+                }
                 Ok((flow, found))
             })
         })?;

@@ -3,7 +3,7 @@
 
 use super::{Error, Result, now_ms};
 use crate::model::{
-    AuditEntry, Flow, Install, Instance, VersionInfo, VersionState, Visibility, current_each,
+    AuditEntry, Flow, Install, Instance, Step, VersionInfo, VersionState, Visibility, current_each,
     version_key,
 };
 use crate::store::{BoundStep, Metadata, RevisionKey};
@@ -218,18 +218,28 @@ pub(crate) fn describe_pins(m: &mut dyn Metadata, org: &str, mut flow: Flow) -> 
         };
         let pinned =
             current(m.revisions_with(&install.package_org, &install.name, &step.digest)?);
-        let install = with_update_available(m, install)?;
-        let behind = pinned
-            .as_ref()
-            .is_some_and(|p| (&p.version, p.revision) < (&install.version, install.revision));
-        step.out_of_date =
-            behind || install.update_available.is_some() || install.revision_available.is_some();
-        if let Some(pinned) = pinned {
-            step.connector = Some(pinned.reference());
-            step.revision = Some(pinned.revision);
-        }
+        describe_pin(m, step, install, pinned.as_ref())?;
     }
     Ok(flow)
+}
+
+/// Describe `step`, bound through `install`, as pinned to `pinned` (when that is found).
+pub(crate) fn describe_pin(
+    m: &mut dyn Metadata,
+    step: &mut Step,
+    install: Install,
+    pinned: Option<&VersionInfo>,
+) -> Result<()> {
+    let install = with_update_available(m, install)?;
+    let behind =
+        pinned.is_some_and(|p| (&p.version, p.revision) < (&install.version, install.revision));
+    step.out_of_date =
+        behind || install.update_available.is_some() || install.revision_available.is_some();
+    if let Some(pinned) = pinned {
+        step.connector = Some(pinned.reference());
+        step.revision = Some(pinned.revision);
+    }
+    Ok(())
 }
 
 /// Flow `id` of `org` with its pins described ([`describe_pins`]).
