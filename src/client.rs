@@ -1206,6 +1206,25 @@ fn print_plan(plan: UpdatePlan) {
     for host in &plan.new_outbound_hosts {
         println!("new outbound host: {host}");
     }
+    // The new version's world, each line marked against the installed one's: `+` new, `-` gone.
+    if !plan.to_world.is_empty() {
+        println!("world of {}:", plan.to);
+        for line in &plan.to_world {
+            let mark = if plan.from_world.contains(line) || plan.from_world.is_empty() {
+                ' '
+            } else {
+                '+'
+            };
+            println!("  {mark} {line}");
+        }
+        for line in plan
+            .from_world
+            .iter()
+            .filter(|l| !plan.to_world.contains(l))
+        {
+            println!("  - {line}");
+        }
+    }
 }
 
 fn print_install(i: Install) {

@@ -334,7 +334,10 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
             && out.contains("risks: customisations-lost, breaking-changes")
             && out
                 .contains("step c of flow 1 (context on instance 2) moves: its operation is gone")
-            && out.contains("breaking: operation context: removed"),
+            && out.contains("breaking: operation context: removed")
+            && out
+                .contains("world of acme/echo@3.0.0:\n    export gantry:connector/connector@0.1.0")
+            && out.contains("\n  - import wasi:config/store@0.2.0-rc.1\n"),
         "{out}"
     );
     let out = run(a(&["usage", "install", "2"]), String::new())

@@ -868,6 +868,16 @@ async fn an_overwrite_that_would_break_a_bound_step_is_refused() {
         ["operation delay: removed", "operation context: removed"]
     );
     assert!(plan.instances_lacking.is_empty() && plan.new_outbound_hosts.is_empty());
+    // The world each was built against, as recorded at publish.
+    for world in [&plan.from_world, &plan.to_world] {
+        assert!(
+            world.contains(&"export gantry:connector/connector@0.1.0".to_string()),
+            "{world:?}"
+        );
+    }
+    // 3.0.0 no longer reads its config or secrets, so no longer imports them.
+    let config = "import wasi:config/store@0.2.0-rc.1".to_string();
+    assert!(plan.from_world.contains(&config) && !plan.to_world.contains(&config));
     // To 2.0.0 nothing breaks; back down to 1.0.0 from there would be a downgrade.
     let plan = reg.update_plan("acme", install.id, "2.0.0").unwrap();
     assert_eq!(plan.risks, [Risk::CustomisationsLost]);

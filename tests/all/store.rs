@@ -254,6 +254,23 @@ fn versions_are_plain_rows(store: &dyn MetadataStore) {
         read(store, |m| m.revisions("globex", "echo", "1.0.0"))[0].state,
         VersionState::Active
     );
+    // The world of each revision, recorded after the row.
+    let world = vec!["export gantry:connector/connector@0.1.0".to_string()];
+    write(store, |m| m.set_world("acme", "echo", "1.0.0", 1, &world));
+    assert_eq!(
+        read(store, |m| m.world("acme", "echo", "1.0.0", 1)),
+        Some(world.clone())
+    );
+    assert_eq!(
+        read(store, |m| m.world("acme", "echo", "1.0.0", 2)),
+        Some(Vec::new()),
+        "never recorded"
+    );
+    assert_eq!(read(store, |m| m.world("acme", "echo", "1.0.0", 3)), None);
+    assert_eq!(
+        read(store, |m| m.world("globex", "echo", "1.0.0", 1)),
+        Some(Vec::new())
+    );
     // Keys and deletion of one revision; references by digest across organisations.
     let mut keys = read(store, |m| m.revision_keys("acme", "echo"));
     keys.sort_by_key(|k| (k.version.clone(), k.revision));
@@ -275,6 +292,7 @@ fn versions_are_plain_rows(store: &dyn MetadataStore) {
             ..r2.clone()
         }]
     );
+    assert_eq!(read(store, |m| m.world("acme", "echo", "1.0.0", 1)), None);
     assert!(
         read(store, |m| m.digest_referenced(&Digest::of(b"one"))),
         "globex still holds those bytes"

@@ -34,6 +34,10 @@ pub struct UpdatePlan {
     pub instances_lacking: Vec<InstanceLack>,
     /// Outbound hosts the new version declares that the installed one did not.
     pub new_outbound_hosts: Vec<String>,
+    /// The WIT world of each version: the interfaces it exports and imports (empty for a
+    /// version published before Gantry recorded it).
+    pub from_world: Vec<String>,
+    pub to_world: Vec<String>,
     /// What the update puts at risk; each must be acknowledged to go ahead.
     pub risks: Vec<Risk>,
 }
@@ -98,6 +102,13 @@ pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> R
         })
         .collect();
     let changes = compat::changes(&from.description, &to.description);
+    let mut world = |v: &crate::model::VersionInfo| -> Result<Vec<String>> {
+        Ok(
+            m.world(&v.org, &v.name, &v.version.to_string(), v.revision)?
+                .unwrap_or_default(),
+        )
+    };
+    let (from_world, to_world) = (world(&from)?, world(&to)?);
     let new_outbound_hosts: Vec<String> = to
         .description
         .outbound_hosts
@@ -136,6 +147,8 @@ pub(crate) fn plan(m: &mut dyn Metadata, org: &str, id: i64, version: &str) -> R
         changes,
         instances_lacking,
         new_outbound_hosts,
+        from_world,
+        to_world,
         risks,
     })
 }

@@ -120,6 +120,13 @@ impl Registry {
             description: connector.description().clone(),
         };
         m.insert_version(&info)?;
+        m.set_world(
+            org,
+            &info.name,
+            &info.version.to_string(),
+            info.revision,
+            connector.world(),
+        )?;
         audit(
             m,
             org,

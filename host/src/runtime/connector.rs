@@ -198,6 +198,8 @@ pub struct Connector {
     origin: Origin,
     /// Imports of interfaces the sandbox links but never grants.
     ungranted_imports: Vec<String>,
+    /// The interfaces it exports and imports, `export …` / `import …`, sorted.
+    world: Vec<String>,
 }
 
 /// Interfaces the sandbox links (toolchains import them) but never grants: every call into
@@ -216,11 +218,22 @@ impl Connector {
         description: Description,
         pre: PluginPre<Sandbox>,
         origin: Origin,
-        imports: impl Iterator<Item = String>,
+        imports: Vec<String>,
+        exports: Vec<String>,
     ) -> Self {
         let label = format!("{}@{}", description.name, description.version).into();
+        let mut world: Vec<String> = exports
+            .iter()
+            .map(|e| format!("export {e}"))
+            .chain(imports.iter().map(|i| format!("import {i}")))
+            .collect();
+        world.sort();
         Self {
-            ungranted_imports: imports.filter(|name| never_granted(name)).collect(),
+            ungranted_imports: imports
+                .into_iter()
+                .filter(|name| never_granted(name))
+                .collect(),
+            world,
             digest_text: digest.to_string().into(),
             declared_hosts: crate::sandbox::policy::parse_lenient(&description.outbound_hosts)
                 .into(),
@@ -250,6 +263,13 @@ impl Connector {
     /// `wasi:sockets`): calls into them always fail.
     pub fn ungranted_imports(&self) -> &[String] {
         &self.ungranted_imports
+    }
+
+    /// The interfaces it exports and imports (`export gantry:connector/connector@0.1.0`,
+    /// `import wasi:http/outgoing-handler@0.2.12`, …), sorted: the WIT world it was built
+    /// against, as far as it uses it.
+    pub fn world(&self) -> &[String] {
+        &self.world
     }
 
     /// Whether the code was compiled by this process or taken from the cache.

@@ -425,18 +425,23 @@ impl Runtime {
         }
 
         let engine = &self.inner.engine;
-        let imports = component
-            .component_type()
+        let kind = component.component_type();
+        let imports = kind
             .imports(engine)
             .map(|(name, _)| name.to_string())
-            .collect::<Vec<_>>();
+            .collect();
+        let exports = kind
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let connector = Arc::new(Connector::new(
             digest,
             bytes.len(),
             description,
             pre,
             origin,
-            imports.into_iter(),
+            imports,
+            exports,
         ));
         let mut loaded = self
             .inner

@@ -34,6 +34,8 @@ struct State {
     orgs: BTreeMap<String, i64>,
     settings: BTreeMap<String, String>,
     versions: Vec<VersionInfo>,
+    /// The world of each revision, by (org, name, version, revision).
+    worlds: BTreeMap<(String, String, String, u32), Vec<String>>,
     installs: BTreeMap<i64, Install>,
     instances: BTreeMap<i64, (Instance, Vec<u8>)>,
     flows: BTreeMap<i64, Flow>,
@@ -295,7 +297,57 @@ impl Metadata for State {
                 && v.version.to_string() == key.version
                 && v.revision == key.revision)
         });
+        self.worlds.remove(&(
+            key.org.clone(),
+            key.name.clone(),
+            key.version.clone(),
+            key.revision,
+        ));
         Ok(())
+    }
+
+    fn set_world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+        world: &[String],
+    ) -> Result<()> {
+        let key = (
+            org.to_string(),
+            name.to_string(),
+            version.to_string(),
+            revision,
+        );
+        if self
+            .revisions(org, name, version)?
+            .iter()
+            .any(|v| v.revision == revision)
+        {
+            self.worlds.insert(key, world.to_vec());
+        }
+        Ok(())
+    }
+
+    fn world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+    ) -> Result<Option<Vec<String>>> {
+        let exists = self
+            .revisions(org, name, version)?
+            .iter()
+            .any(|v| v.revision == revision);
+        let key = (
+            org.to_string(),
+            name.to_string(),
+            version.to_string(),
+            revision,
+        );
+        Ok(exists.then(|| self.worlds.get(&key).cloned().unwrap_or_default()))
     }
 
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool> {

@@ -234,6 +234,25 @@ pub trait Metadata {
         state: VersionState,
     ) -> Result<()>;
     fn delete_revision(&mut self, key: &RevisionKey) -> Result<()>;
+    /// Record the WIT world (the interfaces it exports and imports) of revision `revision` of
+    /// `org/name@version`.
+    fn set_world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+        world: &[String],
+    ) -> Result<()>;
+    /// The recorded world of a revision (empty when none was: published before Gantry kept
+    /// it); `None` when there is no such revision.
+    fn world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+    ) -> Result<Option<Vec<String>>>;
     /// Whether any version row holds `digest`.
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool>;
 

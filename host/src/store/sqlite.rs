@@ -178,6 +178,8 @@ ALTER TABLE installs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
 UPDATE installs SET revision = COALESCE((SELECT MAX(v.revision) FROM versions v
     WHERE v.org = installs.pkg_org AND v.name = installs.name AND v.version = installs.version), 1);
 "#,
+    // 9: the WIT world each revision was built against (unknown for older rows).
+    "ALTER TABLE versions ADD COLUMN world TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// The SQLite [`MetadataStore`]: one writer connection, and a pool of read connections so a
@@ -1048,6 +1050,37 @@ impl Metadata for Sql<'_> {
             params![key.org, key.name, key.version, key.revision],
         )?;
         self.reindex(&key.org, &key.name)
+    }
+
+    fn set_world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+        world: &[String],
+    ) -> Result<()> {
+        self.run(
+            "UPDATE versions SET world = ?5 \
+             WHERE org = ?1 AND name = ?2 AND version = ?3 AND revision = ?4",
+            params![org, name, version, revision, to_json(&world)?],
+        )?;
+        Ok(())
+    }
+
+    fn world(
+        &mut self,
+        org: &str,
+        name: &str,
+        version: &str,
+        revision: u32,
+    ) -> Result<Option<Vec<String>>> {
+        self.one(
+            "SELECT world FROM versions \
+             WHERE org = ?1 AND name = ?2 AND version = ?3 AND revision = ?4",
+            params![org, name, version, revision],
+            |r| json(r, 0),
+        )
     }
 
     fn digest_referenced(&mut self, digest: &Digest) -> Result<bool> {
