@@ -5,6 +5,7 @@ mod api;
 mod cache;
 mod cli;
 mod connectors;
+mod console;
 mod load;
 mod operations;
 mod outbound;

@@ -8,7 +8,7 @@
 
 use gantry_host::model::{
     AuditEntry, ConfigKey, Description, Digest, Instance, Operation, Role, Run, RunStatus, Search,
-    Step, TokenInfo, VersionInfo, VersionState, Visibility,
+    Session, Step, TokenInfo, VersionInfo, VersionState, Visibility,
 };
 use gantry_host::store::{
     BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, RevisionKey,
@@ -71,10 +71,12 @@ macro_rules! conformance {
 conformance! {
     sqlite: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
-        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions;
+        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
+        sessions_are_kept_by_hash_and_swept;
     memory: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
-        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions;
+        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
+        sessions_are_kept_by_hash_and_swept;
     fs_blobs: blobs_are_content_addressed;
     memory_blobs: blobs_are_content_addressed;
 }
@@ -501,7 +503,7 @@ fn instances_keep_sealed_secrets_apart(store: &dyn MetadataStore) {
         let install = m.insert_install("acme", "ops", &v, 1)?;
         let a = m.insert_instance(&instance("acme", install, "a"))?;
         let b = m.insert_instance(&instance("acme", install, "b"))?;
-        m.set_sealed_secrets("acme", a, b"sealed-a")?;
+        m.set_sealed_secrets("acme", a, &["token".to_string()], b"sealed-a")?;
         Ok((install, [a, b]))
     });
     assert_ne!(ids[0], ids[1]);
@@ -510,6 +512,7 @@ fn instances_keep_sealed_secrets_apart(store: &dyn MetadataStore) {
         a,
         Instance {
             id: ids[0],
+            secret_keys: vec!["token".to_string()],
             ..instance("acme", install, "a")
         }
     );
@@ -627,6 +630,50 @@ fn runs_come_newest_first(store: &dyn MetadataStore) {
     let older = read(store, |m| m.runs("acme", flow, ids[2], 10));
     assert_eq!(older.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
     assert!(read(store, |m| m.runs("globex", flow, i64::MAX, 10)).is_empty());
+}
+
+/// Console sessions: found by hash, deleted at sign-out, swept once ended.
+fn sessions_are_kept_by_hash_and_swept(store: &dyn MetadataStore) {
+    let token = write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.insert_token(
+            &TokenInfo {
+                id: 0,
+                org: Some("acme".into()),
+                role: Role::Admin,
+                label: "a".into(),
+                created_by: "ops".into(),
+                created_at: 1,
+                last_used_at: None,
+                expires_at: None,
+                revoked_at: None,
+            },
+            "token-hash",
+        )
+    });
+    let session = |expires_at| Session {
+        token_id: token,
+        csrf: "form".into(),
+        created_at: 10,
+        expires_at,
+    };
+    write(store, |m| m.insert_session("s1", &session(100), 10));
+    write(store, |m| m.insert_session("s2", &session(200), 10));
+    assert_eq!(read(store, |m| m.session("s1")), Some(session(100)));
+    assert!(read(store, |m| m.session("s3")).is_none());
+    assert!(
+        store
+            .write(|m| m.insert_session("s1", &session(300), 10))
+            .is_err(),
+        "one per hash"
+    );
+    // A session opened at 150 sweeps those that ended by then.
+    write(store, |m| m.insert_session("s3", &session(400), 150));
+    assert!(read(store, |m| m.session("s1")).is_none());
+    assert_eq!(read(store, |m| m.session("s2")), Some(session(200)));
+    write(store, |m| m.delete_session("s2"));
+    assert!(read(store, |m| m.session("s2")).is_none());
+    assert!(read(store, |m| m.session("s3")).is_some());
 }
 
 fn tokens_and_the_audit_log(store: &dyn MetadataStore) {

@@ -28,6 +28,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message a client may see (a 5xx's details are the server log's only).
+    pub(crate) fn public_message(&self) -> &str {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "internal error");
+            "internal error; see the server log"
+        } else {
+            &self.message
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = if self.status.is_server_error() {

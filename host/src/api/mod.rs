@@ -8,6 +8,7 @@
 //! (`openapi.rs`).
 
 mod auth;
+mod console;
 mod error;
 mod metrics;
 mod openapi;
@@ -115,6 +116,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             post(instances::create_instance).get(instances::instances),
         )
         .route("/v1/instances/{id}", get(instances::get_instance))
+        .route("/v1/instances/{id}/secrets", put(instances::rotate_secrets))
         .route(
             "/v1/instances/{id}/invoke/{operation}",
             post(instances::invoke),
@@ -137,6 +139,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         .route("/v1/tokens/{id}", delete(tokens::revoke_token))
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
         .merge(publish)
+        .merge(console::router().layer(DefaultBodyLimit::max(config.max_upload_bytes)))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             config.body_timeout,
         ))

@@ -29,7 +29,7 @@ pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
 pub(crate) use page::limit as query_limit;
 pub use page::{InvalidPage, Page};
-pub use token::{OrgInfo, Principal, Role, TokenInfo};
+pub use token::{OrgInfo, Principal, Role, Session, TokenInfo};
 pub use version::{
     ListedVersion, Listing, PublishOutcome, PublishRequest, Search, VersionInfo, VersionState,
     VersionSummary, Visibility,

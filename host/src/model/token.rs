@@ -95,6 +95,17 @@ impl TokenInfo {
     }
 }
 
+/// A console session, stored under the hash of its cookie: the token it was opened with (the
+/// session acts as that token, and ends when it is revoked or expires), the form token every
+/// post must carry, and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token_id: i64,
+    pub csrf: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// An organisation: a vendor, a customer, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgInfo {

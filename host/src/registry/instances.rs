@@ -2,7 +2,7 @@
 
 use super::rules::{audit, check_config_keys, installed_version, load_install_row, load_instance};
 use super::{Error, Registry, Result, now_ms};
-use crate::model::{Instance, Page, validate_label};
+use crate::model::{Instance, Page, VersionInfo, validate_label};
 use crate::runtime::{CallError, CallOutput, Connector};
 use crate::store::Metadata;
 use serde_json::Value;
@@ -28,27 +28,7 @@ impl Registry {
             let install = load_install_row(m, org, install_id)?;
             let package = installed_version(m, &install)?;
             check_config_keys(&package, config.keys())?;
-            let described = &package.description;
-            if let Some(key) = secrets
-                .keys()
-                .find(|k| !described.secrets.iter().any(|s| &s.name == *k))
-            {
-                return Err(Error::InvalidInput(format!(
-                    "`{key}` is not a secret of {}",
-                    package.reference()
-                )));
-            }
-            if let Some(missing) = described
-                .secrets
-                .iter()
-                .find(|s| s.required && !secrets.contains_key(&s.name))
-            {
-                return Err(Error::InvalidInput(format!(
-                    "secret `{}` is required by {}",
-                    missing.name,
-                    package.reference()
-                )));
-            }
+            check_secrets(&package, &secrets)?;
             let mut instance = Instance {
                 id: 0,
                 org: org.to_string(),
@@ -62,7 +42,7 @@ impl Registry {
             instance.id = m.insert_instance(&instance)?;
             // Sealed with the id, so the ciphertext opens only in this row.
             let sealed = self.vault.seal(org, instance.id, plaintext.as_bytes())?;
-            m.set_sealed_secrets(org, instance.id, &sealed)?;
+            m.set_sealed_secrets(org, instance.id, &instance.secret_keys, &sealed)?;
             audit(
                 m,
                 org,
@@ -71,6 +51,37 @@ impl Registry {
                 &format!("instance {}", instance.id),
                 Value::Null,
                 serde_json::json!({"install": install_id, "name": name, "config": config, "secret_keys": instance.secret_keys}),
+            )?;
+            Ok(instance)
+        })
+    }
+
+    /// Replace every secret of instance `id` (rotate its credentials): the same rules as at
+    /// creation, against the version its install runs now. The next call uses them.
+    pub fn rotate_secrets(
+        &self,
+        org: &str,
+        actor: &str,
+        id: i64,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<Instance> {
+        let plaintext = serde_json::to_string(&secrets)?;
+        self.change(|m| {
+            let mut instance = load_instance(m, org, id)?;
+            let install = load_install_row(m, org, instance.install_id)?;
+            check_secrets(&installed_version(m, &install)?, &secrets)?;
+            let before = instance.secret_keys.clone();
+            instance.secret_keys = secrets.keys().cloned().collect();
+            let sealed = self.vault.seal(org, id, plaintext.as_bytes())?;
+            m.set_sealed_secrets(org, id, &instance.secret_keys, &sealed)?;
+            audit(
+                m,
+                org,
+                actor,
+                "rotate-secrets",
+                &format!("instance {id}"),
+                serde_json::json!({"secret_keys": before}),
+                serde_json::json!({"secret_keys": instance.secret_keys}),
             )?;
             Ok(instance)
         })
@@ -128,4 +139,30 @@ impl Registry {
         let description = connector.description();
         Some((description.name.clone(), description.version.to_string()))
     }
+}
+
+/// Refuse secrets that `package` does not declare, or that lack one it requires.
+fn check_secrets(package: &VersionInfo, secrets: &BTreeMap<String, String>) -> Result<()> {
+    let described = &package.description;
+    if let Some(key) = secrets
+        .keys()
+        .find(|k| !described.secrets.iter().any(|s| &s.name == *k))
+    {
+        return Err(Error::InvalidInput(format!(
+            "`{key}` is not a secret of {}",
+            package.reference()
+        )));
+    }
+    if let Some(missing) = described
+        .secrets
+        .iter()
+        .find(|s| s.required && !secrets.contains_key(&s.name))
+    {
+        return Err(Error::InvalidInput(format!(
+            "secret `{}` is required by {}",
+            missing.name,
+            package.reference()
+        )));
+    }
+    Ok(())
 }

@@ -30,6 +30,7 @@ mod vault;
 pub use error::{Cause, Error, Result};
 pub use flows::FlowLimits;
 pub use mapping::{InvalidMapping, Scope, map_input};
+pub use tokens::{SESSION_MS, SignedIn};
 
 use crate::model::{AuditEntry, Page};
 use crate::runtime::Runtime;

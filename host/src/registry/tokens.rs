@@ -5,7 +5,9 @@
 
 use super::rules::{audit, require_org};
 use super::{Error, Registry, Result, now_ms};
-use crate::model::{OrgInfo, Page, Principal, Role, TokenInfo, validate_label, validate_name};
+use crate::model::{
+    OrgInfo, Page, Principal, Role, Session, TokenInfo, validate_label, validate_name,
+};
 use crate::store::Metadata;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -23,10 +25,25 @@ fn hash(token: &str) -> String {
 
 /// A new random token.
 fn secret() -> Result<String> {
+    random_text("gty_")
+}
+
+/// `prefix` and 32 random bytes in hex.
+fn random_text(prefix: &str) -> Result<String> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random)
         .map_err(|e| Error::storage(format!("no randomness for a token: {e}")))?;
-    Ok(format!("gty_{}", hex::encode(random)))
+    Ok(format!("{prefix}{}", hex::encode(random)))
+}
+
+/// How long a console session lasts at most (less when its token expires sooner).
+pub const SESSION_MS: i64 = 8 * 3600 * 1000;
+
+/// A signed-in console session: who it acts as, and the token its forms must carry.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub principal: Principal,
+    pub csrf: String,
 }
 
 /// Store a new token in the unit `m`; returns it as stored and its secret.
@@ -245,6 +262,64 @@ impl Registry {
             .keep_principal(hash, principal.clone(), generation);
         self.note_use(principal.token_id, now);
         Ok(Some(principal))
+    }
+
+    /// Open a console session with API token `token`: returns the session's cookie value
+    /// (shown only to the browser; the store keeps its hash) and what it signs in as. `None`
+    /// when the token is unknown, revoked or expired; a platform token opens no session (the
+    /// console is an organisation's).
+    pub fn open_session(&self, token: &str) -> Result<Option<(String, SignedIn)>> {
+        let Some(principal) = self.authenticate(token.trim())? else {
+            return Ok(None);
+        };
+        if principal.role == Role::Platform {
+            return Err(Error::InvalidInput(
+                "the console is for an organisation's tokens, not the platform's".into(),
+            ));
+        }
+        let (cookie, csrf) = (random_text("gts_")?, random_text("")?);
+        let now = now_ms();
+        let session = Session {
+            token_id: principal.token_id,
+            csrf: csrf.clone(),
+            created_at: now,
+            expires_at: principal
+                .expires_at
+                .map_or(now + SESSION_MS, |at| at.min(now + SESSION_MS)),
+        };
+        self.write(|m| Ok(m.insert_session(&hash(&cookie), &session, now)?))?;
+        Ok(Some((cookie, SignedIn { principal, csrf })))
+    }
+
+    /// The session whose cookie is `cookie`, while it lasts and its token is valid.
+    pub fn session(&self, cookie: &str) -> Result<Option<SignedIn>> {
+        if !cookie.starts_with("gts_") || cookie.len() != 68 {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let found = self.read(|m| {
+            let Some(session) = m.session(&hash(cookie))? else {
+                return Ok(None);
+            };
+            let token = m.token_by_id(session.token_id)?;
+            Ok(token.map(|t| (session, t)))
+        })?;
+        let Some((session, token)) = found else {
+            return Ok(None);
+        };
+        if session.expires_at <= now || !token.valid_at(now) {
+            return Ok(None);
+        }
+        self.note_use(token.id, now);
+        Ok(Some(SignedIn {
+            principal: token.principal(),
+            csrf: session.csrf,
+        }))
+    }
+
+    /// End the session whose cookie is `cookie` (signing out): it authenticates nothing more.
+    pub fn close_session(&self, cookie: &str) -> Result<()> {
+        self.write(|m| Ok(m.delete_session(&hash(cookie))?))
     }
 
     /// Remember that token `id` was used at `now`, to within [`USE_RESOLUTION_MS`].

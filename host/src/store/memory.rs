@@ -11,7 +11,7 @@ use super::{
 };
 use crate::model::{
     Audience, AuditEntry, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo, Run,
-    Search, Step, Summary, TokenInfo, VersionInfo, VersionState,
+    Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -43,6 +43,7 @@ struct State {
     /// Tokens by id, and their ids by hash.
     tokens: BTreeMap<i64, TokenInfo>,
     token_hashes: BTreeMap<String, i64>,
+    sessions: BTreeMap<String, Session>,
     audit: BTreeMap<i64, AuditEntry>,
     /// The last id given, by kind (ids are per kind, like rowids).
     ids: BTreeMap<&'static str, i64>,
@@ -454,10 +455,17 @@ impl Metadata for State {
         Ok(id)
     }
 
-    fn set_sealed_secrets(&mut self, org: &str, id: i64, sealed: &[u8]) -> Result<()> {
+    fn set_sealed_secrets(
+        &mut self,
+        org: &str,
+        id: i64,
+        keys: &[String],
+        sealed: &[u8],
+    ) -> Result<()> {
         if let Some((instance, secrets)) = self.instances.get_mut(&id)
             && instance.org == org
         {
+            instance.secret_keys = keys.to_vec();
             *secrets = sealed.to_vec();
         }
         Ok(())
@@ -630,6 +638,24 @@ impl Metadata for State {
                 token.last_used_at = Some(*at);
             }
         }
+        Ok(())
+    }
+
+    fn insert_session(&mut self, hash: &str, session: &Session, now: i64) -> Result<()> {
+        self.sessions.retain(|_, s| s.expires_at > now);
+        if self.sessions.contains_key(hash) {
+            return Err(StoreError::failed("a session with that hash exists"));
+        }
+        self.sessions.insert(hash.to_string(), session.clone());
+        Ok(())
+    }
+
+    fn session(&mut self, hash: &str) -> Result<Option<Session>> {
+        Ok(self.sessions.get(hash).cloned())
+    }
+
+    fn delete_session(&mut self, hash: &str) -> Result<()> {
+        self.sessions.remove(hash);
         Ok(())
     }
 

@@ -20,8 +20,8 @@ pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Search, Step,
-    TokenInfo, VersionInfo, VersionState,
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Search, Session,
+    Step, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -292,7 +292,14 @@ pub trait Metadata {
     // ----- instances (secrets are stored sealed; this layer never sees them open) -----
     /// Insert `instance` (its `id` is ignored) with no secrets yet; returns the new id.
     fn insert_instance(&mut self, instance: &Instance) -> Result<i64>;
-    fn set_sealed_secrets(&mut self, org: &str, id: i64, sealed: &[u8]) -> Result<()>;
+    /// Replace the sealed secrets of instance `id` and the names of the secrets they hold.
+    fn set_sealed_secrets(
+        &mut self,
+        org: &str,
+        id: i64,
+        keys: &[String],
+        sealed: &[u8],
+    ) -> Result<()>;
     fn sealed_secrets(&mut self, org: &str, id: i64) -> Result<Option<Vec<u8>>>;
     fn instance(&mut self, org: &str, id: i64) -> Result<Option<Instance>>;
     /// Instances of `org` with ids above `after`, by id, at most `limit`.
@@ -332,6 +339,13 @@ pub trait Metadata {
     /// Record when tokens were last used, `(id, at)`; an earlier time than the stored one is
     /// ignored.
     fn set_tokens_used(&mut self, used: &[(i64, i64)]) -> Result<()>;
+
+    // ----- console sessions (only hashes are stored) -----
+    /// Store `session` under `hash`, and drop every session that ended before `now`.
+    fn insert_session(&mut self, hash: &str, session: &Session, now: i64) -> Result<()>;
+    /// The session stored under `hash`, ended or not.
+    fn session(&mut self, hash: &str) -> Result<Option<Session>>;
+    fn delete_session(&mut self, hash: &str) -> Result<()>;
 
     // ----- audit -----
     /// Append `entry` (its `id` is ignored) to the log.

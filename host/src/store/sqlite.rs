@@ -7,7 +7,7 @@
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
     AuditEntry, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
-    Run, RunStatus, Search, Step, Summary, TokenInfo, VersionInfo, VersionState, words,
+    Run, RunStatus, Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState, words,
 };
 use rusqlite::types::{Type, Value as SqlValue};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -180,6 +180,17 @@ UPDATE installs SET revision = COALESCE((SELECT MAX(v.revision) FROM versions v
 "#,
     // 9: the WIT world each revision was built against (unknown for older rows).
     "ALTER TABLE versions ADD COLUMN world TEXT NOT NULL DEFAULT '[]';",
+    // 10: console sessions, by the hash of their cookie.
+    r#"
+CREATE TABLE sessions (
+    hash TEXT PRIMARY KEY,
+    token_id INTEGER NOT NULL REFERENCES tokens(id),
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_expiry ON sessions(expires_at);
+"#,
 ];
 
 /// The SQLite [`MetadataStore`]: one writer connection, and a pool of read connections so a
@@ -1196,10 +1207,16 @@ impl Metadata for Sql<'_> {
         )
     }
 
-    fn set_sealed_secrets(&mut self, org: &str, id: i64, sealed: &[u8]) -> Result<()> {
+    fn set_sealed_secrets(
+        &mut self,
+        org: &str,
+        id: i64,
+        keys: &[String],
+        sealed: &[u8],
+    ) -> Result<()> {
         self.run(
-            "UPDATE instances SET secrets = ?3 WHERE org = ?1 AND id = ?2",
-            params![org, id, sealed],
+            "UPDATE instances SET secret_keys = ?3, secrets = ?4 WHERE org = ?1 AND id = ?2",
+            params![org, id, to_json(&keys)?, sealed],
         )?;
         Ok(())
     }
@@ -1405,6 +1422,42 @@ impl Metadata for Sql<'_> {
                 params![id, at],
             )?;
         }
+        Ok(())
+    }
+
+    fn insert_session(&mut self, hash: &str, session: &Session, now: i64) -> Result<()> {
+        self.run("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+        self.run(
+            "INSERT INTO sessions (hash, token_id, csrf, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                hash,
+                session.token_id,
+                session.csrf,
+                session.created_at,
+                session.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn session(&mut self, hash: &str) -> Result<Option<Session>> {
+        self.one(
+            "SELECT token_id, csrf, created_at, expires_at FROM sessions WHERE hash = ?1",
+            [hash],
+            |r| {
+                Ok(Session {
+                    token_id: r.get(0)?,
+                    csrf: r.get(1)?,
+                    created_at: r.get(2)?,
+                    expires_at: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    fn delete_session(&mut self, hash: &str) -> Result<()> {
+        self.run("DELETE FROM sessions WHERE hash = ?1", [hash])?;
         Ok(())
     }
 

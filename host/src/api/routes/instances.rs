@@ -11,6 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])), request_body = InstanceRequest, responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Instance)))]
 pub(crate) async fn create_instance(
@@ -54,6 +55,21 @@ pub(crate) async fn get_instance(
 ) -> ApiResult {
     let p = caller.0;
     ok(s.blocking(move |r| r.get_instance(&p.org, id)).await?)
+}
+
+#[utoipa::path(put, path = "/v1/instances/{id}/secrets", tag = "instances", security(("bearer" = [])), request_body(content = BTreeMap<String, String>, description = "Every secret of the instance, replacing the ones it has (write-only: never shown back)"), params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn rotate_secrets(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path(id): Path<i64>,
+    body: Result<ApiJson<BTreeMap<String, String>>, ApiError>,
+) -> ApiResult {
+    let p = caller.0;
+    let ApiJson(body) = body?;
+    ok(
+        s.blocking(move |r| r.rotate_secrets(&p.org, &p.actor(), id, body))
+            .await?,
+    )
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "The operation's input: any JSON document, passed to the connector as written"), params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Invoked), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
