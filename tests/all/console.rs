@@ -1,7 +1,7 @@
 //! The web console over a real server: sessions, CSRF and roles with a plain HTTP client here;
 //! both seed stories clicked through in a real headless Chromium in `browser`.
 
-// mod browser;
+mod browser;
 
 use crate::support::{Server, connector, runtime};
 use gantry_host::ApiConfig;
