@@ -755,6 +755,94 @@ async fn bad_input_and_edge_limits_are_json_errors() {
 /// The input reaches the connector as the client wrote it and the output comes back as the
 /// connector wrote it: nothing is rounded or dropped on the way through a JSON `Value`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_credentials_replaces_every_secret_and_shows_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let admin = s.token("acme", Role::Admin);
+    let viewer = s
+        .registry
+        .create_token("acme", "test", Role::Viewer, "viewer", None)
+        .unwrap()
+        .1;
+    let instance = s.echo_instance(&admin, "acme").await;
+    let path = format!("/v1/instances/{instance}/secrets");
+    let token_length = || async {
+        let (status, body) = s
+            .call(
+                Method::POST,
+                &format!("/v1/instances/{instance}/invoke/context"),
+                Some(&admin),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["output"]["token_length"].clone()
+    };
+    assert_eq!(token_length().await, Value::Null, "no token yet");
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&admin),
+            Some(json!({"token": "rotated-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["secret_keys"], json!(["token"]));
+    assert!(!body.to_string().contains("rotated-1"), "never shown back");
+    assert_eq!(token_length().await, json!(9), "the next call uses it");
+    // Only what the version declares; a viewer may not; another organisation's is not found.
+    let (status, body) = s
+        .call(Method::PUT, &path, Some(&admin), Some(json!({"nope": "x"})))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid-input")
+    );
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&viewer),
+            Some(json!({"token": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other = s.token("globex", Role::Admin);
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&other),
+            Some(json!({"token": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        token_length().await,
+        json!(9),
+        "the refused ones changed nothing"
+    );
+    // Rotating to none: the audit log names the keys, never the values.
+    let (status, _) = s
+        .call(Method::PUT, &path, Some(&admin), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(token_length().await, Value::Null);
+    let (_, log) = s.get("/v1/audit", &admin).await;
+    let rotations: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rotate-secrets")
+        .collect();
+    assert_eq!(rotations.len(), 2);
+    assert_eq!(rotations[0]["after"], json!({"secret_keys": ["token"]}));
+    assert!(!log.to_string().contains("rotated-1"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_passes_json_through_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;

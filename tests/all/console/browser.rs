@@ -14,7 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Secrets typed into the console: no page may ever show them.
-const CANARIES: [&str; 2] = ["canary-secret-4f1d9a", "canary-secret-77e0c2"];
+const CANARIES: [&str; 3] = [
+    "canary-secret-4f1d9a",
+    "canary-secret-77e0c2",
+    "canary-secret-rotated-5b1",
+];
 
 /// A headless Chromium under its own ChromeDriver, and the console it browses.
 struct Browser {
@@ -297,6 +301,13 @@ async fn both_seed_stories_click_through_in_chromium() {
         "{run}"
     );
     b.shot("flow-run").await;
+    // Rotating the instance's credentials: the next run uses the new secret (its length).
+    b.go(&format!("/instances/{instance}")).await;
+    b.type_into("#secret-name-0", "token").await;
+    b.type_into("#secret-value-0", CANARIES[2]).await;
+    b.click("form[action$='/secrets'] button").await;
+    let html = b.run(flow).await;
+    assert!(newest_run(&html).contains("\"token_length\":25"), "{html}");
     b.sign_out().await;
 
     // A second customer does the same (without customising), before 1.0.0 is deprecated.
