@@ -258,7 +258,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         drain_timeout: settings.drain_timeout,
         tls,
     };
-    let router = gantry_host::router(registry.clone(), settings.api.clone());
+    let api = gantry_host::ApiConfig {
+        secure_cookies: options.tls.is_some(),
+        ..settings.api.clone()
+    };
+    let router = gantry_host::router(registry.clone(), api);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("binding {}", settings.bind))?;

@@ -59,6 +59,10 @@ impl Console {
         for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
             assert!(set.contains(flag), "{flag} in {set}");
         }
+        assert!(
+            !set.contains("Secure"),
+            "plain HTTP: a Secure cookie would never come back"
+        );
         Console {
             base,
             client,

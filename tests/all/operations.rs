@@ -224,6 +224,21 @@ fn a_vendor_and_its_customer_over_https_through_the_cli() {
     cli(url, &ca, &shop, &["token", "revoke", &id]);
     let (ok, _, err) = try_cli(url, Some(&ca), &viewer, &["installs"]);
     assert!(!ok && err.contains("401"), "{err}");
+
+    // Over HTTPS the console's cookies are sent over HTTPS only.
+    let set_cookie = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let page = client.get(format!("{url}/sign-in")).send().await.unwrap();
+        page.headers()["set-cookie"].to_str().unwrap().to_string()
+    });
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.ends_with("; Secure"),
+        "{set_cookie}"
+    );
 }
 
 mod reqwest {

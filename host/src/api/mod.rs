@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub max_calls_per_org: usize,
     /// Longest a client may take to send a request body.
     pub body_timeout: Duration,
+    /// Mark the console's cookies `Secure` (sent over HTTPS only): set when serving TLS.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +61,7 @@ impl Default for ApiConfig {
             max_concurrent_calls: 64,
             max_calls_per_org: 16,
             body_timeout: Duration::from_secs(30),
+            secure_cookies: false,
         }
     }
 }
@@ -72,6 +75,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         per_org: Arc::new(Mutex::new(HashMap::new())),
         max_per_org: config.max_calls_per_org.max(1),
         metrics: Arc::new(Metrics::default()),
+        secure_cookies: config.secure_cookies,
     };
     let publish = Router::new()
         .route(

@@ -19,6 +19,8 @@ pub(crate) struct AppState {
     pub(crate) per_org: Arc<Mutex<HashMap<String, usize>>>,
     pub(crate) max_per_org: usize,
     pub(crate) metrics: Arc<Metrics>,
+    /// Whether the console's cookies are marked `Secure` (the server speaks TLS).
+    pub(crate) secure_cookies: bool,
 }
 
 /// A call's place among the calls in flight, overall and in its organisation's share.

@@ -164,6 +164,13 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// A `Set-Cookie` value: `name=value`, never readable by script, never sent cross-site, and
+/// sent over HTTPS only when the server speaks TLS.
+fn cookie_header(state: &AppState, name: &str, value: &str, path: &str, max_age: i64) -> String {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}")
+}
+
 fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     // Without randomness the form token is empty, and every sign-in post is refused.
@@ -194,9 +201,11 @@ fn sign_in_form(form_token: &str, problem: Option<&str>) -> maud::Markup {
 }
 
 /// The sign-in form, with a fresh form token in its own cookie.
-pub(crate) async fn sign_in_page() -> Response {
+pub(crate) async fn sign_in_page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Response {
     let token = random_hex();
-    let set = format!("{SIGN_IN}={token}; HttpOnly; SameSite=Strict; Path=/sign-in; Max-Age=1800");
+    let set = cookie_header(&state, SIGN_IN, &token, "/sign-in", 1800);
     ([(header::SET_COOKIE, set)], sign_in_form(&token, None)).into_response()
 }
 
@@ -219,8 +228,7 @@ pub(crate) async fn sign_in(
     let opened = state.blocking(move |r| r.open_session(&token)).await?;
     let Some((session, _)) = opened else {
         let again = random_hex();
-        let set =
-            format!("{SIGN_IN}={again}; HttpOnly; SameSite=Strict; Path=/sign-in; Max-Age=1800");
+        let set = cookie_header(&state, SIGN_IN, &again, "/sign-in", 1800);
         return Ok((
             StatusCode::UNAUTHORIZED,
             [(header::SET_COOKIE, set)],
@@ -228,9 +236,8 @@ pub(crate) async fn sign_in(
         )
             .into_response());
     };
-    let max_age = SESSION_MS / 1000;
-    let set = format!("{SESSION}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}");
-    let clear = format!("{SIGN_IN}=; HttpOnly; SameSite=Strict; Path=/sign-in; Max-Age=0");
+    let set = cookie_header(&state, SESSION, &session, "/", SESSION_MS / 1000);
+    let clear = cookie_header(&state, SIGN_IN, "", "/sign-in", 0);
     let mut response = see("/connectors")?;
     let headers = response.headers_mut();
     for value in [set, clear] {
@@ -248,6 +255,6 @@ pub(crate) async fn sign_out(
 ) -> Answer {
     let cookie = posted.cookie;
     state.blocking(move |r| r.close_session(&cookie)).await?;
-    let clear = format!("{SESSION}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let clear = cookie_header(&state, SESSION, "", "/", 0);
     Ok(([(header::SET_COOKIE, clear)], Redirect::to("/sign-in")).into_response())
 }

@@ -5,7 +5,7 @@ use super::session::{Fields, Posted, Seen};
 use super::{Answer, Failure, csrf, may, page, see, shown, when};
 use crate::api::auth::{Admin, Operator, Viewer};
 use crate::api::state::AppState;
-use crate::model::{Page, Role, RunStatus, StepSpec};
+use crate::model::{Page, Role, RunStatus, Step, StepSpec};
 use crate::registry::SignedIn;
 use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
@@ -265,16 +265,19 @@ pub(crate) async fn create_flow(State(s): State<AppState>, posted: Posted<Operat
 fn rebind_form(
     who: &SignedIn,
     flow: i64,
-    step: &str,
+    step: &Step,
     instances: &[crate::model::Instance],
 ) -> Markup {
+    let (current, step) = (step.instance, step.name.as_str());
     let id = format!("rebind-{}", segment(step));
     html! {
         form.inline method="post" action=(format!("/flows/{flow}/steps/{}/rebind", segment(step))) {
             (csrf(who))
             label for=(id) { "Rebind " (step) " to" }
             select id=(id) name="instance" {
-                @for i in instances { option value=(i.id) { (i.name) " (install " (i.install_id) ")" } }
+                @for i in instances {
+                    option value=(i.id) selected[i.id == current] { (i.name) " (install " (i.install_id) ")" }
+                }
             }
             button type="submit" { "Rebind" }
         }
@@ -321,7 +324,7 @@ pub(crate) async fn flow(
                         td { (st.connector.as_deref().unwrap_or("-")) @if st.out_of_date { " " span.badge.outdated { "out of date" } } }
                         td { (st.revision.map(|r| r.to_string()).unwrap_or_default()) }
                         td { code.digest { (st.digest.to_string()) } }
-                        @if operator { td { (rebind_form(&who, flow.id, &st.name, &instances)) } }
+                        @if operator { td { (rebind_form(&who, flow.id, st, &instances)) } }
                     }
                 } }
             }
