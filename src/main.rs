@@ -3,12 +3,15 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use gantry_host::model::Recording;
 use gantry_host::sandbox::Secrets;
+use gantry_host::sandbox::tape::{Tape, TapeLimits};
 use gantry_host::{CallContext, CallError, Limits, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod bench;
@@ -101,6 +104,14 @@ struct InvokeArgs {
     /// Compile every time; keep nothing on disk.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Record the call — input, output, every outbound exchange, secrets redacted — to FILE
+    /// (the format of a flow's recordings).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<PathBuf>,
+    /// Answer the call's outbound requests from a recording (nothing is sent; a request it
+    /// lacks is refused and reported), and compare the output with the recorded one.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -300,16 +311,83 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
         .await
         .with_context(|| format!("loading {}", args.file.display()))?;
     let load_time = loading.elapsed();
+    let replayed = match &args.replay {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the recording {}", path.display()))?;
+            let recording: Recording = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a recording", path.display()))?;
+            Some(recording)
+        }
+    };
+    let tape = match (&args.record, &replayed) {
+        (Some(_), _) => Some(Arc::new(Tape::record(&secrets, TapeLimits::default()))),
+        (_, Some(recording)) => Some(Arc::new(Tape::replay(
+            recording.exchanges.clone(),
+            &secrets,
+        ))),
+        _ => None,
+    };
     let ctx = CallContext {
         config: args.config.into_iter().collect(),
         secrets,
         limits: None,
         outbound: args.allow_hosts.clone(),
         allow_private: args.allow_private.clone(),
+        tape: tape.clone(),
     };
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let result = runtime
         .invoke(&connector, &args.operation, &input, &ctx)
         .await;
+    if let (Some(tape), Some(path)) = (&tape, &args.record) {
+        let outcome = match &result {
+            Ok(out) => Ok(out.output.as_str()),
+            Err(e) => Err(format!("{}: {e}", e.code())),
+        };
+        let recording = tape.recording(
+            &args.operation,
+            *connector.digest(),
+            started_at,
+            &input,
+            outcome,
+        );
+        write_file(path, &serde_json::to_vec_pretty(&recording)?)?;
+        eprintln!(
+            "recorded {} exchange(s) to {}{}",
+            recording.exchanges.len(),
+            path.display(),
+            recording
+                .incomplete
+                .as_deref()
+                .map(|why| format!(" (incomplete: {why})"))
+                .unwrap_or_default()
+        );
+    }
+    if let (Some(tape), Some(recording)) = (&tape, &replayed) {
+        for request in tape.played().unmatched {
+            eprintln!("not in the recording (not sent): {request}");
+        }
+        let same = match (&result, &recording.output) {
+            (Ok(out), Some(recorded)) => {
+                let now: serde_json::Value = serde_json::from_str(&out.output)?;
+                let then: serde_json::Value = serde_json::from_str(recorded.get())?;
+                now == then
+            }
+            _ => false,
+        };
+        eprintln!(
+            "{}",
+            if same {
+                "replay: the same output as recorded"
+            } else {
+                "replay: the output differs from the recording"
+            }
+        );
+    }
     let label = format!(
         "{}@{} ({})",
         connector.description().name,
@@ -392,4 +470,11 @@ fn human(d: Duration) -> String {
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1000.0)
     }
+}
+
+/// Write `bytes` to `path` whole or not at all: a temporary file beside it, renamed over it.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -11,6 +11,7 @@ mod operations;
 mod outbound;
 mod platform;
 mod registry;
+mod replay;
 mod sandbox;
 mod soak;
 mod store;

@@ -295,6 +295,7 @@ fn ctx(config: &[(&str, String)], secrets: &[(&str, &str)], grants: &[&str]) -> 
         limits: None,
         outbound: grants.iter().map(|g| g.to_string()).collect(),
         allow_private: vec!["127.0.0.1".parse().unwrap()],
+        tape: None,
     }
 }
 

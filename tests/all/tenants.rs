@@ -201,6 +201,7 @@ async fn descriptions_listings_and_runs_are_bounded() {
         flows: FlowLimits {
             steps: 4,
             run_bytes: 3 << 20,
+            ..FlowLimits::default()
         },
         ..RegistryConfig::default()
     };

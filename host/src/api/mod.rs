@@ -135,6 +135,12 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             "/v1/flows/{id}/steps/{step}/rebind",
             post(flows::rebind_step),
         )
+        .route("/v1/flows/{id}/record", put(flows::set_record))
+        .route(
+            "/v1/flows/{id}/steps/{step}/recordings",
+            get(flows::recordings),
+        )
+        .route("/v1/flows/{id}/steps/{step}/replay", post(flows::replay))
         .route("/v1/audit", get(ops::audit_log))
         .route("/v1/backup", post(ops::backup))
         .route("/v1/orgs", post(tokens::create_org).get(tokens::orgs))

@@ -84,6 +84,17 @@ pub struct FlowRequest {
     pub name: String,
     #[schema(min_items = 1)]
     pub steps: Vec<StepSpec>,
+    /// Record each step run (input, output, outbound exchanges; secrets redacted), for
+    /// replays.
+    #[serde(default)]
+    pub record: bool,
+}
+
+/// `PUT /v1/flows/{id}/record`: switch recording on or off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRequest {
+    pub record: bool,
 }
 
 /// `POST /v1/flows/{id}/steps/{step}/rebind`: to `instance`, or (absent) to what the step's own

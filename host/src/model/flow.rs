@@ -52,6 +52,10 @@ pub struct Flow {
     pub org: String,
     pub name: String,
     pub steps: Vec<Step>,
+    /// Each step run is recorded (input, output, outbound exchanges, secrets redacted), for
+    /// replays against a candidate.
+    #[serde(default)]
+    pub record: bool,
     pub created_by: String,
     pub created_at: i64,
 }

@@ -12,6 +12,7 @@ mod install;
 mod market;
 mod names;
 mod page;
+mod recording;
 mod token;
 mod version;
 
@@ -29,6 +30,7 @@ pub(crate) use names::version_key;
 pub use names::{InvalidName, InvalidVersion, parse_version, validate_label, validate_name};
 pub(crate) use page::limit as query_limit;
 pub use page::{InvalidPage, Page};
+pub use recording::{Recording, TapeBody, TapedExchange};
 pub use token::{OrgInfo, Principal, Role, Session, TokenInfo};
 pub use version::{
     ListedVersion, Listing, PublishOutcome, PublishRequest, Search, VersionInfo, VersionState,

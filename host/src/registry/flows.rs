@@ -20,10 +20,12 @@ use super::rules::{
 };
 use super::{Error, Registry, Result, now_ms};
 use crate::model::{
-    Digest, Flow, Page, Run, RunError, RunStatus, Step, StepRun, StepSpec, VersionInfo,
+    Digest, Flow, Page, Recording, Run, RunError, RunStatus, Step, StepRun, StepSpec, VersionInfo,
     validate_label,
 };
 use crate::runtime::CallError;
+use crate::sandbox::CallContext;
+use crate::sandbox::tape::{Tape, TapeLimits};
 use crate::store::Metadata;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -42,6 +44,11 @@ pub struct FlowLimits {
     /// by its call's `output_bytes` too). A step whose output would pass it fails the run
     /// with `run-too-large`.
     pub run_bytes: usize,
+    /// Recordings kept per step of a recording flow (the newest).
+    pub recordings_kept: usize,
+    /// Caps of one step run's recording.
+    #[serde(skip)]
+    pub tape: TapeLimits,
 }
 
 impl Default for FlowLimits {
@@ -49,6 +56,8 @@ impl Default for FlowLimits {
         Self {
             steps: 64,
             run_bytes: 16 << 20,
+            recordings_kept: 50,
+            tape: TapeLimits::default(),
         }
     }
 }
@@ -107,6 +116,18 @@ impl Registry {
         name: &str,
         steps: Vec<StepSpec>,
     ) -> Result<Flow> {
+        self.create_flow_recording(org, actor, name, steps, false)
+    }
+
+    /// [`create_flow`](Self::create_flow), recording its step runs when `record` is set.
+    pub fn create_flow_recording(
+        &self,
+        org: &str,
+        actor: &str,
+        name: &str,
+        steps: Vec<StepSpec>,
+        record: bool,
+    ) -> Result<Flow> {
         validate_label("flow name", name)?;
         if steps.is_empty() {
             return Err(Error::InvalidInput("a flow needs at least one step".into()));
@@ -145,6 +166,9 @@ impl Registry {
                 });
             }
             let id = m.insert_flow(org, name, actor, now_ms())?;
+            if record {
+                m.set_flow_record(org, id, true)?;
+            }
             let mut pins = Vec::new();
             for (position, spec) in steps.iter().enumerate() {
                 let step = Step {
@@ -169,7 +193,7 @@ impl Registry {
                 "create-flow",
                 &format!("flow {id}"),
                 Value::Null,
-                json!({"name": name, "steps": pins}),
+                json!({"name": name, "steps": pins, "record": record}),
             )?;
             described_flow(m, org, id)
         })
@@ -267,6 +291,7 @@ impl Registry {
         let started_at = now_ms();
         let started = Instant::now();
         let mut records: Vec<StepRun> = Vec::with_capacity(flow.steps.len());
+        let mut recordings: Vec<Recording> = Vec::new();
         let mut failure = None;
         let mut kept = 0usize;
         for (step, call) in flow.steps.iter().zip(&plan.steps) {
@@ -278,9 +303,10 @@ impl Registry {
                     .filter_map(|r| Some((r.name.as_str(), &**r.output.as_ref()?)))
                     .collect(),
             };
-            let result = self
-                .run_step(step, call, &scope, self.flow_limits.run_bytes - kept)
+            let (result, recording) = self
+                .run_step(flow, step, call, &scope, self.flow_limits.run_bytes - kept)
                 .await;
+            recordings.extend(recording);
             let duration_us = step_started.elapsed().as_micros() as u64;
             let (output, error) = match result {
                 Ok(output) => {
@@ -330,7 +356,17 @@ impl Registry {
             output,
             error: failure,
         };
-        run.id = self.off_executor(|| self.write(|m| Ok(m.insert_run(org, &run)?)))?;
+        let keep = self.flow_limits.recordings_kept;
+        run.id = self.off_executor(|| {
+            self.write(|m| {
+                let id = m.insert_run(org, &run)?;
+                for recording in &mut recordings {
+                    recording.run = Some(id);
+                    m.insert_recording(org, recording, keep)?;
+                }
+                Ok(id)
+            })
+        })?;
         tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
             duration_us = run.duration_us, "flow run finished");
         Ok(run)
@@ -338,21 +374,67 @@ impl Registry {
 
     /// Run one step; its output as written, or the code and message of its failure. `room`:
     /// bytes of output the run may still keep.
+    /// When the flow records, the step run's recording comes with it.
     async fn run_step(
         &self,
+        flow: &Flow,
         step: &Step,
         call: &Result<Arc<Call>>,
         scope: &Scope<'_>,
         room: usize,
+    ) -> (
+        std::result::Result<Box<RawValue>, (String, String)>,
+        Option<Recording>,
+    ) {
+        let call = match call {
+            Ok(call) => call,
+            Err(e) => return (Err((e.code().to_string(), e.to_string())), None),
+        };
+        let input = match map_input(&step.input, scope) {
+            Ok(input) => input,
+            Err(e) => return (Err(("invalid-input".to_string(), e.0)), None),
+        };
+        if !flow.record {
+            return (
+                self.call_step(step, call, &input, &call.ctx, room).await,
+                None,
+            );
+        }
+        let tape = Arc::new(Tape::record(&call.ctx.secrets, self.flow_limits.tape));
+        let ctx = CallContext {
+            tape: Some(tape.clone()),
+            ..call.ctx.clone()
+        };
+        let at = now_ms();
+        let result = self.call_step(step, call, &input, &ctx, room).await;
+        let outcome = match &result {
+            Ok(output) => Ok(output.get()),
+            Err((code, message)) => Err(format!("{code}: {message}")),
+        };
+        let mut recording = tape.recording(
+            &step.operation,
+            *call.connector.digest(),
+            at,
+            &input,
+            outcome,
+        );
+        recording.flow = Some(flow.id);
+        recording.step = Some(step.name.clone());
+        (result, Some(recording))
+    }
+
+    /// Call a step's operation on `input` with `ctx`; its output as written, within `room`.
+    async fn call_step(
+        &self,
+        step: &Step,
+        call: &Call,
+        input: &str,
+        ctx: &CallContext,
+        room: usize,
     ) -> std::result::Result<Box<RawValue>, (String, String)> {
-        let call = call
-            .as_ref()
-            .map_err(|e| (e.code().to_string(), e.to_string()))?;
-        let input =
-            map_input(&step.input, scope).map_err(|e| ("invalid-input".to_string(), e.0))?;
         let output = match self
             .runtime
-            .invoke(&call.connector, &step.operation, &input, &call.ctx)
+            .invoke(&call.connector, &step.operation, input, ctx)
             .await
         {
             Ok(out) => out.output,

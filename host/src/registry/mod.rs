@@ -21,6 +21,7 @@ mod mapping;
 mod pins;
 pub mod plan;
 mod publish;
+pub mod replay;
 mod resolve;
 mod rules;
 mod tokens;

@@ -124,6 +124,7 @@ impl Registry {
             limits: None,
             outbound: install.outbound,
             allow_private: self.private_addresses.get(org).cloned().unwrap_or_default(),
+            tape: None,
         };
         let connector = self.connector(&version.digest).await?;
         Ok(Call { connector, ctx })
@@ -131,7 +132,7 @@ impl Registry {
 
     /// The connector for `digest`: the one already loaded, or its blob loaded (from the
     /// artifact cache when it was compiled before).
-    async fn connector(&self, digest: &Digest) -> Result<Arc<Connector>> {
+    pub(crate) async fn connector(&self, digest: &Digest) -> Result<Arc<Connector>> {
         if let Some(loaded) = self.runtime.loaded_connector(digest) {
             return Ok(loaded);
         }

@@ -9,11 +9,13 @@
 //! - `log.log` goes to `tracing`, tagged with the connector, bounded per call.
 //! - Outbound HTTP, through `http.send` and wasi:http alike, goes through one
 //!   [`OutboundPolicy`] and one client (`outbound.rs`): declared ∩ granted origins,
-//!   addresses re-checked after DNS, size caps, no redirects followed.
+//!   addresses re-checked after DNS, size caps, no redirects followed — or, for a call on a
+//!   [`tape::Tape`], recorded (redacted) or answered from a recording without sending.
 
 pub(crate) mod limits;
 pub(crate) mod outbound;
 pub(crate) mod policy;
+pub mod tape;
 pub(crate) mod turns;
 
 pub use limits::{BODY_CHUNK_BYTES, FIELDS_BYTES, InvalidLimits, Limits, Resource};
@@ -52,6 +54,11 @@ impl Secrets {
 
     fn get(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()
+    }
+
+    /// The values, for redaction only.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(String::as_str)
     }
 
     /// The secret keys present (never the values).
@@ -93,6 +100,8 @@ pub struct CallContext {
     /// addresses, e.g. `127.0.0.1` for a local stand-in). The registry sets it from the
     /// operator's allowance for the organisation the call runs for. Empty by default.
     pub allow_private: Vec<std::net::IpAddr>,
+    /// Record this call's outbound exchanges, or answer them from a recording.
+    pub tape: Option<Arc<tape::Tape>>,
 }
 
 /// One line a guest logged.
@@ -160,6 +169,7 @@ impl Sandbox {
             http,
             http_hooks: PolicyHooks {
                 policy,
+                tape: ctx.tape.clone(),
                 budget: budget.clone(),
                 tag: Arc::new(CallTag {
                     connector,
@@ -295,13 +305,15 @@ impl http::Host for Sandbox {
         request: http::Request,
     ) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
         let policy = self.http_hooks.policy.clone();
+        let tape = self.http_hooks.tape.clone();
         let origin = origin_text(Origin::of_url(&request.url));
         let result = match build_request(request, &policy) {
             Ok(req) => match outbound::admit(&policy, &self.budget, req.uri()) {
                 Ok(admitted) => {
                     let limit = policy.config.max_response_bytes;
                     let exchange = async {
-                        let exchange = outbound::send(&policy, admitted, req).await?;
+                        let exchange =
+                            outbound::exchange(&policy, tape.as_deref(), admitted, req).await?;
                         outbound::read_body(exchange, limit).await
                     };
                     match tokio::time::timeout(policy.config.request_timeout, exchange).await {
@@ -407,6 +419,7 @@ impl CallTag {
 /// wasi:http hooks that send through the call's outbound policy and budget.
 struct PolicyHooks {
     policy: Arc<OutboundPolicy>,
+    tape: Option<Arc<tape::Tape>>,
     budget: Arc<HostBudget>,
     tag: Arc<CallTag>,
 }
@@ -430,6 +443,7 @@ impl WasiHttpHooks for PolicyHooks {
     > {
         use wasmtime_wasi_http::Error as E;
         let policy = self.policy.clone();
+        let tape = self.tape.clone();
         let origin = origin_text(Origin::of_uri(request.uri()));
         let tag = self.tag.clone();
         let to_wasi = |e: OutboundError| match e {
@@ -470,7 +484,7 @@ impl WasiHttpHooks for PolicyHooks {
                 Err(_) => return Err(E::ConnectionTimeout),
             };
             let request = ::http::Request::from_parts(parts, body);
-            let send = outbound::send(&policy, admitted, request);
+            let send = outbound::exchange(&policy, tape.as_deref(), admitted, request);
             let exchange = match tokio::time::timeout(policy.config.request_timeout, send).await {
                 Ok(Ok(exchange)) => exchange,
                 Ok(Err(e)) => {

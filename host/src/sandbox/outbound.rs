@@ -153,8 +153,62 @@ pub(crate) fn admit(
 /// (by whoever reads the body) for the exchange to make progress. The connection holds its
 /// slot of the call's budget until it ends or is dropped.
 pub(crate) struct Exchange {
-    pub response: http::Response<Limited<hyper::body::Incoming>>,
+    pub response: http::Response<ResponseBody>,
     pub connection: Connection,
+}
+
+/// A response body as the guest reads it: streamed from the upstream within the size cap, or
+/// whole (recorded or replayed).
+pub(crate) type ResponseBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+impl Exchange {
+    /// An exchange already complete: `head` and the whole `body`, no connection left.
+    fn whole(head: http::response::Parts, body: Bytes) -> Self {
+        let body = http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        Exchange {
+            response: http::Response::from_parts(head, body),
+            connection: Box::pin(std::future::ready(Ok(()))),
+        }
+    }
+}
+
+/// Send `request` as [`send`] does — unless the call is on a tape: replaying, the recording
+/// answers and nothing is sent (a request it lacks is refused, and reported); recording, the
+/// whole response is read (within its cap) and kept on the tape, redacted.
+pub(crate) async fn exchange(
+    policy: &OutboundPolicy,
+    tape: Option<&crate::sandbox::tape::Tape>,
+    admitted: Admitted,
+    request: http::Request<Bytes>,
+) -> Result<Exchange, OutboundError> {
+    let Some(tape) = tape else {
+        return send(policy, admitted, request).await;
+    };
+    if tape.replaying() {
+        drop(admitted);
+        let (head, body) = request.into_parts();
+        return match tape.answer(&head, &body) {
+            Some((head, body)) => Ok(Exchange::whole(head, body)),
+            None => Err(OutboundError::Denied(format!(
+                "{} {} is not in the recording",
+                head.method,
+                tape.redact(&head.uri.to_string())
+            ))),
+        };
+    }
+    let (head, body) = request.into_parts();
+    let sent = send(
+        policy,
+        admitted,
+        http::Request::from_parts(head.clone(), body.clone()),
+    )
+    .await?;
+    let (response, response_body) = read_body(sent, policy.config.max_response_bytes).await?;
+    tape.keep(&head, &body, &response, &response_body);
+    Ok(Exchange::whole(response, response_body))
 }
 
 pub(crate) type Connection =
@@ -237,7 +291,7 @@ pub(crate) async fn send(
     }
     drop(sender);
     Ok(Exchange {
-        response: response.map(|body| Limited::new(body, limit)),
+        response: response.map(|body| Limited::new(body, limit).boxed_unsync()),
         connection,
     })
 }

@@ -10,8 +10,8 @@ use super::{
     Access, BlobStore, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError,
 };
 use crate::model::{
-    Audience, AuditEntry, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo, Run,
-    Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState,
+    Audience, AuditEntry, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
+    Recording, Run, Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -40,6 +40,7 @@ struct State {
     instances: BTreeMap<i64, (Instance, Vec<u8>)>,
     flows: BTreeMap<i64, Flow>,
     runs: BTreeMap<i64, (String, Run)>,
+    recordings: BTreeMap<i64, (String, Recording)>,
     /// Tokens by id, and their ids by hash.
     tokens: BTreeMap<i64, TokenInfo>,
     token_hashes: BTreeMap<String, i64>,
@@ -508,6 +509,7 @@ impl Metadata for State {
                 org: org.to_string(),
                 name: name.to_string(),
                 steps: Vec::new(),
+                record: false,
                 created_by: actor.to_string(),
                 created_at: at,
             },
@@ -560,6 +562,57 @@ impl Metadata for State {
             s.digest = *digest;
         }
         Ok(())
+    }
+
+    fn set_flow_record(&mut self, org: &str, flow: i64, record: bool) -> Result<()> {
+        if let Some(f) = self.flows.get_mut(&flow).filter(|f| f.org == org) {
+            f.record = record;
+        }
+        Ok(())
+    }
+
+    fn insert_recording(&mut self, org: &str, r: &Recording, keep: usize) -> Result<i64> {
+        let (Some(flow), Some(step)) = (r.flow, r.step.clone()) else {
+            return Err(StoreError::failed(
+                "a flow's recording names its flow and step",
+            ));
+        };
+        let id = self.next_id("recording");
+        self.recordings
+            .insert(id, (org.to_string(), Recording { id, ..r.clone() }));
+        let of_step: Vec<i64> = self
+            .recordings
+            .iter()
+            .rev()
+            .filter(|(_, (o, r))| {
+                o == org && r.flow == Some(flow) && r.step.as_ref() == Some(&step)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for old in of_step.into_iter().skip(keep) {
+            self.recordings.remove(&old);
+        }
+        Ok(id)
+    }
+
+    fn recordings(
+        &mut self,
+        org: &str,
+        flow: i64,
+        step: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Recording>> {
+        Ok(self
+            .recordings
+            .range(..before)
+            .rev()
+            .filter(|(_, (o, r))| {
+                o == org && r.flow == Some(flow) && r.step.as_deref() == Some(step)
+            })
+            .take(limit)
+            .map(|(_, (_, r))| r.clone())
+            .collect())
     }
 
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64> {

@@ -20,8 +20,8 @@ pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Run, Search, Session,
-    Step, TokenInfo, VersionInfo, VersionState,
+    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Recording, Run, Search,
+    Session, Step, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -319,6 +319,21 @@ pub trait Metadata {
     fn steps_through_package(&mut self, org: &str, name: &str) -> Result<Vec<BoundStep>>;
     /// Bind step `step` of flow `flow` to `instance`, pinned to `digest`.
     fn bind_step(&mut self, flow: i64, step: &str, instance: i64, digest: &Digest) -> Result<()>;
+    /// Switch recording of flow `flow`'s step runs on or off.
+    fn set_flow_record(&mut self, org: &str, flow: i64, record: bool) -> Result<()>;
+    /// Keep `recording` (its `id` is ignored; it names its flow and step), and of that step's
+    /// recordings only the newest `keep`; returns its id.
+    fn insert_recording(&mut self, org: &str, recording: &Recording, keep: usize) -> Result<i64>;
+    /// The newest recordings of step `step` of flow `flow` with ids below `before`, newest
+    /// first, at most `limit`.
+    fn recordings(
+        &mut self,
+        org: &str,
+        flow: i64,
+        step: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Recording>>;
     /// Record `run` (its `id` is ignored); returns the new id.
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64>;
     /// Recorded runs of flow `flow` with ids below `before`, newest first, at most `limit`.

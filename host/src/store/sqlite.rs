@@ -7,7 +7,8 @@
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
     AuditEntry, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
-    Run, RunStatus, Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState, words,
+    Recording, Run, RunStatus, Search, Session, Step, Summary, TokenInfo, VersionInfo,
+    VersionState, words,
 };
 use rusqlite::types::{Type, Value as SqlValue};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -190,6 +191,19 @@ CREATE TABLE sessions (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX sessions_expiry ON sessions(expires_at);
+"#,
+    // 11: flows that record their step runs, and the recordings (a JSON document each).
+    r#"
+ALTER TABLE flows ADD COLUMN record INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE recordings (
+    id       INTEGER PRIMARY KEY,
+    org      TEXT NOT NULL,
+    flow_id  INTEGER NOT NULL REFERENCES flows(id),
+    step     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX recordings_step ON recordings(org, flow_id, step, id);
 "#,
 ];
 
@@ -808,19 +822,24 @@ impl Sql<'_> {
         )
     }
 
-    fn with_steps(&self, org: &str, (id, name, created_by, created_at): FlowRow) -> Result<Flow> {
+    fn with_steps(
+        &self,
+        org: &str,
+        (id, name, created_by, created_at, record): FlowRow,
+    ) -> Result<Flow> {
         Ok(Flow {
             id,
             org: org.to_string(),
             name,
             steps: self.steps(id)?,
+            record,
             created_by,
             created_at,
         })
     }
 }
 
-type FlowRow = (i64, String, String, i64);
+type FlowRow = (i64, String, String, i64, bool);
 
 /// Steps with the instance and install they are bound through (`s`, `i`, `n`) and their flow (`f`).
 const BOUND_STEPS: &str = "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest, \
@@ -857,7 +876,13 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
 }
 
 fn flow_row(row: &Row<'_>) -> rusqlite::Result<FlowRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 impl Metadata for Sql<'_> {
@@ -1281,7 +1306,7 @@ impl Metadata for Sql<'_> {
 
     fn flow(&mut self, org: &str, id: i64) -> Result<Option<Flow>> {
         let row = self.one(
-            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 AND id = ?2",
+            "SELECT id, name, created_by, created_at, record FROM flows WHERE org = ?1 AND id = ?2",
             params![org, id],
             flow_row,
         )?;
@@ -1290,7 +1315,7 @@ impl Metadata for Sql<'_> {
 
     fn flows(&mut self, org: &str, after: i64, limit: usize) -> Result<Vec<Flow>> {
         self.all(
-            "SELECT id, name, created_by, created_at FROM flows WHERE org = ?1 AND id > ?2 \
+            "SELECT id, name, created_by, created_at, record FROM flows WHERE org = ?1 AND id > ?2 \
              ORDER BY id LIMIT ?3",
             params![org, after, limit as i64],
             flow_row,
@@ -1328,6 +1353,53 @@ impl Metadata for Sql<'_> {
             params![flow, step, instance, digest.to_string()],
         )?;
         Ok(())
+    }
+
+    fn set_flow_record(&mut self, org: &str, flow: i64, record: bool) -> Result<()> {
+        self.run(
+            "UPDATE flows SET record = ?3 WHERE org = ?1 AND id = ?2",
+            params![org, flow, record],
+        )?;
+        Ok(())
+    }
+
+    fn insert_recording(&mut self, org: &str, r: &Recording, keep: usize) -> Result<i64> {
+        let (Some(flow), Some(step)) = (r.flow, r.step.as_deref()) else {
+            return Err(StoreError::failed(
+                "a flow's recording names its flow and step",
+            ));
+        };
+        let id = self.insert(
+            "INSERT INTO recordings (org, flow_id, step, at, document) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![org, flow, step, r.at, to_json(r)?],
+        )?;
+        self.run(
+            "DELETE FROM recordings WHERE org = ?1 AND flow_id = ?2 AND step = ?3 AND id <= \
+             (SELECT id FROM recordings WHERE org = ?1 AND flow_id = ?2 AND step = ?3 \
+              ORDER BY id DESC LIMIT 1 OFFSET ?4)",
+            params![org, flow, step, keep as i64],
+        )?;
+        Ok(id)
+    }
+
+    fn recordings(
+        &mut self,
+        org: &str,
+        flow: i64,
+        step: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Recording>> {
+        self.all(
+            "SELECT id, document FROM recordings WHERE org = ?1 AND flow_id = ?2 AND step = ?3 \
+             AND id < ?4 ORDER BY id DESC LIMIT ?5",
+            params![org, flow, step, before, limit as i64],
+            |r| {
+                let mut recording: Recording = json(r, 1)?;
+                recording.id = r.get(0)?;
+                Ok(recording)
+            },
+        )
     }
 
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64> {

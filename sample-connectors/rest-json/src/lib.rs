@@ -59,6 +59,8 @@ async fn call(method: &str, input: &Value) -> Result<Value, ConnectorError> {
         serde_json::from_slice(bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)));
     match status {
         401 | 403 => Err(ConnectorError::Unauthorized(format!("HTTP {status}"))),
+        // 2.0.0: a missing resource is an answer, not an error.
+        404 if cfg!(feature = "v2") => Ok(json!({"status": status, "body": parsed})),
         404 => Err(ConnectorError::NotFound(format!("{path}: HTTP 404"))),
         429 => Err(ConnectorError::RateLimited("HTTP 429".into())),
         500..=599 => Err(ConnectorError::Upstream(format!("HTTP {status}"))),
@@ -70,7 +72,11 @@ impl Guest for RestJson {
     fn describe() -> ConnectorInfo {
         let mut info = gantry_sdk::info(
             "rest-json",
-            "1.0.0",
+            if cfg!(feature = "v2") {
+                "2.0.0"
+            } else {
+                "1.0.0"
+            },
             "Call any JSON REST API with an API key",
             vec![
                 gantry_sdk::operation("get", "GET `path` relative to `base_url`"),

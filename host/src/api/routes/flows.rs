@@ -4,8 +4,9 @@ use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
-use crate::api::wire::{FlowRequest, RebindStepRequest};
-use crate::model::{Flow, Page, Run};
+use crate::api::wire::{FlowRequest, RebindStepRequest, RecordRequest};
+use crate::model::{Flow, Page, Recording, Run};
+use crate::registry::replay::{ReplayReport, ReplayRequest};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::value::RawValue;
@@ -19,8 +20,10 @@ pub(crate) async fn create_flow(
     let p = caller.0;
     let ApiJson(body) = body?;
     created(
-        s.blocking(move |r| r.create_flow(&p.org, &p.actor(), &body.name, body.steps))
-            .await?,
+        s.blocking(move |r| {
+            r.create_flow_recording(&p.org, &p.actor(), &body.name, body.steps, body.record)
+        })
+        .await?,
     )
 }
 
@@ -97,4 +100,45 @@ pub(crate) async fn rebind_step(
         s.blocking(move |r| r.rebind_step(&p.org, &p.actor(), id, &step, body.instance))
             .await?,
     )
+}
+
+#[utoipa::path(put, path = "/v1/flows/{id}/record", tag = "flows", security(("bearer" = [])), request_body = RecordRequest, params(("id" = i64, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Flow), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_record(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path(id): Path<i64>,
+    body: Result<ApiJson<RecordRequest>, ApiError>,
+) -> ApiResult {
+    let p = caller.0;
+    let ApiJson(body) = body?;
+    ok(
+        s.blocking(move |r| r.set_flow_record(&p.org, &p.actor(), id, body.record))
+            .await?,
+    )
+}
+
+#[utoipa::path(get, path = "/v1/flows/{id}/steps/{step}/recordings", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100, at most 1000)"), ("after" = Option<i64>, Query, description = "Continue with the recordings before this one (newest first)")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Vec<Recording>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn recordings(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path((id, step)): Path<(i64, String)>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult {
+    let p = caller.0;
+    let page = query(page)?;
+    ok(s.blocking(move |r| r.recordings(&p.org, id, &step, &page))
+        .await?)
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/replay", tag = "flows", security(("bearer" = [])), request_body = ReplayRequest, params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = ReplayReport), (status = 404, body = ErrorBody), (status = 409, description = "The candidate version is blocked", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn replay(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, step)): Path<(i64, String)>,
+    body: Result<ApiJson<ReplayRequest>, ApiError>,
+) -> ApiResult {
+    let p = caller.0;
+    let ApiJson(body) = body?;
+    let _permit = s.call_permit(&p.org)?;
+    ok(s.registry.replay(&p.org, id, &step, &body).await?)
 }
