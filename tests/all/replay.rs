@@ -255,3 +255,103 @@ async fn a_recorded_step_replays_against_candidates_without_sending_anything() {
     assert!(!logs.text().contains(CANARY), "a log line shows the key");
     s.shutdown().await;
 }
+
+/// `gantry invoke` with `args`, off the async workers; (success, stdout, stderr).
+async fn invoke(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("invoke")
+            .args(&args)
+            .env_remove("GANTRY_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_author_records_an_exchange_once_and_replays_it_offline() {
+    let (addr, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.json");
+    std::fs::write(&secrets, json!({"api_key": CANARY}).to_string()).unwrap();
+    let tape = dir.path().join("items-1.json");
+    let wasm = |name: &str| {
+        crate::support::sample_dir()
+            .join(format!("{}.wasm", name.replace('-', "_")))
+            .display()
+            .to_string()
+    };
+    let args = |sample: &str, base: String, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            wasm(sample).as_str(),
+            "get",
+            r#"{"path": "/items/1"}"#,
+            "--config",
+            &format!("base_url={base}"),
+            "--secrets-file",
+            secrets.to_str().unwrap(),
+            "--allow-host",
+            "http://127.0.0.1:*",
+            "--allow-private",
+            "127.0.0.1",
+            "--no-cache",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let base = format!("http://{addr}");
+    let (ok, out, err) = invoke(args(
+        "rest-json",
+        base.clone(),
+        &["--record", tape.to_str().unwrap()],
+    ))
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("item 1") && err.contains("recorded 1 exchange(s)"),
+        "{err}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let recorded = std::fs::read_to_string(&tape).unwrap();
+    assert!(!recorded.contains(CANARY), "{recorded}");
+    let recording: gantry_host::model::Recording = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(recording.exchanges[0].url, format!("{base}/items/1"));
+
+    // Offline: the same output, nothing sent; another base URL is reported, not sent.
+    let (ok, out, err) = invoke(args(
+        "rest-json-v2",
+        base.clone(),
+        &["--replay", tape.to_str().unwrap()],
+    ))
+    .await;
+    assert!(ok && out.contains("item 1"), "{err}");
+    assert!(err.contains("replay: the same output as recorded"), "{err}");
+    let (ok, _, err) = invoke(args(
+        "rest-json",
+        format!("{base}/v2"),
+        &["--replay", tape.to_str().unwrap()],
+    ))
+    .await;
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "not in the recording (not sent): GET {base}/v2/items/1"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the upstream received nothing"
+    );
+}
