@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
     BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
-    NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, StateRequest,
-    TokenRequest,
+    NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, RecordRequest,
+    StateRequest, TokenRequest,
 };
 use gantry_host::model::{
     AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Risk, Role, Run, TokenInfo,
@@ -14,6 +14,7 @@ use gantry_host::model::{
 };
 use gantry_host::registry::Backup;
 use gantry_host::registry::plan::UpdatePlan;
+use gantry_host::registry::replay::{Candidate, ReplayReport, ReplayRequest};
 use gantry_host::registry::usage::Usage;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -262,6 +263,42 @@ pub enum FlowCommand {
         #[arg(long)]
         instance: Option<i64>,
     },
+    /// Switch recording of a flow's step runs `on` or `off` (for replays).
+    Record {
+        flow: i64,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Replay a step's recorded inputs against a candidate (another instance, or a version of
+    /// its connector): outbound requests are answered from the recordings, none sent.
+    Replay {
+        flow: i64,
+        step: String,
+        /// Run the inputs on this instance.
+        #[arg(long, conflicts_with = "version", required_unless_present = "version")]
+        instance: Option<i64>,
+        /// Run the inputs on this version of the step's connector (on the step's instance).
+        #[arg(long)]
+        version: Option<String>,
+        /// With --version: this revision (default: the newest).
+        #[arg(long, requires = "version")]
+        revision: Option<u32>,
+        /// How many of the newest recordings.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+}
+
+/// `text` as one URL path segment.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 struct Client {
@@ -1037,6 +1074,44 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 );
             });
         }
+        ClientCommand::Flow(FlowCommand::Record { flow, state }) => {
+            let answer: Answer<Flow> = client
+                .put(
+                    &format!("/v1/flows/{flow}/record"),
+                    &RecordRequest {
+                        record: state == "on",
+                    },
+                )
+                .await?
+                .into();
+            answer.show(json, |flow| {
+                println!(
+                    "flow {} records its step runs: {}",
+                    flow.id,
+                    if flow.record { "on" } else { "off" }
+                );
+            });
+        }
+        ClientCommand::Flow(FlowCommand::Replay {
+            flow,
+            step,
+            instance,
+            version,
+            revision,
+            count,
+        }) => {
+            let request = ReplayRequest {
+                candidate: Candidate {
+                    instance,
+                    version,
+                    revision,
+                },
+                count,
+            };
+            let path = format!("/v1/flows/{flow}/steps/{}/replay", segment(&step));
+            let answer: Answer<ReplayReport> = client.post(&path, &request).await?.into();
+            answer.show(json, print_replay);
+        }
         ClientCommand::Audit => {
             let answer: Answer<Vec<AuditEntry>> = client.get("/v1/audit").await?.into();
             answer.show(json, |entries| {
@@ -1151,6 +1226,40 @@ fn show_all<T: serde::Serialize>(items: Vec<T>, json: bool, human: impl FnOnce(V
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
     } else {
         human(items);
+    }
+}
+
+fn print_replay(report: ReplayReport) {
+    let t = &report.totals;
+    println!(
+        "replayed {} recorded input(s) of flow {} step `{}` on {} ({}): {} same, {} different, {} errors, {} unmatched request(s)",
+        t.inputs,
+        report.flow,
+        report.step,
+        report.candidate,
+        report.digest,
+        t.same,
+        t.different,
+        t.errors,
+        t.unmatched_requests
+    );
+    for r in &report.inputs {
+        println!(
+            "recording {} (run {}): {} — input {}",
+            r.recording,
+            r.run.map(|r| r.to_string()).unwrap_or("-".into()),
+            kebab(&r.outcome),
+            r.input.get()
+        );
+        for d in &r.diff {
+            println!("  {}: {} -> {}", d.path, d.recorded, d.candidate);
+        }
+        if let Some(error) = &r.error {
+            println!("  error: {error}");
+        }
+        for request in &r.unmatched {
+            println!("  not in the recording (not sent): {request}");
+        }
     }
 }
 

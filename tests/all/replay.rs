@@ -202,6 +202,36 @@ async fn a_recorded_step_replays_against_candidates_without_sending_anything() {
         "the upstream received nothing"
     );
 
+    // The same through the CLI.
+    let url = format!("http://{}", s.addr);
+    let (admin_token, flow_id) = (admin.clone(), flow.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["--server", &url, "--token", &admin_token])
+            .args(["flow", "replay", &flow_id, "fetch", "--version", "2.0.0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("on rest-json@2.0.0")
+            && text.contains("2 same, 1 different, 0 errors, 0 unmatched request(s)")
+            && text.contains("  : {\"error\""),
+        "{text}"
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "the upstream received nothing"
+    );
+
     // Bad candidates are refused with a reason; nothing about the flow changed.
     for (candidate, code) in [
         (json!({}), "invalid-input"),
