@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
     BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
     NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, RecordRequest,
-    StateRequest, TokenRequest,
+    StateRequest, TokenRequest, path_segment,
 };
 use gantry_host::model::{
     AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Risk, Role, Run, TokenInfo,
@@ -287,18 +287,6 @@ pub enum FlowCommand {
         #[arg(long, default_value_t = 10)]
         count: usize,
     },
-}
-
-/// `text` as one URL path segment.
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 struct Client {
@@ -1061,7 +1049,7 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
         }) => {
             let answer: Answer<Flow> = client
                 .post(
-                    &format!("/v1/flows/{flow}/steps/{step}/rebind"),
+                    &format!("/v1/flows/{flow}/steps/{}/rebind", path_segment(&step)),
                     &RebindStepRequest { instance },
                 )
                 .await?
@@ -1108,7 +1096,7 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 },
                 count,
             };
-            let path = format!("/v1/flows/{flow}/steps/{}/replay", segment(&step));
+            let path = format!("/v1/flows/{flow}/steps/{}/replay", path_segment(&step));
             let answer: Answer<ReplayReport> = client.post(&path, &request).await?.into();
             answer.show(json, print_replay);
         }

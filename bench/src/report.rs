@@ -120,6 +120,8 @@ pub struct Results {
     pub hot_swap: Vec<SwapRound>,
     /// One caller, calls going round `count` loaded versions.
     pub loaded: Vec<Loaded>,
+    /// Flow runs of one step, p50 without and with recording, one pair per round.
+    pub recording: Vec<(Duration, Duration)>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
@@ -153,6 +155,10 @@ impl SwapRound {
 /// Rounds of the hot swap: steady and swapping windows alternate, so a disturbance of the
 /// machine (frequent on a shared box) lands in both kinds of window instead of skewing one.
 const SWAP_ROUNDS: u32 = 4;
+/// Rounds of the recording cost: runs without recording, then as many with it.
+const RECORDING_ROUNDS: usize = 5;
+/// Runs of each kind per round, at most (fewer in a short measurement: one per 10 ms of it).
+const RECORDING_RUNS: usize = 200;
 
 /// Calls going round `count` distinct versions of one connector: Gantry, and the hand-rolled
 /// host on as many components (what the growth costs wasmtime itself).
@@ -435,6 +441,26 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
         });
     }
 
+    writeln!(progress, "measuring what recording costs a flow run …")?;
+    let recording_dir = tempfile::tempdir()?;
+    let recording = tokio.block_on(scenario::RecordingDeployment::new(
+        recording_dir.path(),
+        scenario::runtime_in(recording_dir.path())?,
+        bytes,
+        op,
+    ))?;
+    let input_raw = serde_json::value::RawValue::from_string(input.to_string())?;
+    let runs = ((options.duration.as_millis() / 10) as usize).clamp(10, RECORDING_RUNS);
+    for _ in 0..RECORDING_ROUNDS {
+        let p50 = |recorded| -> Result<Duration> {
+            let times = tokio.block_on(recording.runs(recorded, &input_raw, runs))?;
+            Ok(median(times).unwrap_or_default())
+        };
+        let plain = p50(false)?;
+        let recorded = p50(true)?;
+        results.recording.push((plain, recorded));
+    }
+
     for &count in &options.loaded {
         writeln!(progress, "measuring with {count} loaded versions …")?;
         let loaded = tokio.block_on(scenario::load_versions(&runtime, bytes, count))?;
@@ -684,6 +710,25 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         writeln!(
             out,
             "  p99 swapping ÷ steady: median {:.2}× (rounds: {})   target ≤ 2×, zero failed",
+            median(ratios.iter().copied()).unwrap_or_default(),
+            list_ratios(&ratios)
+        )?;
+    }
+    if !results.recording.is_empty() {
+        let ratios: Vec<f64> = results
+            .recording
+            .iter()
+            .map(|(plain, recorded)| recorded.as_secs_f64() / plain.as_secs_f64())
+            .collect();
+        writeln!(
+            out,
+            "\nrecording: flow runs of one step ({}), 1 caller, runs without then as many with \
+             recording, {} rounds: p50 {} unrecorded, {} recorded; recorded ÷ unrecorded median \
+             {:.2}× (rounds: {})",
+            options.cases[0].name,
+            results.recording.len(),
+            fmt(median(results.recording.iter().map(|r| r.0)).unwrap_or_default()),
+            fmt(median(results.recording.iter().map(|r| r.1)).unwrap_or_default()),
             median(ratios.iter().copied()).unwrap_or_default(),
             list_ratios(&ratios)
         )?;

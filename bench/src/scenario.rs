@@ -339,6 +339,58 @@ impl SwapDeployment {
     }
 }
 
+/// Two one-step flows over the same instance, one recording its step runs and one not: what
+/// a recording costs a run.
+pub struct RecordingDeployment {
+    registry: Arc<Registry>,
+    flows: [i64; 2],
+}
+
+impl RecordingDeployment {
+    pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8], operation: &str) -> Result<Self> {
+        let deployment = Deployment::new(dir, runtime, bytes).await?;
+        let registry = deployment.registry.clone();
+        let mut flows = [0; 2];
+        for (n, record) in [false, true].into_iter().enumerate() {
+            let step = StepSpec {
+                name: "call".into(),
+                instance: deployment.instance,
+                operation: operation.into(),
+                input: serde_json::Value::String("${input}".into()),
+            };
+            flows[n] = registry
+                .create_flow_recording(
+                    ORG,
+                    ORG,
+                    &format!("recorded: {record}"),
+                    vec![step],
+                    record,
+                )?
+                .id;
+        }
+        Ok(Self { registry, flows })
+    }
+
+    /// `runs` runs of the recording flow (`recorded`) or the plain one, one after another;
+    /// each run's time.
+    pub async fn runs(
+        &self,
+        recorded: bool,
+        input: &serde_json::value::RawValue,
+        runs: usize,
+    ) -> Result<Vec<Duration>> {
+        let flow = self.flows[usize::from(recorded)];
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let run = self.registry.run_flow(ORG, flow, input).await?;
+            ensure!(run.status == RunStatus::Succeeded, "a run failed: {run:?}");
+            times.push(started.elapsed());
+        }
+        Ok(times)
+    }
+}
+
 /// Flow runs under `load`; with `swap_every`, a task rebinds the flow's step between the two
 /// instances at that interval for the whole run. A run that does not succeed is a failure.
 /// Returns what the callers saw and how many rebinds happened.

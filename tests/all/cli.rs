@@ -499,6 +499,11 @@ fn bench_reports_every_path_of_a_users_connector() {
     assert!(stdout.contains("restart → first call"), "{stdout}");
     assert!(stdout.contains("swapping"), "{stdout}");
     assert!(stdout.contains("3 loaded"), "{stdout}");
+    assert!(
+        stdout.contains("recording: flow runs of one step")
+            && stdout.contains("recorded ÷ unrecorded median"),
+        "{stdout}"
+    );
     let swap = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("swapping"))

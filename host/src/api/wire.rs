@@ -153,3 +153,16 @@ pub struct BackupRequest {
     /// A new directory on the server's machine (absolute path).
     pub to: String,
 }
+
+/// `text` as one URL path segment (a step name in `/v1/flows/{id}/steps/{step}/…`): every byte
+/// but the unreserved ones percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -40,7 +40,9 @@ pub struct Candidate {
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     pub candidate: Candidate,
+    /// How many of the step's newest recordings to run (default 10).
     #[serde(default = "default_count")]
+    #[schema(minimum = 1, maximum = 100)]
     pub count: usize,
 }
 

@@ -5,6 +5,7 @@ use super::session::{Fields, Posted, Seen};
 use super::{Answer, Failure, csrf, may, page, see, shown, when};
 use crate::api::auth::{Admin, Operator, Viewer};
 use crate::api::state::AppState;
+use crate::api::wire::path_segment;
 use crate::model::{Page, Role, RunStatus, Step, StepSpec};
 use crate::registry::SignedIn;
 use axum::extract::{Path, Query, State};
@@ -13,18 +14,6 @@ use std::collections::BTreeMap;
 
 /// How many secret rows a form offers.
 const SECRET_ROWS: usize = 3;
-
-/// `text` as one URL path segment.
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// `key=value` lines as a map; a line without `=` is refused.
 fn pairs(text: &str) -> Result<BTreeMap<String, String>, Failure> {
@@ -269,9 +258,9 @@ fn rebind_form(
     instances: &[crate::model::Instance],
 ) -> Markup {
     let (current, step) = (step.instance, step.name.as_str());
-    let id = format!("rebind-{}", segment(step));
+    let id = format!("rebind-{}", path_segment(step));
     html! {
-        form.inline method="post" action=(format!("/flows/{flow}/steps/{}/rebind", segment(step))) {
+        form.inline method="post" action=(format!("/flows/{flow}/steps/{}/rebind", path_segment(step))) {
             (csrf(who))
             label for=(id) { "Rebind " (step) " to" }
             select id=(id) name="instance" {
