@@ -8,11 +8,13 @@ use gantry_host::api::wire::{
     NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, RecordRequest,
     StateRequest, TokenRequest, path_segment,
 };
+use gantry_host::model::Canary;
 use gantry_host::model::{
     AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Risk, Role, Run, TokenInfo,
     Update, UpdateMode, VersionInfo, VersionState,
 };
 use gantry_host::registry::Backup;
+use gantry_host::registry::canary::CanaryRequest;
 use gantry_host::registry::plan::UpdatePlan;
 use gantry_host::registry::replay::{Candidate, ReplayReport, ReplayRequest};
 use gantry_host::registry::usage::Usage;
@@ -286,6 +288,34 @@ pub enum FlowCommand {
         /// How many of the newest recordings.
         #[arg(long, default_value_t = 10)]
         count: usize,
+    },
+    /// A step's canary: start one (--instance or --version, --percent, --max-error-rate,
+    /// --min-runs), or show, --promote or --rollback the one it has.
+    Canary {
+        flow: i64,
+        step: String,
+        #[arg(long, conflicts_with_all = ["version", "promote", "rollback"])]
+        instance: Option<i64>,
+        #[arg(long, conflicts_with_all = ["promote", "rollback"])]
+        version: Option<String>,
+        #[arg(long, requires = "version")]
+        revision: Option<u32>,
+        /// Share of runs (1–100) the candidate takes.
+        #[arg(long, default_value_t = 10)]
+        percent: u8,
+        /// Highest share of the candidate's runs that may fail (0–1).
+        #[arg(long, default_value_t = 0.05)]
+        max_error_rate: f64,
+        /// Candidate runs before it is decided.
+        #[arg(long, default_value_t = 20)]
+        min_runs: u32,
+        /// Wait for --promote instead of promoting by itself.
+        #[arg(long)]
+        manual: bool,
+        #[arg(long, conflicts_with = "rollback")]
+        promote: bool,
+        #[arg(long)]
+        rollback: bool,
     },
 }
 
@@ -1099,6 +1129,60 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let path = format!("/v1/flows/{flow}/steps/{}/replay", path_segment(&step));
             let answer: Answer<ReplayReport> = client.post(&path, &request).await?.into();
             answer.show(json, print_replay);
+        }
+        ClientCommand::Flow(FlowCommand::Canary {
+            flow,
+            step,
+            instance,
+            version,
+            revision,
+            percent,
+            max_error_rate,
+            min_runs,
+            manual,
+            promote,
+            rollback,
+        }) => {
+            let path = format!("/v1/flows/{flow}/steps/{}/canary", path_segment(&step));
+            let answer: Answer<Canary> = if promote || rollback {
+                let action = if promote { "promote" } else { "rollback" };
+                client
+                    .post(&format!("{path}/{action}"), &serde_json::json!({}))
+                    .await?
+                    .into()
+            } else if instance.is_some() || version.is_some() {
+                let request = CanaryRequest {
+                    candidate: Candidate {
+                        instance,
+                        version,
+                        revision,
+                    },
+                    percent,
+                    max_error_rate,
+                    min_runs,
+                    auto_promote: !manual,
+                };
+                client.post(&path, &request).await?.into()
+            } else {
+                client.get(&path).await?.into()
+            };
+            answer.show(json, |c| {
+                println!(
+                    "flow {} step `{}`: canary of {} (instance {}) at {} %, {}: candidate {} runs, {} failed (bound {}, decided after {}); stable {} runs, {} failed",
+                    c.flow,
+                    c.step,
+                    c.candidate,
+                    c.candidate_instance,
+                    c.percent,
+                    kebab(&c.state),
+                    c.candidate_runs,
+                    c.candidate_errors,
+                    c.max_error_rate,
+                    c.min_runs,
+                    c.stable_runs,
+                    c.stable_errors
+                );
+            });
         }
         ClientCommand::Audit => {
             let answer: Answer<Vec<AuditEntry>> = client.get("/v1/audit").await?.into();

@@ -3,6 +3,7 @@
 
 mod api;
 mod cache;
+mod canary;
 mod cli;
 mod connectors;
 mod console;

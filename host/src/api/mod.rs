@@ -141,6 +141,18 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
             get(flows::recordings),
         )
         .route("/v1/flows/{id}/steps/{step}/replay", post(flows::replay))
+        .route(
+            "/v1/flows/{id}/steps/{step}/canary",
+            post(flows::start_canary).get(flows::canary),
+        )
+        .route(
+            "/v1/flows/{id}/steps/{step}/canary/promote",
+            post(flows::promote_canary),
+        )
+        .route(
+            "/v1/flows/{id}/steps/{step}/canary/rollback",
+            post(flows::roll_back_canary),
+        )
         .route("/v1/audit", get(ops::audit_log))
         .route("/v1/backup", post(ops::backup))
         .route("/v1/orgs", post(tokens::create_org).get(tokens::orgs))

@@ -14,7 +14,7 @@ use super::routes::{connectors, flows, installs, instances, ops, tokens};
         installs::get_install, installs::customise, installs::grant_outbound, installs::update, installs::update_plan, installs::usage, connectors::usage,
         installs::rebind_install, instances::create_instance, instances::instances,
         instances::get_instance, instances::rotate_secrets, instances::invoke, flows::create_flow, flows::flows,
-        flows::get_flow, flows::run_flow, flows::runs, flows::rebind_step, flows::set_record, flows::recordings, flows::replay, ops::audit_log,
+        flows::get_flow, flows::run_flow, flows::runs, flows::rebind_step, flows::set_record, flows::recordings, flows::replay, flows::start_canary, flows::canary, flows::promote_canary, flows::roll_back_canary, ops::audit_log,
         tokens::create_org, tokens::orgs, tokens::mint_org_token, tokens::create_token,
         tokens::tokens, tokens::revoke_token, ops::backup
     ),

@@ -81,6 +81,9 @@ pub struct StepRun {
     pub revision: Option<u32>,
     #[serde(default)]
     pub out_of_date: bool,
+    /// The arm of the step's canary this run took, while one was splitting its runs.
+    #[serde(default)]
+    pub arm: Option<super::Arm>,
     pub duration_us: u64,
     /// The step's output exactly as the connector wrote it.
     #[schema(value_type = Option<Object>)]

@@ -4,6 +4,7 @@
 //! applies the rules to them, the API shows them.
 
 mod audit;
+mod canary;
 mod description;
 mod digest;
 mod flow;
@@ -17,6 +18,7 @@ mod token;
 mod version;
 
 pub use audit::AuditEntry;
+pub use canary::{Arm, Canary, CanaryState};
 pub use description::{
     ConfigKey, Description, Operation, OperationSummary, SecretKey, Summary, bounds,
 };

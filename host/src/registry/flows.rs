@@ -20,8 +20,8 @@ use super::rules::{
 };
 use super::{Error, Registry, Result, now_ms};
 use crate::model::{
-    Digest, Flow, Page, Recording, Run, RunError, RunStatus, Step, StepRun, StepSpec, VersionInfo,
-    validate_label,
+    Arm, Digest, Flow, Page, Recording, Run, RunError, RunStatus, Step, StepRun, StepSpec,
+    VersionInfo, validate_label,
 };
 use crate::runtime::CallError;
 use crate::sandbox::CallContext;
@@ -288,14 +288,42 @@ impl Registry {
             .map_err(|e| Error::InvalidInput(format!("the run's input: {e}")))?;
         let plan = self.plan(org, flow).await?;
         let flow = &plan.flow;
+        // A run that a canary splits knows its id first: the id decides its arm.
+        let reserved = if plan.canaries.iter().any(Option::is_some) {
+            self.off_executor(|| self.write(|m| Ok(m.reserve_run_id()?)))?
+        } else {
+            0
+        };
         let started_at = now_ms();
         let started = Instant::now();
         let mut records: Vec<StepRun> = Vec::with_capacity(flow.steps.len());
         let mut recordings: Vec<Recording> = Vec::new();
         let mut failure = None;
         let mut kept = 0usize;
-        for (step, call) in flow.steps.iter().zip(&plan.steps) {
+        for ((step, call), canary) in flow.steps.iter().zip(&plan.steps).zip(&plan.canaries) {
             let step_started = Instant::now();
+            let (call, arm) = match canary {
+                None => (call, None),
+                Some((canary, candidate)) => match canary.arm(reserved) {
+                    Arm::Candidate => (candidate, Some((Arm::Candidate, canary))),
+                    Arm::Stable => (call, Some((Arm::Stable, canary))),
+                },
+            };
+            let candidate_step;
+            let step = match arm {
+                Some((Arm::Candidate, canary)) => {
+                    candidate_step = Step {
+                        instance: canary.candidate_instance,
+                        digest: canary.candidate_digest,
+                        connector: Some(canary.candidate.clone()),
+                        revision: None,
+                        out_of_date: false,
+                        ..step.clone()
+                    };
+                    &candidate_step
+                }
+                _ => step,
+            };
             let scope = Scope {
                 input: Some(&input),
                 steps: records
@@ -328,6 +356,7 @@ impl Registry {
                 connector: step.connector.clone(),
                 revision: step.revision,
                 out_of_date: step.out_of_date,
+                arm: arm.map(|(arm, _)| arm),
                 duration_us,
                 output,
                 error: error.clone(),
@@ -347,7 +376,7 @@ impl Registry {
             Some(_) => None,
         };
         let mut run = Run {
-            id: 0,
+            id: reserved,
             flow_id: flow.id,
             status,
             started_at,
@@ -357,16 +386,27 @@ impl Registry {
             error: failure,
         };
         let keep = self.flow_limits.recordings_kept;
-        run.id = self.off_executor(|| {
+        let (id, decided) = self.off_executor(|| {
             self.write(|m| {
                 let id = m.insert_run(org, &run)?;
                 for recording in &mut recordings {
                     recording.run = Some(id);
                     m.insert_recording(org, recording, keep)?;
                 }
-                Ok(id)
+                let mut decided = false;
+                for (record, canary) in run.steps.iter().zip(&plan.canaries) {
+                    if let Some((canary, _)) = canary {
+                        decided |= super::canary::tally(m, org, id, record, canary)?;
+                    }
+                }
+                Ok((id, decided))
             })
         })?;
+        run.id = id;
+        if decided {
+            // The step moved (promoted) or its candidate arm ended (rolled back).
+            self.pins.invalidate();
+        }
         tracing::info!(org, flow = flow.id, run = run.id, status = ?run.status,
             duration_us = run.duration_us, "flow run finished");
         Ok(run)

@@ -11,6 +11,7 @@
 //! version is stored whole or not at all; opening the registry sweeps blobs no row references.
 
 mod backup;
+pub mod canary;
 pub mod compat;
 mod error;
 mod flows;

@@ -45,7 +45,12 @@ pub(crate) struct Call {
 pub(crate) struct Plan {
     pub flow: Flow,
     pub steps: Vec<Result<Arc<Call>, Error>>,
+    /// For each step, its canary while it splits runs, with what its candidate arm calls.
+    pub canaries: Vec<Option<CanaryArm>>,
 }
+
+/// A step's canary and what its candidate arm calls (or why it cannot).
+pub(crate) type CanaryArm = (crate::model::Canary, Result<Arc<Call>, Error>);
 
 /// A resolved target.
 #[derive(Clone)]

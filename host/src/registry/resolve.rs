@@ -12,7 +12,7 @@ use super::rules::{
     current, describe_pin, installed_version, load_flow, load_install_row, load_instance, visible,
 };
 use super::{Error, Registry, Result};
-use crate::model::{Digest, Install, Instance, Step, VersionInfo, VersionState};
+use crate::model::{Canary, Digest, Install, Instance, Step, VersionInfo, VersionState};
 use crate::runtime::Connector;
 use crate::sandbox::{CallContext, Secrets};
 use crate::store::Metadata;
@@ -69,9 +69,29 @@ impl Registry {
             return Ok(plan);
         }
         let generation = self.pins.generation();
-        let (flow, found) = self.off_executor(|| {
+        let (flow, found, canaries) = self.off_executor(|| {
             self.read(|m| {
                 let mut flow = load_flow(m, org, id)?;
+                let splitting: Vec<Canary> = m
+                    .flow_canaries(org, id)?
+                    .into_iter()
+                    .filter(Canary::splitting)
+                    .collect();
+                let canaries = flow
+                    .steps
+                    .iter()
+                    .map(|step| {
+                        let Some(canary) = splitting.iter().find(|c| c.step == step.name) else {
+                            return Ok(None);
+                        };
+                        let arm = Step {
+                            instance: canary.candidate_instance,
+                            digest: canary.candidate_digest,
+                            ..step.clone()
+                        };
+                        Ok(Some((canary.clone(), found_for_step(self, m, org, &arm)?)))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let found = flow
                     .steps
                     .iter()
@@ -83,7 +103,7 @@ impl Registry {
                         describe_pin(m, step, found.install.clone(), Some(&found.version))?;
                     }
                 }
-                Ok((flow, found))
+                Ok((flow, found, canaries))
             })
         })?;
         let mut steps = Vec::with_capacity(found.len());
@@ -93,7 +113,21 @@ impl Registry {
                 Err(e) => Err(e),
             });
         }
-        let plan = Arc::new(Plan { flow, steps });
+        let mut arms = Vec::with_capacity(canaries.len());
+        for canary in canaries {
+            arms.push(match canary {
+                None => None,
+                Some((canary, Ok(found))) => {
+                    Some((canary, self.call_of(org, found).await.map(Arc::new)))
+                }
+                Some((canary, Err(e))) => Some((canary, Err(e))),
+            });
+        }
+        let plan = Arc::new(Plan {
+            flow,
+            steps,
+            canaries: arms,
+        });
         self.pins
             .keep(target, Pinned::Plan(plan.clone()), generation);
         Ok(plan)

@@ -10,8 +10,8 @@ use super::{
     Access, BlobStore, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError,
 };
 use crate::model::{
-    Audience, AuditEntry, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
-    Recording, Run, Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState,
+    Audience, AuditEntry, Canary, Digest, Flow, IndexEntry, Install, Instance, ListedVersion,
+    OrgInfo, Recording, Run, Search, Session, Step, Summary, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -41,6 +41,7 @@ struct State {
     flows: BTreeMap<i64, Flow>,
     runs: BTreeMap<i64, (String, Run)>,
     recordings: BTreeMap<i64, (String, Recording)>,
+    canaries: BTreeMap<(String, i64, String), Canary>,
     /// Tokens by id, and their ids by hash.
     tokens: BTreeMap<i64, TokenInfo>,
     token_hashes: BTreeMap<String, i64>,
@@ -615,8 +616,39 @@ impl Metadata for State {
             .collect())
     }
 
+    fn reserve_run_id(&mut self) -> Result<i64> {
+        Ok(self.next_id("run"))
+    }
+
+    fn canary(&mut self, org: &str, flow: i64, step: &str) -> Result<Option<Canary>> {
+        Ok(self
+            .canaries
+            .get(&(org.to_string(), flow, step.to_string()))
+            .cloned())
+    }
+
+    fn flow_canaries(&mut self, org: &str, flow: i64) -> Result<Vec<Canary>> {
+        Ok(self
+            .canaries
+            .iter()
+            .filter(|((o, f, _), _)| o == org && *f == flow)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    fn put_canary(&mut self, org: &str, canary: &Canary) -> Result<()> {
+        self.canaries.insert(
+            (org.to_string(), canary.flow, canary.step.clone()),
+            canary.clone(),
+        );
+        Ok(())
+    }
+
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64> {
-        let id = self.next_id("run");
+        let id = match run.id {
+            0 => self.next_id("run"),
+            id => id,
+        };
         let run = Run { id, ..run.clone() };
         self.runs.insert(id, (org.to_string(), run));
         Ok(id)

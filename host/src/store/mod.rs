@@ -20,8 +20,8 @@ pub use memory::{MemoryBlobStore, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AuditEntry, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Recording, Run, Search,
-    Session, Step, TokenInfo, VersionInfo, VersionState,
+    AuditEntry, Canary, Digest, Flow, Install, Instance, ListedVersion, OrgInfo, Recording, Run,
+    Search, Session, Step, TokenInfo, VersionInfo, VersionState,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -334,7 +334,16 @@ pub trait Metadata {
         before: i64,
         limit: usize,
     ) -> Result<Vec<Recording>>;
-    /// Record `run` (its `id` is ignored); returns the new id.
+    /// A new run id, for a run that needs it before it is recorded (its canary arms).
+    fn reserve_run_id(&mut self) -> Result<i64>;
+    /// The canary of step `step` of flow `flow`, running or decided, if it has had one.
+    fn canary(&mut self, org: &str, flow: i64, step: &str) -> Result<Option<Canary>>;
+    /// Every canary of flow `flow`'s steps.
+    fn flow_canaries(&mut self, org: &str, flow: i64) -> Result<Vec<Canary>>;
+    /// Keep `canary` as its step's (replacing the one before).
+    fn put_canary(&mut self, org: &str, canary: &Canary) -> Result<()>;
+    /// Record `run` with its `id` (one [`reserve_run_id`](Self::reserve_run_id) gave), or
+    /// with a new one when it is 0; returns the id.
     fn insert_run(&mut self, org: &str, run: &Run) -> Result<i64>;
     /// Recorded runs of flow `flow` with ids below `before`, newest first, at most `limit`.
     fn runs(&mut self, org: &str, flow: i64, before: i64, limit: usize) -> Result<Vec<Run>>;

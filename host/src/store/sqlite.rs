@@ -6,8 +6,8 @@
 
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
-    AuditEntry, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion, OrgInfo,
-    Recording, Run, RunStatus, Search, Session, Step, Summary, TokenInfo, VersionInfo,
+    AuditEntry, Canary, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion,
+    OrgInfo, Recording, Run, RunStatus, Search, Session, Step, Summary, TokenInfo, VersionInfo,
     VersionState, words,
 };
 use rusqlite::types::{Type, Value as SqlValue};
@@ -204,6 +204,18 @@ CREATE TABLE recordings (
     document TEXT NOT NULL
 );
 CREATE INDEX recordings_step ON recordings(org, flow_id, step, id);
+"#,
+    // 12: run ids from a sequence (a canary's run knows its id before it runs), and canaries.
+    r#"
+CREATE TABLE run_seq (next INTEGER NOT NULL);
+INSERT INTO run_seq (next) SELECT COALESCE(MAX(id), 0) + 1 FROM runs;
+CREATE TABLE canaries (
+    org      TEXT NOT NULL,
+    flow_id  INTEGER NOT NULL REFERENCES flows(id),
+    step     TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (org, flow_id, step)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -1407,18 +1419,56 @@ impl Metadata for Sql<'_> {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
         };
+        let id = match run.id {
+            0 => self.reserve_run_id()?,
+            id => id,
+        };
         self.insert(
-            "INSERT INTO runs (org, flow_id, status, started_at, duration_ms, record) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO runs (id, org, flow_id, status, started_at, duration_ms, record) \
+             VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 org,
                 run.flow_id,
                 status,
                 run.started_at,
                 (run.duration_us / 1000) as i64,
-                to_json(run)?
+                to_json(run)?,
+                id
             ],
         )
+    }
+
+    fn reserve_run_id(&mut self) -> Result<i64> {
+        let id: i64 = self
+            .one("SELECT next FROM run_seq", [], |r| r.get(0))?
+            .ok_or_else(|| StoreError::failed("no run sequence"))?;
+        self.run("UPDATE run_seq SET next = next + 1", [])?;
+        Ok(id)
+    }
+
+    fn canary(&mut self, org: &str, flow: i64, step: &str) -> Result<Option<Canary>> {
+        self.one(
+            "SELECT document FROM canaries WHERE org = ?1 AND flow_id = ?2 AND step = ?3",
+            params![org, flow, step],
+            |r| json(r, 0),
+        )
+    }
+
+    fn flow_canaries(&mut self, org: &str, flow: i64) -> Result<Vec<Canary>> {
+        self.all(
+            "SELECT document FROM canaries WHERE org = ?1 AND flow_id = ?2 ORDER BY step",
+            params![org, flow],
+            |r| json(r, 0),
+        )
+    }
+
+    fn put_canary(&mut self, org: &str, canary: &Canary) -> Result<()> {
+        self.run(
+            "INSERT INTO canaries (org, flow_id, step, document) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (org, flow_id, step) DO UPDATE SET document = excluded.document",
+            params![org, canary.flow, canary.step, to_json(canary)?],
+        )?;
+        Ok(())
     }
 
     fn runs(&mut self, org: &str, flow: i64, before: i64, limit: usize) -> Result<Vec<Run>> {

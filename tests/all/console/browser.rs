@@ -178,7 +178,10 @@ impl Browser {
         self.go("/sign-in").await;
         self.type_into("#token", token).await;
         let html = self.click("form button[type=submit]").await;
-        assert!(html.contains("Manage connectors"), "{html}");
+        assert!(
+            html.contains("<span class=\"who\">") && html.contains("<h1>Manage connectors</h1>"),
+            "{html}"
+        );
     }
 
     async fn sign_out(&self) {

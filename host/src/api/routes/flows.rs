@@ -5,7 +5,9 @@ use crate::api::auth::{Caller, Operator, Viewer};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::state::AppState;
 use crate::api::wire::{FlowRequest, RebindStepRequest, RecordRequest};
+use crate::model::Canary;
 use crate::model::{Flow, Page, Recording, Run};
+use crate::registry::canary::CanaryRequest;
 use crate::registry::replay::{ReplayReport, ReplayRequest};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -141,4 +143,55 @@ pub(crate) async fn replay(
     let ApiJson(body) = body?;
     let _permit = s.call_permit(&p.org)?;
     ok(s.registry.replay(&p.org, id, &step, &body).await?)
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/canary", tag = "flows", security(("bearer" = [])), request_body = CanaryRequest, params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, body = Canary), (status = 404, body = ErrorBody), (status = 409, description = "The candidate version is deprecated or blocked", body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn start_canary(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, step)): Path<(i64, String)>,
+    body: Result<ApiJson<CanaryRequest>, ApiError>,
+) -> ApiResult {
+    let p = caller.0;
+    let ApiJson(body) = body?;
+    created(
+        s.blocking(move |r| r.start_canary(&p.org, &p.actor(), id, &step, &body))
+            .await?,
+    )
+}
+
+#[utoipa::path(get, path = "/v1/flows/{id}/steps/{step}/canary", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Canary), (status = 404, body = ErrorBody)))]
+pub(crate) async fn canary(
+    State(s): State<AppState>,
+    caller: Caller<Viewer>,
+    Path((id, step)): Path<(i64, String)>,
+) -> ApiResult {
+    let p = caller.0;
+    ok(s.blocking(move |r| r.canary(&p.org, id, &step)).await?)
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/canary/promote", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Canary), (status = 404, description = "No running canary", body = ErrorBody)))]
+pub(crate) async fn promote_canary(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, step)): Path<(i64, String)>,
+) -> ApiResult {
+    let p = caller.0;
+    ok(
+        s.blocking(move |r| r.promote_canary(&p.org, &p.actor(), id, &step))
+            .await?,
+    )
+}
+
+#[utoipa::path(post, path = "/v1/flows/{id}/steps/{step}/canary/rollback", tag = "flows", security(("bearer" = [])), params(("id" = i64, Path), ("step" = String, Path, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Canary), (status = 404, description = "No running canary", body = ErrorBody)))]
+pub(crate) async fn roll_back_canary(
+    State(s): State<AppState>,
+    caller: Caller<Operator>,
+    Path((id, step)): Path<(i64, String)>,
+) -> ApiResult {
+    let p = caller.0;
+    ok(
+        s.blocking(move |r| r.roll_back_canary(&p.org, &p.actor(), id, &step))
+            .await?,
+    )
 }
