@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// Most recordings one replay runs.
 pub const MAX_REPLAYED: usize = 100;
 /// Most differences listed for one input.
-const MAX_DIFFERENCES: usize = 100;
+pub const MAX_DIFFERENCES: usize = 100;
 
 /// What a replay runs the recorded inputs on: another instance (`instance`), or another
 /// version (and revision: the newest when not given) of the step's connector on the step's own
