@@ -301,8 +301,10 @@ impl Registry {
     }
 }
 
-/// The instance and version a candidate names, for a step on `step_instance`.
-fn candidate_pin(
+/// The instance and version a candidate names, for a step on `step_instance`: an instance
+/// and the version its install runs, or the step's instance and a version (revision) of its
+/// connector.
+pub(crate) fn candidate_pin(
     m: &mut dyn Metadata,
     org: &str,
     step_instance: i64,

@@ -5,7 +5,8 @@
 //! input, the same output, a different one (with a JSON diff) or an error. Nothing about the
 //! flow changes.
 
-use super::rules::{audit, load_flow, load_install_row, load_instance, visible_version};
+use super::canary::candidate_pin;
+use super::rules::{audit, load_flow};
 use super::{Error, Registry, Result};
 use crate::model::{Page, Recording, VersionState};
 use crate::runtime::Connector;
@@ -216,51 +217,21 @@ impl Registry {
         })
     }
 
-    /// The connector and call context a candidate runs with.
+    /// The connector and call context a candidate runs with: the candidate's version on its
+    /// instance (the step's own, for a version).
     async fn candidate(
         &self,
         org: &str,
         step_instance: i64,
         candidate: &Candidate,
     ) -> Result<(Arc<Connector>, CallContext)> {
-        match (candidate.instance, &candidate.version) {
-            (Some(instance), None) if candidate.revision.is_none() => {
-                let call = self.pinned_call(org, instance).await?;
-                Ok((call.connector.clone(), call.ctx.clone()))
-            }
-            (None, Some(version)) => {
-                let call = self.pinned_call(org, step_instance).await?;
-                let target = self.read(|m| {
-                    let instance = load_instance(m, org, step_instance)?;
-                    let install = load_install_row(m, org, instance.install_id)?;
-                    let newest =
-                        visible_version(m, org, &install.package_org, &install.name, version)?;
-                    match candidate.revision {
-                        None => Ok(newest),
-                        Some(revision) => m
-                            .revisions(&newest.org, &newest.name, &newest.version.to_string())?
-                            .into_iter()
-                            .find(|v| v.revision == revision)
-                            .ok_or_else(|| {
-                                Error::NotFound(format!(
-                                    "revision {revision} of {}",
-                                    newest.reference()
-                                ))
-                            }),
-                    }
-                })?;
-                if target.state == VersionState::Blocked {
-                    return Err(Error::Blocked(target.reference()));
-                }
-                let connector = self.connector(&target.digest).await?;
-                Ok((connector, call.ctx.clone()))
-            }
-            _ => Err(Error::InvalidInput(
-                "a candidate is an `instance`, or a `version` (and optionally a `revision`) of \
-                 the step's connector"
-                    .into(),
-            )),
+        let (instance, version) = self.read(|m| candidate_pin(m, org, step_instance, candidate))?;
+        if version.state == VersionState::Blocked {
+            return Err(Error::Blocked(version.reference()));
         }
+        let call = self.pinned_call(org, instance).await?;
+        let connector = self.connector(&version.digest).await?;
+        Ok((connector, call.ctx.clone()))
     }
 
     async fn replay_one(
