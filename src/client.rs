@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
     BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
     NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, RecordRequest,
-    StateRequest, TokenRequest, path_segment,
+    StateRequest, TokenRequest, kebab, path_segment, when,
 };
 use gantry_host::model::Canary;
 use gantry_host::model::{
@@ -1168,10 +1168,11 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             };
             answer.show(json, |c| {
                 println!(
-                    "flow {} step `{}`: canary of {} (instance {}) at {} %, {}: candidate {} runs, {} failed (bound {}, decided after {}); stable {} runs, {} failed",
+                    "flow {} step `{}`: canary of {} revision {} (instance {}) at {} %, {}: candidate {} runs, {} failed (bound {}, decided after {}); stable {} runs, {} failed",
                     c.flow,
                     c.step,
                     c.candidate,
+                    c.candidate_revision,
                     c.candidate_instance,
                     c.percent,
                     kebab(&c.state),
@@ -1430,14 +1431,6 @@ fn print_install(i: Install) {
     }
 }
 
-/// A time in ms since the epoch, readable (`-` for none).
-fn when(ms: Option<i64>) -> String {
-    match ms.and_then(|ms| u64::try_from(ms).ok()) {
-        Some(ms) => httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
-        None => "-".into(),
-    }
-}
-
 fn print_new_token(token: &NewToken) {
     let info = &token.info;
     let scope = info.org.as_deref().unwrap_or("the platform");
@@ -1489,13 +1482,4 @@ fn parse_risk(text: &str) -> Result<Risk, String> {
              missing-credentials, new-outbound-hosts or downgrade"
         )
     })
-}
-
-/// How an enum is written on the wire (`kebab-case`), for a table.
-fn kebab(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(_) => "-".into(),
-    }
 }

@@ -166,3 +166,22 @@ pub fn path_segment(text: &str) -> String {
         })
         .collect()
 }
+
+/// A time (ms since the epoch) as an HTTP date, or `-`: how the CLI and the console show one.
+pub fn when(ms: Option<i64>) -> String {
+    match ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => {
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        }
+        None => "-".into(),
+    }
+}
+
+/// A value's name as the API writes it (`customisations-lost`, `admin`).
+pub fn kebab(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".into(),
+    }
+}

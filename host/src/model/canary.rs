@@ -38,11 +38,13 @@ pub struct Canary {
     pub stable_instance: i64,
     #[schema(value_type = String)]
     pub stable_digest: Digest,
-    /// The candidate: an instance and the digest it runs (`org/name@version` beside it).
+    /// The candidate: an instance and the digest it runs (`org/name@version` and revision
+    /// beside it).
     pub candidate_instance: i64,
     #[schema(value_type = String)]
     pub candidate_digest: Digest,
     pub candidate: String,
+    pub candidate_revision: u32,
     /// Share of runs (0–100) that take the candidate, by a hash of the run id.
     pub percent: u8,
     /// Highest share of the candidate's runs that may fail (0–1).
@@ -106,6 +108,7 @@ mod tests {
             candidate_instance: 2,
             candidate_digest: Digest::of(b"b"),
             candidate: "x@1.0.0".into(),
+            candidate_revision: 1,
             percent: 50,
             max_error_rate: 0.1,
             min_runs: 5,

@@ -316,7 +316,7 @@ impl Registry {
                         instance: canary.candidate_instance,
                         digest: canary.candidate_digest,
                         connector: Some(canary.candidate.clone()),
-                        revision: None,
+                        revision: Some(canary.candidate_revision),
                         out_of_date: false,
                         ..step.clone()
                     };

@@ -17,6 +17,7 @@ mod work;
 use super::auth::Needs;
 use super::error::ApiError;
 use super::state::AppState;
+pub(crate) use super::wire::{kebab, when};
 use crate::model::Role;
 use crate::registry::{Error as RegistryError, SignedIn};
 use axum::Router;
@@ -192,7 +193,7 @@ pub(crate) fn page(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup 
                         }
                         form.signout method="post" action="/sign-out" {
                             (csrf(who))
-                            span.who { (who.principal.org) " · " (role_name(who.principal.role)) " · " (who.principal.label) }
+                            span.who { (who.principal.org) " · " (kebab(&who.principal.role)) " · " (who.principal.label) }
                             button type="submit" { "Sign out" }
                         }
                     }
@@ -206,34 +207,6 @@ pub(crate) fn page(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup 
 /// The hidden CSRF field every form of a signed-in page carries.
 pub(crate) fn csrf(who: &SignedIn) -> Markup {
     html! { input type="hidden" name="csrf" value=(who.csrf); }
-}
-
-pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Platform => "platform",
-        Role::Admin => "admin",
-        Role::Publisher => "publisher",
-        Role::Operator => "operator",
-        Role::Viewer => "viewer",
-    }
-}
-
-/// A time (ms since the epoch) as an HTTP date, or `-`.
-pub(crate) fn when(ms: Option<i64>) -> String {
-    match ms.and_then(|ms| u64::try_from(ms).ok()) {
-        Some(ms) => {
-            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        }
-        None => "-".into(),
-    }
-}
-
-/// A value's kebab-case name, as the API writes it (`customisations-lost`).
-pub(crate) fn kebab(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Answer with `markup`, 200.
