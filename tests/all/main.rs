@@ -14,6 +14,7 @@ mod platform;
 mod registry;
 mod replay;
 mod sandbox;
+mod services;
 mod soak;
 mod store;
 mod support;

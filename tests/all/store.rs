@@ -11,8 +11,8 @@ use gantry_host::model::{
     Session, Step, TokenInfo, VersionInfo, VersionState, Visibility,
 };
 use gantry_host::store::{
-    BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, RevisionKey,
-    SqliteStore, StoreError,
+    BlobStore, FsBlobStore, MemoryBlobStore, MemoryStore, Metadata, MetadataStore, PgStore,
+    RevisionKey, S3BlobStore, SqliteStore, StoreError,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -37,6 +37,23 @@ fn sqlite() -> Backend<dyn MetadataStore> {
 fn memory() -> Backend<dyn MetadataStore> {
     Backend {
         store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+fn postgres() -> Backend<dyn MetadataStore> {
+    Backend {
+        store: Arc::new(PgStore::connect(&crate::services::postgres_schema()).unwrap()),
+        _dir: None,
+    }
+}
+
+fn s3() -> Backend<dyn BlobStore> {
+    let (key_id, secret) = crate::services::S3_KEYS;
+    Backend {
+        store: Arc::new(
+            S3BlobStore::open_with_keys(&crate::services::s3_bucket(), key_id, secret).unwrap(),
+        ),
         _dir: None,
     }
 }
@@ -77,7 +94,12 @@ conformance! {
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
         runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
         sessions_are_kept_by_hash_and_swept;
+    postgres: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
+        installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
+        runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
+        sessions_are_kept_by_hash_and_swept;
     fs_blobs: blobs_are_content_addressed;
+    s3: blobs_are_content_addressed;
     memory_blobs: blobs_are_content_addressed;
 }
 
@@ -800,10 +822,11 @@ fn blobs_are_content_addressed(store: &dyn BlobStore) {
     assert!(store.sweep().unwrap().is_empty());
 }
 
-/// The SQLite index answers every search as the in-memory store's plain scan does, over a
-/// generated marketplace: words common and rare, prefixes, tags, publishers, and every page.
+/// The SQLite and PostgreSQL indexes answer every search as the in-memory store's plain scan
+/// does, over a generated marketplace: words common and rare, prefixes, tags, publishers, and
+/// every page.
 #[test]
-fn the_sqlite_index_agrees_with_a_plain_scan() {
+fn the_sql_indexes_agree_with_a_plain_scan() {
     use gantry_bench::market::{self, COMMON, Shape, TAGS};
     let shape = Shape {
         orgs: 12,
@@ -811,8 +834,9 @@ fn the_sqlite_index_agrees_with_a_plain_scan() {
         versions_per_connector: 4,
     };
     let sqlite = sqlite();
+    let postgres = postgres();
     let memory = memory();
-    for backend in [&sqlite, &memory] {
+    for backend in [&sqlite, &postgres, &memory] {
         market::generate(&*backend.store, shape, 11).unwrap();
     }
     let mut searches = vec![Search::default()];
@@ -861,7 +885,16 @@ fn the_sqlite_index_agrees_with_a_plain_scan() {
                 }
             };
             let expected = read(&*memory.store, |m| m.search(&viewer, search, None, 1000));
-            assert_eq!(pages(&*sqlite.store), expected, "{viewer} {search:?}");
+            assert_eq!(
+                pages(&*sqlite.store),
+                expected,
+                "sqlite: {viewer} {search:?}"
+            );
+            assert_eq!(
+                pages(&*postgres.store),
+                expected,
+                "postgres: {viewer} {search:?}"
+            );
         }
     }
     // The generated marketplace gives these searches something to find.

@@ -89,6 +89,7 @@ impl From<RegistryError> for ApiError {
             E::Load(crate::runtime::LoadError::CompilerBusy(_)) => StatusCode::TOO_MANY_REQUESTS,
             E::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Storage { .. } | E::SecretsKey(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -87,6 +87,14 @@ pub enum Error {
     },
     #[error("the secrets key: {0}")]
     SecretsKey(String),
+    /// The metadata or blob store cannot be reached (down or restarting); nothing was
+    /// changed, and the same request may succeed later.
+    #[error("storage unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 impl Error {
@@ -112,6 +120,7 @@ impl Error {
             Error::PublicPermanent(_) => "public-permanent",
             Error::Storage { .. } => "storage",
             Error::SecretsKey(_) => "secrets-key",
+            Error::Unavailable { .. } => "unavailable",
         }
     }
 
@@ -145,6 +154,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Failed { message, source } => Error::Storage { message, source },
+            StoreError::Unavailable { message, source } => Error::Unavailable { message, source },
             StoreError::Aborted => Error::storage("a unit was aborted"),
         }
     }
@@ -152,7 +162,16 @@ impl From<StoreError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::storage_from("", e)
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut => {
+                Error::Unavailable {
+                    message: e.to_string(),
+                    source: Some(Arc::new(e)),
+                }
+            }
+            _ => Error::storage_from("", e),
+        }
     }
 }
 

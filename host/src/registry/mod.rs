@@ -70,9 +70,12 @@ pub struct RegistryConfig {
     /// Where component bytes go; `None` keeps them in `<data_dir>/blobs` ([`FsBlobStore`]). An
     /// object-store implementation of [`BlobStore`] plugs in here.
     pub blobs: Option<Arc<dyn BlobStore>>,
-    /// Where metadata goes; `None` keeps it in `<data_dir>/gantry.db` ([`SqliteStore`]). A
-    /// PostgreSQL implementation of [`MetadataStore`] plugs in here.
+    /// Where metadata goes; `None` keeps it in `<data_dir>/gantry.db` ([`SqliteStore`]).
+    /// Several nodes share a [`PgStore`](crate::store::PgStore) here.
     pub metadata: Option<Arc<dyn MetadataStore>>,
+    /// The key sealing instance secrets; `None`: `<data_dir>/secrets.key`. Nodes sharing a
+    /// store must each have the same key.
+    pub secrets_key: Option<PathBuf>,
     /// The operator's allowances of private addresses, by organisation: the connectors of an
     /// organisation may reach these loopback/private addresses (when an install grants the
     /// origin), and no other organisation's may.
@@ -126,8 +129,9 @@ pub struct Registry {
     pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     pub(crate) flow_limits: FlowLimits,
     accept_ungranted_imports: bool,
-    /// What calls run, resolved once per change.
-    pins: pins::PinTable,
+    /// What calls run, resolved once per change (here or, through the store's watch, on
+    /// another node).
+    pins: Arc<pins::PinTable>,
     /// When each token was last used, not yet written to the store (`tokens::flush_token_use`).
     token_use: std::sync::Mutex<BTreeMap<i64, i64>>,
     /// The data directory (`secrets.key` is there).
@@ -193,7 +197,18 @@ impl Registry {
             Some(blobs) => blobs,
             None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
         };
-        let vault = open_vault(&meta, &dir.join("secrets.key"))?;
+        let key = config
+            .secrets_key
+            .clone()
+            .unwrap_or_else(|| dir.join("secrets.key"));
+        let vault = open_vault(&meta, &key)?;
+        let pins = Arc::new(pins::PinTable::new(config.loaded));
+        let watched = Arc::downgrade(&pins);
+        meta.watch(Arc::new(move |watch| {
+            if let Some(pins) = watched.upgrade() {
+                pins.heard(watch);
+            }
+        }));
         let registry = Self {
             meta,
             blobs,
@@ -203,7 +218,7 @@ impl Registry {
             private_addresses: config.private_addresses,
             flow_limits: config.flows,
             accept_ungranted_imports: config.accept_ungranted_imports,
-            pins: pins::PinTable::new(config.loaded),
+            pins,
             token_use: Default::default(),
             data_dir: config.data_dir.clone(),
             blob_deletions: Default::default(),
@@ -228,9 +243,14 @@ impl Registry {
     }
 
     /// Run `work` as one lifecycle change: a write unit, after whose commit every call
-    /// resolves anew ([`pins`]). Every other write goes through here.
-    fn change<T>(&self, work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
-        let out = self.write(work)?;
+    /// resolves anew ([`pins`]) — on every node sharing the store. Every other write goes
+    /// through here.
+    fn change<T>(&self, mut work: impl FnMut(&mut dyn Metadata) -> Result<T>) -> Result<T> {
+        let out = self.write(|m| {
+            let out = work(m)?;
+            m.changed()?;
+            Ok(out)
+        })?;
         self.pins.invalidate();
         Ok(out)
     }
@@ -259,9 +279,11 @@ impl Registry {
 
     // ----- audit ---------------------------------------------------------------------------
 
-    /// Whether the store answers: one read unit (`/readyz`).
+    /// Whether the stores answer: one read unit of the metadata, one look at the blobs
+    /// (`/readyz`).
     pub fn check_store(&self) -> Result<()> {
-        self.read(|m| Ok(m.setting(SECRETS_KEY_ID).map(drop)?))
+        self.read(|m| Ok(m.setting(SECRETS_KEY_ID).map(drop)?))?;
+        Ok(self.blobs.check()?)
     }
 
     /// One page of the audit log of the platform's own actions (organisations created,

@@ -98,6 +98,9 @@ struct Table {
     /// Principals of valid tokens, by the token's hash (unknown tokens are not kept: their
     /// number is the caller's choice).
     principals: HashMap<String, Principal>,
+    /// Whether the store can tell of other nodes' changes (always, for a store one process
+    /// uses): while it cannot, nothing resolved is kept.
+    deaf: bool,
 }
 
 pub(crate) struct PinTable {
@@ -145,7 +148,7 @@ impl PinTable {
         let mut retired = Vec::new();
         {
             let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-            if table.generation != generation {
+            if table.generation != generation || table.deaf {
                 return;
             }
             let weight = pinned.weight();
@@ -219,6 +222,16 @@ impl PinTable {
         drop(retired);
     }
 
+    /// What the store heard of other nodes: a change empties the table as a change here does;
+    /// while it cannot hear, nothing is kept.
+    pub fn heard(&self, watch: crate::store::Watch) {
+        self.table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deaf = watch == crate::store::Watch::Lost;
+        self.invalidate();
+    }
+
     /// Forget everything resolved: a lifecycle change committed. The connectors the entries
     /// held stay loaded (retained, within the bounds) for the resolutions to come.
     pub fn invalidate(&self) {
@@ -255,7 +268,7 @@ impl PinTable {
     /// Keep the principal of the token with `hash`, resolved in `generation`.
     pub fn keep_principal(&self, hash: String, principal: Principal, generation: u64) {
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        if table.generation == generation {
+        if table.generation == generation && !table.deaf {
             table.principals.insert(hash, principal);
         }
     }

@@ -23,6 +23,10 @@ pub trait BlobStore: Send + Sync {
     fn sweep(&self) -> io::Result<Vec<Digest>>;
     /// Every digest stored, touching nothing (writes may be under way).
     fn digests(&self) -> io::Result<Vec<Digest>>;
+    /// Whether the store answers (`/readyz`).
+    fn check(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Blobs in a local directory.
@@ -87,6 +91,10 @@ impl BlobStore for FsBlobStore {
 
     fn digests(&self) -> io::Result<Vec<Digest>> {
         self.scan(false)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        fs::metadata(&self.root).map(drop)
     }
 }
 

@@ -12,11 +12,17 @@
 //! version.
 
 mod blob;
+mod bridge;
+mod codec;
 mod memory;
+mod postgres;
+mod s3;
 mod sqlite;
 
 pub use blob::{BlobStore, FsBlobStore};
 pub use memory::{MemoryBlobStore, MemoryStore};
+pub use postgres::{HEARTBEAT, PgStore};
+pub use s3::S3BlobStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
@@ -32,6 +38,14 @@ pub enum StoreError {
     /// The backend failed; nothing of the unit was written.
     #[error("{message}")]
     Failed {
+        message: String,
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The backend cannot be reached (a database or object store that is down or
+    /// restarting): nothing of the unit was written, and trying again later may work.
+    #[error("{message}")]
+    Unavailable {
         message: String,
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
@@ -56,6 +70,19 @@ impl StoreError {
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         StoreError::Failed {
+            message: format!("{message}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl StoreError {
+    /// The backend cannot be reached, because of `source`.
+    pub fn unavailable(
+        message: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
             message: format!("{message}: {source}"),
             source: Some(Arc::new(source)),
         }
@@ -98,6 +125,13 @@ pub trait MetadataStore: Send + Sync {
         access: Access,
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()>;
+
+    /// Tell `watcher` whenever another process sharing this store commits a change of what
+    /// calls resolve ([`Metadata::changed`]), and whether it can still tell. A store only one
+    /// process uses (the default) never calls it.
+    fn watch(&self, watcher: Watcher) {
+        let _ = watcher;
+    }
 
     /// Write a consistent copy of everything to `path` (a new file), without stopping writers.
     /// A store with tools of its own for that (PostgreSQL's) says so instead.
@@ -154,6 +188,20 @@ impl dyn MetadataStore + '_ {
     }
 }
 
+/// What a [`MetadataStore::watch`]er is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Another process committed a change (or the store may have missed some, having just
+    /// started listening): what was resolved before may be stale.
+    Changed,
+    /// The store cannot hear of changes until it says [`Watch::Changed`] again: nothing
+    /// resolved meanwhile may be kept.
+    Lost,
+}
+
+/// Called with what a store hears of other processes' changes.
+pub type Watcher = Arc<dyn Fn(Watch) + Send + Sync>;
+
 /// A revision as garbage collection sees it: where it is and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionKey {
@@ -179,6 +227,13 @@ pub struct BoundStep {
 
 /// The statements of one unit. Times are milliseconds since the Unix epoch.
 pub trait Metadata {
+    /// This unit changes what calls resolve: when it commits, tell the other processes
+    /// sharing the store ([`MetadataStore::watch`]). Nothing to do for a store only one process
+    /// uses.
+    fn changed(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     // ----- organisations -----
     /// Create organisation `id` unless it exists.
     fn create_org(&mut self, id: &str, at: i64) -> Result<()>;

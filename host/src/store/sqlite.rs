@@ -4,6 +4,10 @@
 //! One connection behind a mutex: a unit holds it from start to end in one transaction
 //! (`IMMEDIATE` for a write unit), so writers are serialised as the trait requires.
 
+use super::codec::{
+    BOUND_STEPS, INSTALL_COLUMNS, INSTANCE_COLUMNS, LISTED_COLUMNS, TOKEN_COLUMNS, VERSION_COLUMNS,
+    from_json, from_text, text, to_json,
+};
 use super::{Access, BoundStep, Metadata, MetadataStore, Result, RevisionKey, StoreError};
 use crate::model::{
     AuditEntry, Canary, Description, Digest, Flow, IndexEntry, Install, Instance, ListedVersion,
@@ -12,8 +16,7 @@ use crate::model::{
 };
 use rusqlite::types::{Type, Value as SqlValue};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::fs::File;
@@ -603,35 +606,17 @@ fn bad_column(
     rusqlite::Error::FromSqlConversionFailure(index, Type::Text, e.into())
 }
 
-/// A unit enum as the text it serialises to (`"deprecated"`).
-fn text<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(s)) => s,
-        _ => unreachable!("unit enums serialise as strings"),
-    }
-}
-
-/// Column `index` of `row`, parsed from JSON.
-///
-/// Without serde_json's nesting limit (128): a row holds documents that were each parsed once
-/// under that limit before they were stored, then kept inside a record a few levels deeper —
-/// too shallow to threaten the stack, but over the limit when rows were written before Gantry
-/// bounded what it keeps at 64 levels ([`crate::json::KEPT_DEPTH`]). Read with the limit, one
-/// such row made every listing that touched it fail.
+/// Column `index` of `row`, parsed from JSON ([`from_json`]).
 fn json<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
     let text = row
         .get_ref(index)?
         .as_str()
         .map_err(|e| bad_column(index, e))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    T::deserialize(&mut de)
-        .and_then(|value| de.end().map(|()| value))
-        .map_err(|e| bad_column(index, e))
+    from_json(text).map_err(|e| bad_column(index, e))
 }
 
 fn enum_text<T: for<'de> Deserialize<'de>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
-    serde_json::from_value(Value::String(row.get(index)?)).map_err(|e| bad_column(index, e))
+    from_text(row.get(index)?).map_err(|e| bad_column(index, e))
 }
 
 fn semver(row: &Row<'_>, index: usize) -> rusqlite::Result<semver::Version> {
@@ -643,9 +628,6 @@ fn digest(row: &Row<'_>, index: usize) -> rusqlite::Result<Digest> {
         .parse()
         .map_err(|e: crate::model::ParseDigestError| bad_column(index, e))
 }
-
-const VERSION_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
-    state, publisher, published_at, tags, description";
 
 /// A version row, with the description of type `D` from the last column: the whole
 /// [`Description`] ([`VERSION_COLUMNS`]) or the [`Summary`] ([`LISTED_COLUMNS`]).
@@ -666,13 +648,6 @@ fn version_row<D: for<'de> Deserialize<'de>>(row: &Row<'_>) -> rusqlite::Result<
     })
 }
 
-/// [`VERSION_COLUMNS`] with the summary in place of the description.
-const LISTED_COLUMNS: &str = "org, name, version, revision, digest, size, visibility, \
-    state, publisher, published_at, tags, summary";
-
-const INSTALL_COLUMNS: &str = "id, org, pkg_org, name, version, customisations, modified_by, \
-    modified_at, created_by, created_at, outbound, revision";
-
 fn install_row(row: &Row<'_>) -> rusqlite::Result<Install> {
     Ok(Install {
         id: row.get(0)?,
@@ -691,9 +666,6 @@ fn install_row(row: &Row<'_>) -> rusqlite::Result<Install> {
         revision_available: None,
     })
 }
-
-const INSTANCE_COLUMNS: &str =
-    "id, org, install_id, name, config, secret_keys, created_by, created_at";
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
     Ok(Instance {
@@ -732,10 +704,6 @@ fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         before: json(row, 6)?,
         after: json(row, 7)?,
     })
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::caused("cannot store JSON", e))
 }
 
 // ----- the statements -----------------------------------------------------------------------
@@ -853,11 +821,6 @@ impl Sql<'_> {
 
 type FlowRow = (i64, String, String, i64, bool);
 
-/// Steps with the instance and install they are bound through (`s`, `i`, `n`) and their flow (`f`).
-const BOUND_STEPS: &str = "SELECT s.flow_id, s.name, s.operation, s.instance_id, s.digest, \
-    n.pkg_org, n.name FROM steps s JOIN flows f ON f.id = s.flow_id \
-    JOIN instances i ON i.id = s.instance_id JOIN installs n ON n.id = i.install_id";
-
 fn bound_step_row(r: &Row<'_>) -> rusqlite::Result<BoundStep> {
     Ok(BoundStep {
         flow: r.get(0)?,
@@ -869,9 +832,6 @@ fn bound_step_row(r: &Row<'_>) -> rusqlite::Result<BoundStep> {
         package_name: r.get(6)?,
     })
 }
-
-const TOKEN_COLUMNS: &str =
-    "id, org, role, label, created_by, created_at, last_used_at, expires_at, revoked_at";
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
     Ok(TokenInfo {
