@@ -19,6 +19,19 @@ pub struct ServeArgs {
     /// Directory holding the database, blobs, secrets key and artifact cache [default: gantry-data].
     #[arg(long, env = "GANTRY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep metadata in this PostgreSQL database (`postgres://user:password@host/db`), shared by
+    /// every node, instead of `<data-dir>/gantry.db`.
+    #[arg(long, env = "GANTRY_DATABASE")]
+    database: Option<String>,
+    /// Keep component bytes in this S3 bucket (`s3://bucket[/prefix]?endpoint=URL&region=R`,
+    /// credentials from the AWS_* environment), shared by every node, instead of
+    /// `<data-dir>/blobs`.
+    #[arg(long, env = "GANTRY_BLOBS")]
+    blobs: Option<String>,
+    /// The key sealing instance secrets [default: <data-dir>/secrets.key]; every node sharing a
+    /// database needs the same one.
+    #[arg(long, env = "GANTRY_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "GANTRY_BIND")]
     bind: Option<SocketAddr>,
@@ -57,6 +70,9 @@ pub struct ServeArgs {
 ///
 /// ```toml
 /// data_dir = "gantry-data"
+/// database = "postgres://gantry@db.internal/gantry"  # shared metadata (several nodes)
+/// blobs = "s3://gantry-components?region=eu-west-1"  # shared component bytes
+/// secrets_key = "/run/secrets/gantry.key"             # the same key on every node
 /// bind = "127.0.0.1:8080"
 /// max_upload_mib = 32
 /// max_concurrent_calls = 64
@@ -92,6 +108,9 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     data_dir: Option<PathBuf>,
+    database: Option<String>,
+    blobs: Option<String>,
+    secrets_key: Option<PathBuf>,
     bind: Option<SocketAddr>,
     max_upload_mib: Option<usize>,
     max_concurrent_calls: Option<usize>,
@@ -117,6 +136,9 @@ pub struct ServeConfig {
 #[derive(Debug)]
 struct Settings {
     data_dir: PathBuf,
+    database: Option<String>,
+    blobs: Option<String>,
+    secrets_key: Option<PathBuf>,
     bind: SocketAddr,
     api: ApiConfig,
     header_timeout: Duration,
@@ -140,6 +162,9 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| "gantry-data".into()),
+        database: args.database.clone().or(file.database),
+        blobs: args.blobs.clone().or(file.blobs),
+        secrets_key: args.secrets_key.clone().or(file.secrets_key),
         bind: args
             .bind
             .or(file.bind)
@@ -221,9 +246,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         ..RuntimeConfig::default()
     })
     .context("starting the runtime")?;
+    let (metadata, blobs) = shared_stores(&settings)?;
     let registry = Registry::open(
         RegistryConfig {
             data_dir: data_dir.clone(),
+            metadata,
+            blobs,
+            secrets_key: settings.secrets_key.clone(),
             private_addresses: settings.private_addresses.clone(),
             flows: settings.flows,
             loaded: settings.loaded,
@@ -290,6 +319,33 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
         served => served.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// The shared stores the settings name, if any (the embedded ones otherwise). The URLs are not
+/// repeated in errors: they may hold a password.
+#[allow(clippy::type_complexity)]
+fn shared_stores(
+    settings: &Settings,
+) -> Result<(
+    Option<Arc<dyn gantry_host::store::MetadataStore>>,
+    Option<Arc<dyn gantry_host::store::BlobStore>>,
+)> {
+    use gantry_host::store::{PgStore, S3BlobStore};
+    let metadata = match settings.database.as_deref() {
+        None => None,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(Arc::new(PgStore::connect(url).context("connecting to the database")?) as Arc<_>)
+        }
+        Some(_) => anyhow::bail!("--database takes a postgres:// URL"),
+    };
+    let blobs = match settings.blobs.as_deref() {
+        None => None,
+        Some(url) if url.starts_with("s3://") => {
+            Some(Arc::new(S3BlobStore::open(url).context("opening the blob store")?) as Arc<_>)
+        }
+        Some(_) => anyhow::bail!("--blobs takes an s3:// URL"),
+    };
+    Ok((metadata, blobs))
 }
 
 /// Whether serving ended with calls cut off by the drain timeout.

@@ -8,6 +8,7 @@ mod cli;
 mod connectors;
 mod console;
 mod load;
+mod nodes;
 mod operations;
 mod outbound;
 mod platform;

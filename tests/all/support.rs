@@ -306,8 +306,14 @@ impl Served {
     /// Start `gantry serve ARGS --samples <the built samples>` and wait until it says where
     /// it listens.
     pub fn start(args: &[&str]) -> Served {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Served {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(args)
             .arg("--samples")
