@@ -3,7 +3,7 @@
 //! others' next calls within the documented bound; a node killed mid-publish leaves the others
 //! the whole version or none of it; a database restart is ridden out.
 
-use crate::services::{S3_KEYS, postgres_schema, s3_bucket};
+use crate::services::{Cluster, S3_KEYS, postgres_schema, s3_bucket};
 use crate::support::{Served, connector};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -369,4 +369,135 @@ async fn a_node_killed_mid_publish_leaves_the_whole_version_or_none() {
         a = node(dirs[n + 2].path(), &database, &blobs, Some(&key));
     }
     eprintln!("killed mid-publish: {} whole, {} absent", seen.0, seen.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_nodes_ride_out_a_database_restart_under_load() {
+    let cluster = Cluster::start();
+    let blobs = s3_bucket();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dirs.0.path(), &cluster.url(), &blobs, None);
+    let key = dirs.0.path().join("secrets.key");
+    let b = node(dirs.1.path(), &cluster.url(), &blobs, Some(&key));
+    let api = Api::new();
+    let admin = api.org(&a, &platform_token(dirs.0.path()), "acme").await;
+    assert_eq!(
+        api.publish(&a, &admin, "echo", "1.0.0", connector("echo"))
+            .await,
+        StatusCode::CREATED
+    );
+    let instance = api.instance(&a, &admin, "acme", "echo", "1.0.0").await;
+    let flow = api
+        .ok(
+            &a,
+            Method::POST,
+            "/v1/flows",
+            &admin,
+            json!({"name": "relay", "steps": [{"name": "e", "instance": instance, "operation": "echo", "input": "${input}"}]}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+
+    // Load on both nodes: calls (served from the pin table while it may be kept) and flow
+    // runs (each recorded in the database). Every answer is a success or a clean 503.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [a.url.clone(), b.url.clone()]
+        .into_iter()
+        .map(|url| {
+            let (stop, admin) = (stop.clone(), admin.clone());
+            tokio::spawn(async move {
+                let client = Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for path in [
+                        format!("/v1/instances/{instance}/invoke/echo"),
+                        format!("/v1/flows/{flow}/runs"),
+                    ] {
+                        let response = client
+                            .post(format!("{url}{path}"))
+                            .bearer_auth(&admin)
+                            .json(&json!({"n": 1}))
+                            .send()
+                            .await
+                            .expect("the node answers");
+                        let status = response.status();
+                        let body = response.text().await.unwrap();
+                        assert!(
+                            status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE,
+                            "{path}: {status} {body}"
+                        );
+                        *answers.entry(status.as_u16()).or_default() += 1;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cluster.down();
+    let ready = |node: &Served| {
+        let url = format!("{}/readyz", node.url);
+        let client = api.client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    for node in [&a, &b] {
+        api.until("readyz says the database is down", async || {
+            ready(node).await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.up();
+    let start = Instant::now();
+    for node in [&a, &b] {
+        loop {
+            let run = api
+                .call(
+                    node,
+                    Method::POST,
+                    &format!("/v1/flows/{flow}/runs"),
+                    &admin,
+                    Some(json!({})),
+                )
+                .await;
+            if run.0 == StatusCode::CREATED && ready(node).await == StatusCode::OK {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the node did not recover: {run:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "both nodes recovered {:?} after the database came back",
+        start.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let answers = task.await.unwrap();
+        eprintln!("answers under the restart: {answers:?}");
+        assert!(answers.contains_key(&503), "the load saw the database down");
+    }
+
+    // Each node hears the other again: a block on A reaches B.
+    api.ok(
+        &a,
+        Method::POST,
+        "/v1/connectors/echo/versions/1.0.0/state",
+        &admin,
+        json!({"state": "blocked"}),
+    )
+    .await;
+    api.until(
+        "B refuses the blocked version after the restart",
+        async || api.invoke(&b, &admin, instance).await.0 == StatusCode::CONFLICT,
+    )
+    .await;
 }

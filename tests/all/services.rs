@@ -167,7 +167,6 @@ impl Cluster {
     }
 
     /// Stop the server at once, as a crash or an operator's immediate restart would.
-    #[allow(dead_code)]
     pub fn down(&self) {
         let out = as_postgres(Command::new(pg_bin("pg_ctl")))
             .args(["stop", "-w", "-m", "immediate", "-D"])
