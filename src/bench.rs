@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// Repetitions of each cold path (publish → first call, restart → first call).
     #[arg(long, default_value_t = 5)]
     cold_runs: usize,
+    /// Instead of the latency report: the registry on this PostgreSQL
+    /// (`postgres://user:password@host/db`) against SQLite, and two nodes on it against one.
+    /// It works in a schema of its own, dropped at the end.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -70,6 +75,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     options.swap_every = Duration::from_millis(args.swap_every_ms);
     options.cold_runs = args.cold_runs;
 
+    if let Some(url) = &args.database {
+        let results = gantry_bench::stores::measure(&options, url, &mut std::io::stderr())?;
+        return gantry_bench::stores::print(&options, &results, &mut std::io::stdout());
+    }
     let results = report::measure(&options, &mut std::io::stderr())?;
     report::print(&options, &results, &mut std::io::stdout())
 }

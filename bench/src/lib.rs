@@ -9,3 +9,4 @@ pub mod raw;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod stores;

@@ -85,7 +85,7 @@ impl Options {
         }
     }
 
-    fn bytes(&self, connector: &str) -> Result<&[u8]> {
+    pub(crate) fn bytes(&self, connector: &str) -> Result<&[u8]> {
         self.connectors
             .iter()
             .find(|(name, _)| name == connector)
@@ -93,7 +93,7 @@ impl Options {
             .with_context(|| format!("no bytes for connector {connector}"))
     }
 
-    fn load(&self, callers: usize) -> Load {
+    pub(crate) fn load(&self, callers: usize) -> Load {
         Load {
             callers,
             warmup: self.duration / 5,

@@ -37,7 +37,13 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8]) -> Result<Self> {
-        let registry = open_registry(dir, runtime)?;
+        Self::on(in_dir(dir), runtime, bytes).await
+    }
+
+    /// [`new`](Self::new) on the stores `config` names.
+    pub async fn on(config: RegistryConfig, runtime: Runtime, bytes: &[u8]) -> Result<Self> {
+        let dir = config.data_dir.clone();
+        let registry = Registry::open(config, runtime)?;
         registry.create_org(ORG)?;
         // Held until the publish, which then finds it loaded instead of loading it again.
         let connector = registry.runtime().load(bytes).await?;
@@ -70,7 +76,7 @@ impl Deployment {
         )?;
         Ok(Self {
             registry: Arc::new(registry),
-            data_dir: dir.to_path_buf(),
+            data_dir: dir,
             instance: instance.id,
             install: install.id,
             name,
@@ -88,14 +94,16 @@ impl Deployment {
     }
 }
 
+/// The embedded stores in `dir`.
+pub fn in_dir(dir: &Path) -> RegistryConfig {
+    RegistryConfig {
+        data_dir: dir.to_path_buf(),
+        ..RegistryConfig::default()
+    }
+}
+
 fn open_registry(dir: &Path, runtime: Runtime) -> Result<Registry> {
-    Ok(Registry::open(
-        RegistryConfig {
-            data_dir: dir.to_path_buf(),
-            ..RegistryConfig::default()
-        },
-        runtime,
-    )?)
+    Ok(Registry::open(in_dir(dir), runtime)?)
 }
 
 /// The HTTP API serving a deployment on 127.0.0.1, and a keep-alive client for it.
@@ -110,14 +118,18 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serve `deployment` and prepare calls of `operation` on its instance.
     pub async fn start(deployment: &Deployment, operation: &str) -> Result<Self> {
-        let token = deployment
-            .registry
+        Self::serve(deployment.registry.clone(), deployment.instance, operation).await
+    }
+
+    /// Serve `registry` and prepare calls of `operation` on `instance`.
+    pub async fn serve(registry: Arc<Registry>, instance: i64, operation: &str) -> Result<Self> {
+        let token = registry
             .create_token(ORG, ORG, Role::Operator, "bench", None)?
             .1;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let router = gantry_host::router(
-            deployment.registry.clone(),
+            registry,
             ApiConfig {
                 max_concurrent_calls: 4096,
                 ..ApiConfig::default()
@@ -134,10 +146,7 @@ impl HttpServer {
         ));
         Ok(Self {
             client: reqwest::Client::new(),
-            url: format!(
-                "http://{addr}/v1/instances/{}/invoke/{operation}",
-                deployment.instance
-            ),
+            url: format!("http://{addr}/v1/instances/{instance}/invoke/{operation}"),
             token,
             stop: Some(stop),
             task: Some(task),
@@ -342,13 +351,25 @@ impl SwapDeployment {
 /// Two one-step flows over the same instance, one recording its step runs and one not: what
 /// a recording costs a run.
 pub struct RecordingDeployment {
+    /// The deployment the flows call through.
+    pub deployment: Deployment,
     registry: Arc<Registry>,
     flows: [i64; 2],
 }
 
 impl RecordingDeployment {
     pub async fn new(dir: &Path, runtime: Runtime, bytes: &[u8], operation: &str) -> Result<Self> {
-        let deployment = Deployment::new(dir, runtime, bytes).await?;
+        Self::on(in_dir(dir), runtime, bytes, operation).await
+    }
+
+    /// [`new`](Self::new) on the stores `config` names.
+    pub async fn on(
+        config: RegistryConfig,
+        runtime: Runtime,
+        bytes: &[u8],
+        operation: &str,
+    ) -> Result<Self> {
+        let deployment = Deployment::on(config, runtime, bytes).await?;
         let registry = deployment.registry.clone();
         let mut flows = [0; 2];
         for (n, record) in [false, true].into_iter().enumerate() {
@@ -368,7 +389,20 @@ impl RecordingDeployment {
                 )?
                 .id;
         }
-        Ok(Self { registry, flows })
+        Ok(Self {
+            deployment,
+            registry,
+            flows,
+        })
+    }
+
+    /// One run of the recording flow (`recorded`) or the plain one; whether it succeeded.
+    pub async fn run(&self, recorded: bool, input: &serde_json::value::RawValue) -> bool {
+        let flow = self.flows[usize::from(recorded)];
+        self.registry
+            .run_flow(ORG, flow, input)
+            .await
+            .is_ok_and(|run| run.status == RunStatus::Succeeded)
     }
 
     /// `runs` runs of the recording flow (`recorded`) or the plain one, one after another;

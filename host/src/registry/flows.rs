@@ -290,7 +290,7 @@ impl Registry {
         let flow = &plan.flow;
         // A run that a canary splits knows its id first: the id decides its arm.
         let reserved = if plan.canaries.iter().any(Option::is_some) {
-            self.off_executor(|| self.write(|m| Ok(m.reserve_run_id()?)))?
+            self.off_executor(|| self.meta.append(|m| Ok::<_, Error>(m.reserve_run_id()?)))?
         } else {
             0
         };
@@ -386,8 +386,14 @@ impl Registry {
             error: failure,
         };
         let keep = self.flow_limits.recordings_kept;
+        // A run that tallies no canary only adds records: it need not wait for other writers.
+        let access = if plan.canaries.iter().all(Option::is_none) {
+            crate::store::Access::Append
+        } else {
+            crate::store::Access::Write
+        };
         let (id, decided) = self.off_executor(|| {
-            self.write(|m| {
+            self.meta.run_unit(access, |m| {
                 let id = m.insert_run(org, &run)?;
                 for recording in &mut recordings {
                     recording.run = Some(id);
@@ -399,7 +405,10 @@ impl Registry {
                         decided |= super::canary::tally(m, org, id, record, canary)?;
                     }
                 }
-                Ok((id, decided))
+                if decided {
+                    m.changed()?;
+                }
+                Ok::<_, Error>((id, decided))
             })
         })?;
         run.id = id;

@@ -95,7 +95,7 @@ impl MetadataStore for MemoryStore {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut draft = state.clone();
         work(&mut draft)?;
-        if access == Access::Write {
+        if access != Access::Read {
             *state = draft;
         }
         Ok(())

@@ -102,6 +102,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Access {
     Read,
     Write,
+    /// A write unit that only adds records (a flow run, its recordings) and decides nothing
+    /// from what it reads: it need not be serialised with other writers (a store may still
+    /// serialise it). It commits whole or not at all like any unit.
+    Append,
 }
 
 /// A metadata backend.
@@ -149,7 +153,7 @@ impl dyn MetadataStore + '_ {
         &self,
         work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.run(Access::Read, work)
+        self.run_unit(Access::Read, work)
     }
 
     /// Run `work` in a write unit: all its writes commit when it returns `Ok`, none otherwise.
@@ -157,11 +161,20 @@ impl dyn MetadataStore + '_ {
         &self,
         work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.run(Access::Write, work)
+        self.run_unit(Access::Write, work)
     }
 
-    /// Run `work` as a unit; an error of its own aborts the unit and is returned as it is.
-    fn run<T, E: From<StoreError>>(
+    /// Run `work` in an [`Access::Append`] unit.
+    pub fn append<T, E: From<StoreError>>(
+        &self,
+        work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_unit(Access::Append, work)
+    }
+
+    /// Run `work` as a unit of `access`; an error of its own aborts the unit and is returned
+    /// as it is.
+    pub fn run_unit<T, E: From<StoreError>>(
         &self,
         access: Access,
         mut work: impl FnMut(&mut dyn Metadata) -> Result<T, E>,

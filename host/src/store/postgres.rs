@@ -248,9 +248,50 @@ impl PgStore {
     /// Connect to the database at `url` (`postgres://user:password@host:port/db`, with
     /// libpq's parameters), migrating its schema. Fails when the database cannot be reached.
     pub fn connect(url: &str) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::caused("the PostgreSQL URL", e))?;
+        Self::open(parse(url)?)
+    }
+
+    /// [`connect`](Self::connect), keeping everything in `schema` (letters, digits and `_`),
+    /// which is created if missing: several registries in one database.
+    pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self> {
+        let mut config = parse(url)?;
+        Self::create_schema(&config, schema)?;
+        config.options(format!("-csearch_path={schema}"));
+        Self::open(config)
+    }
+
+    /// Drop `schema` and everything in it (what [`connect_in_schema`](Self::connect_in_schema)
+    /// made).
+    pub fn drop_schema(url: &str, schema: &str) -> Result<()> {
+        let config = parse(url)?;
+        Self::on_one_connection(
+            &config,
+            &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", checked(schema)?),
+        )
+    }
+
+    fn create_schema(config: &tokio_postgres::Config, schema: &str) -> Result<()> {
+        Self::on_one_connection(
+            config,
+            &format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", checked(schema)?),
+        )
+    }
+
+    fn on_one_connection(config: &tokio_postgres::Config, sql: &str) -> Result<()> {
+        let config = config.clone();
+        let sql = sql.to_string();
+        bridge::run(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            let driver = tokio::spawn(connection);
+            let done = client.batch_execute(&sql).await;
+            drop(client);
+            let _ = driver.await;
+            done
+        })
+        .map_err(pg_error)
+    }
+
+    fn open(mut config: tokio_postgres::Config) -> Result<Self> {
         if config.get_application_name().is_none() {
             config.application_name("gantry");
         }
@@ -297,6 +338,27 @@ impl PgStore {
             node: hex::encode(node),
             listener: Mutex::new(None),
         })
+    }
+}
+
+fn parse(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse()
+        .map_err(|e| StoreError::caused("the PostgreSQL URL", e))
+}
+
+/// `schema` if it is a plain identifier.
+fn checked(schema: &str) -> Result<&str> {
+    let plain = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Ok(schema)
+    } else {
+        Err(StoreError::failed(format!(
+            "schema `{schema}`: lower-case letters, digits and _ only"
+        )))
     }
 }
 
@@ -377,9 +439,10 @@ impl MetadataStore for PgStore {
                     return Err(e);
                 }
             }
+            Access::Append => pg.batch("BEGIN")?,
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut pg)));
-        let commit = access == Access::Write && matches!(outcome, Ok(Ok(())));
+        let commit = access != Access::Read && matches!(outcome, Ok(Ok(())));
         let ended = pg.batch(if commit { "COMMIT" } else { "ROLLBACK" });
         if ended.is_err() {
             // Whatever state it is in, this connection is not handed out again.

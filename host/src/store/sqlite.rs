@@ -451,7 +451,7 @@ impl MetadataStore for SqliteStore {
         work: &mut dyn FnMut(&mut dyn Metadata) -> Result<()>,
     ) -> Result<()> {
         match access {
-            Access::Write => self.write_unit(work),
+            Access::Write | Access::Append => self.write_unit(work),
             Access::Read => {
                 let conn = self.reader()?;
                 let result = read_unit(&conn, work);
