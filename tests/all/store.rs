@@ -89,15 +89,15 @@ conformance! {
     sqlite: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
         runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
-        sessions_are_kept_by_hash_and_swept;
+        sessions_are_kept_by_hash_and_swept, recordings_canaries_and_worlds;
     memory: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
         runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
-        sessions_are_kept_by_hash_and_swept;
+        sessions_are_kept_by_hash_and_swept, recordings_canaries_and_worlds;
     postgres: units_commit_whole_or_not_at_all, organisations_and_settings, versions_are_plain_rows,
         installs_are_scoped_and_paged, instances_keep_sealed_secrets_apart, flows_steps_and_bindings,
         runs_come_newest_first, tokens_and_the_audit_log, the_marketplace_index_follows_versions,
-        sessions_are_kept_by_hash_and_swept;
+        sessions_are_kept_by_hash_and_swept, recordings_canaries_and_worlds;
     fs_blobs: blobs_are_content_addressed;
     s3: blobs_are_content_addressed;
     memory_blobs: blobs_are_content_addressed;
@@ -613,6 +613,129 @@ fn flows_steps_and_bindings(store: &dyn MetadataStore) {
         (other_inst, moved)
     );
     assert_eq!(rebound.steps[1], stored.steps[1]);
+}
+
+fn recordings_canaries_and_worlds(store: &dyn MetadataStore) {
+    use gantry_host::model::{Canary, CanaryState, Recording};
+    // A revision's world: as recorded, empty when never recorded, none without the revision.
+    let world = vec!["export gantry:connector/connector".to_string()];
+    write(store, |m| {
+        m.create_org("acme", 1)?;
+        m.insert_version(&version("acme", "echo", "1.0.0", 1, b"one"))?;
+        m.insert_version(&version("acme", "echo", "1.0.0", 2, b"two"))?;
+        m.set_world("acme", "echo", "1.0.0", 2, &world)
+    });
+    assert_eq!(
+        read(store, |m| m.world("acme", "echo", "1.0.0", 2)),
+        Some(world)
+    );
+    assert_eq!(
+        read(store, |m| m.world("acme", "echo", "1.0.0", 1)),
+        Some(Vec::new())
+    );
+    assert_eq!(read(store, |m| m.world("acme", "echo", "1.0.0", 3)), None);
+
+    // Run ids: reserved ones are taken as given, later ones come after them.
+    let flow = write(store, |m| m.insert_flow("acme", "relay", "ops", 2));
+    let (first, second) = write(store, |m| Ok((m.reserve_run_id()?, m.reserve_run_id()?)));
+    assert!(second > first);
+    let run = |id| Run {
+        id,
+        flow_id: flow,
+        status: RunStatus::Failed,
+        started_at: 5,
+        duration_us: 10,
+        steps: Vec::new(),
+        output: None,
+        error: None,
+    };
+    assert_eq!(write(store, |m| m.insert_run("acme", &run(second))), second);
+    let next = write(store, |m| m.insert_run("acme", &run(0)));
+    assert!(next > second, "{next} after {second}");
+
+    // Recordings: the newest `keep` of a step, newest first, scoped and paged.
+    write(store, |m| m.set_flow_record("acme", flow, true));
+    assert!(read(store, |m| m.flow("acme", flow)).unwrap().record);
+    let recording = |n: i64| Recording {
+        id: 0,
+        flow: Some(flow),
+        step: Some("call".into()),
+        run: Some(n),
+        operation: "echo".into(),
+        digest: Digest::of(b"one"),
+        at: n,
+        input: serde_json::value::to_raw_value(&json!({"n": n})).unwrap(),
+        output: None,
+        error: Some("boom".into()),
+        exchanges: Vec::new(),
+        incomplete: None,
+    };
+    let ids = write(store, |m| {
+        (1..=4)
+            .map(|n| m.insert_recording("acme", &recording(n), 3))
+            .collect::<Result<Vec<_>>>()
+    });
+    let kept = read(store, |m| m.recordings("acme", flow, "call", i64::MAX, 10));
+    assert_eq!(
+        kept.iter().map(|r| (r.id, r.run)).collect::<Vec<_>>(),
+        [(ids[3], Some(4)), (ids[2], Some(3)), (ids[1], Some(2))]
+    );
+    assert_eq!(kept[0].input.get(), r#"{"n":4}"#);
+    let older = read(store, |m| m.recordings("acme", flow, "call", ids[2], 10));
+    assert_eq!(older.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1]]);
+    assert!(
+        read(store, |m| m.recordings(
+            "globex",
+            flow,
+            "call",
+            i64::MAX,
+            10
+        ))
+        .is_empty()
+    );
+    assert!(read(store, |m| m.recordings("acme", flow, "other", i64::MAX, 10)).is_empty());
+
+    // Canaries: one per step, replaced by the next put, listed by flow, scoped.
+    let canary = |state| Canary {
+        flow,
+        step: "call".into(),
+        stable_instance: 1,
+        stable_digest: Digest::of(b"one"),
+        candidate_instance: 2,
+        candidate_digest: Digest::of(b"two"),
+        candidate: "acme/echo@1.0.0".into(),
+        candidate_revision: 2,
+        percent: 10,
+        max_error_rate: 0.05,
+        min_runs: 20,
+        auto_promote: true,
+        state,
+        started_by: "ops".into(),
+        started_at: 6,
+        ended_at: None,
+        stable_runs: 3,
+        stable_errors: 0,
+        candidate_runs: 1,
+        candidate_errors: 1,
+        candidate_run_ids: vec![next],
+        candidate_failed_runs: vec![next],
+    };
+    assert_eq!(read(store, |m| m.canary("acme", flow, "call")), None);
+    write(store, |m| {
+        m.put_canary("acme", &canary(CanaryState::Running))
+    });
+    write(store, |m| {
+        m.put_canary("acme", &canary(CanaryState::RolledBack))
+    });
+    assert_eq!(
+        read(store, |m| m.canary("acme", flow, "call")),
+        Some(canary(CanaryState::RolledBack))
+    );
+    assert_eq!(
+        read(store, |m| m.flow_canaries("acme", flow)),
+        [canary(CanaryState::RolledBack)]
+    );
+    assert!(read(store, |m| m.flow_canaries("globex", flow)).is_empty());
 }
 
 fn runs_come_newest_first(store: &dyn MetadataStore) {

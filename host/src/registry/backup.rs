@@ -33,6 +33,14 @@ impl Registry {
     /// waits for the backup. Audited in the platform's log.
     pub fn backup(&self, actor: &str, to: &Path) -> Result<Backup> {
         let started = Instant::now();
+        if self.meta.shared() {
+            return Err(Error::InvalidInput(
+                "this registry's metadata is in a database several nodes share: back it up \
+                 with the database's own tools (pg_dump, base backups) and the bucket with its \
+                 versioning or replication, with a copy of the secrets key"
+                    .into(),
+            ));
+        }
         if !to.is_absolute() {
             return Err(Error::InvalidInput(format!(
                 "the backup directory must be an absolute path, not {}",

@@ -137,6 +137,11 @@ pub trait MetadataStore: Send + Sync {
         let _ = watcher;
     }
 
+    /// Whether several processes share this store (each then has its own registry over it).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Write a consistent copy of everything to `path` (a new file), without stopping writers.
     /// A store with tools of its own for that (PostgreSQL's) says so instead.
     fn backup_to(&self, path: &std::path::Path) -> Result<()> {

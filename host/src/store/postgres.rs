@@ -455,6 +455,10 @@ impl MetadataStore for PgStore {
         }
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn watch(&self, watcher: Watcher) {
         watcher(Watch::Lost);
         let config = self.config.clone();

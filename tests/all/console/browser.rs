@@ -115,7 +115,34 @@ impl Browser {
             .goto(&format!("{}{path}", self.base))
             .await
             .unwrap();
-        self.html().await
+        self.loaded().await
+    }
+
+    /// The current page's HTML once it has loaded. On a loaded machine ChromeDriver has been
+    /// seen to answer a navigation before the new document had any content (an empty page
+    /// source); the page is read again until it has some.
+    async fn loaded(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let complete = self
+                .client
+                .execute("return document.readyState", Vec::new())
+                .await
+                .unwrap()
+                == "complete";
+            if complete {
+                let html = self.html().await;
+                if html.contains("<body") {
+                    return html;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{} did not load",
+                self.client.current_url().await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn path(&self) -> String {
@@ -158,16 +185,7 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        while self
-            .client
-            .execute("return document.readyState", Vec::new())
-            .await
-            .unwrap()
-            != "complete"
-        {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        self.html().await
+        self.loaded().await
     }
 
     async fn choose(&self, css: &str, value: &str) {
