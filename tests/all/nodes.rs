@@ -153,6 +153,34 @@ impl Api {
         instance["id"].as_i64().unwrap()
     }
 
+    /// A flow `relay` of one step `e` echoing its input through `instance`; its id.
+    async fn relay(&self, node: &Served, admin: &str, instance: i64) -> i64 {
+        let steps =
+            json!([{"name": "e", "instance": instance, "operation": "echo", "input": "${input}"}]);
+        self.ok(
+            node,
+            Method::POST,
+            "/v1/flows",
+            admin,
+            json!({"name": "relay", "steps": steps}),
+        )
+        .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Block echo 1.0.0 of the admin's organisation.
+    async fn block_echo(&self, node: &Served, admin: &str) {
+        self.ok(
+            node,
+            Method::POST,
+            "/v1/connectors/echo/versions/1.0.0/state",
+            admin,
+            json!({"state": "blocked"}),
+        )
+        .await;
+    }
+
     async fn invoke(&self, node: &Served, token: &str, instance: i64) -> (StatusCode, Value) {
         self.call(
             node,
@@ -214,17 +242,7 @@ async fn two_nodes_share_publishes_and_follow_each_others_changes() {
     assert_eq!(status, StatusCode::OK, "{out}");
 
     // A flow made on B runs on A; rebinding its step on A reaches B's next run.
-    let flow = api
-        .ok(
-            &b,
-            Method::POST,
-            "/v1/flows",
-            &admin,
-            json!({"name": "relay", "steps": [{"name": "e", "instance": one, "operation": "echo", "input": "${input}"}]}),
-        )
-        .await["id"]
-        .as_i64()
-        .unwrap();
+    let flow = api.relay(&b, &admin, one).await;
     let run = |node| {
         let api = &api;
         let admin = &admin;
@@ -257,14 +275,7 @@ async fn two_nodes_share_publishes_and_follow_each_others_changes() {
     eprintln!("a rebind on A reached B's runs in {took:?}");
 
     // Blocked on A: B refuses its next calls.
-    api.ok(
-        &a,
-        Method::POST,
-        "/v1/connectors/echo/versions/1.0.0/state",
-        &admin,
-        json!({"state": "blocked"}),
-    )
-    .await;
+    api.block_echo(&a, &admin).await;
     let took = api
         .until("B refuses the blocked version", async || {
             let (status, body) = api.invoke(&b, &admin, one).await;
@@ -399,17 +410,7 @@ async fn both_nodes_ride_out_a_database_restart_under_load() {
         StatusCode::CREATED
     );
     let instance = api.instance(&a, &admin, "acme", "echo", "1.0.0").await;
-    let flow = api
-        .ok(
-            &a,
-            Method::POST,
-            "/v1/flows",
-            &admin,
-            json!({"name": "relay", "steps": [{"name": "e", "instance": instance, "operation": "echo", "input": "${input}"}]}),
-        )
-        .await["id"]
-        .as_i64()
-        .unwrap();
+    let flow = api.relay(&a, &admin, instance).await;
 
     // Load on both nodes: calls (served from the pin table while it may be kept) and flow
     // runs (each recorded in the database). Every answer is a success or a clean 503.
@@ -514,14 +515,7 @@ async fn both_nodes_ride_out_a_database_restart_under_load() {
     }
 
     // Each node hears the other again: a block on A reaches B.
-    api.ok(
-        &a,
-        Method::POST,
-        "/v1/connectors/echo/versions/1.0.0/state",
-        &admin,
-        json!({"state": "blocked"}),
-    )
-    .await;
+    api.block_echo(&a, &admin).await;
     api.until(
         "B refuses the blocked version after the restart",
         async || api.invoke(&b, &admin, instance).await.0 == StatusCode::CONFLICT,
