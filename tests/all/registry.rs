@@ -1914,3 +1914,28 @@ async fn the_lifecycle_runs_on_the_in_memory_stores() {
         files_under(dir.path())
     );
 }
+
+/// A registry sealing secrets with a key kept outside its data directory (`--secrets-key`)
+/// uses that key, and a backup copies that key.
+#[test]
+fn a_secrets_key_outside_the_data_directory_is_used_and_backed_up() {
+    let (data, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = keys.path().join("gantry.key");
+    let reg = Registry::open(
+        RegistryConfig {
+            data_dir: data.path().to_path_buf(),
+            secrets_key: Some(key.clone()),
+            ..RegistryConfig::default()
+        },
+        runtime().clone(),
+    )
+    .unwrap();
+    assert!(key.exists(), "the key is made where it was asked for");
+    assert!(!data.path().join("secrets.key").exists());
+    let to = keys.path().join("backup");
+    reg.backup("ops", &to).unwrap();
+    assert_eq!(
+        std::fs::read(to.join("secrets.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
+}

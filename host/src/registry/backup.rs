@@ -107,8 +107,8 @@ impl Registry {
             copied += 1;
             bytes += blob.len() as u64;
         }
-        let key = std::fs::read(self.data_dir.join("secrets.key"))
-            .map_err(|e| failed("reading the secrets key", e))?;
+        let key =
+            std::fs::read(&self.secrets_key).map_err(|e| failed("reading the secrets key", e))?;
         crate::durable::write_atomic(&to.join("secrets.key"), &key, 0o600)
             .map_err(|e| failed("writing the secrets key", e))?;
         crate::durable::sync_dir(to).map_err(|e| failed("syncing the directory", e))?;

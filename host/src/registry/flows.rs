@@ -289,7 +289,8 @@ impl Registry {
         let plan = self.plan(org, flow).await?;
         let flow = &plan.flow;
         // A run that a canary splits knows its id first: the id decides its arm.
-        let reserved = if plan.canaries.iter().any(Option::is_some) {
+        let split = plan.canaries.iter().any(Option::is_some);
+        let reserved = if split {
             self.off_executor(|| self.meta.append(|m| Ok::<_, Error>(m.reserve_run_id()?)))?
         } else {
             0
@@ -387,10 +388,10 @@ impl Registry {
         };
         let keep = self.flow_limits.recordings_kept;
         // A run that tallies no canary only adds records: it need not wait for other writers.
-        let access = if plan.canaries.iter().all(Option::is_none) {
-            crate::store::Access::Append
-        } else {
+        let access = if split {
             crate::store::Access::Write
+        } else {
+            crate::store::Access::Append
         };
         let (id, decided) = self.off_executor(|| {
             self.meta.run_unit(access, |m| {

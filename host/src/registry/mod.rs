@@ -134,8 +134,8 @@ pub struct Registry {
     pins: Arc<pins::PinTable>,
     /// When each token was last used, not yet written to the store (`tokens::flush_token_use`).
     token_use: std::sync::Mutex<BTreeMap<i64, i64>>,
-    /// The data directory (`secrets.key` is there).
-    data_dir: PathBuf,
+    /// The file of the key sealing instance secrets (a backup copies it).
+    secrets_key: PathBuf,
     /// Held while blobs are deleted, and by a backup from its snapshot until its blobs are
     /// copied: no blob the snapshot references goes meanwhile.
     blob_deletions: std::sync::Mutex<()>,
@@ -197,11 +197,11 @@ impl Registry {
             Some(blobs) => blobs,
             None => Arc::new(FsBlobStore::open(dir.join("blobs"))?),
         };
-        let key = config
+        let secrets_key = config
             .secrets_key
             .clone()
             .unwrap_or_else(|| dir.join("secrets.key"));
-        let vault = open_vault(&meta, &key)?;
+        let vault = open_vault(&meta, &secrets_key)?;
         let pins = Arc::new(pins::PinTable::new(config.loaded));
         let watched = Arc::downgrade(&pins);
         meta.watch(Arc::new(move |watch| {
@@ -220,7 +220,7 @@ impl Registry {
             accept_ungranted_imports: config.accept_ungranted_imports,
             pins,
             token_use: Default::default(),
-            data_dir: config.data_dir.clone(),
+            secrets_key,
             blob_deletions: Default::default(),
         };
         registry.sweep_orphans()?;

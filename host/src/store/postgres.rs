@@ -433,8 +433,9 @@ impl MetadataStore for PgStore {
         match access {
             Access::Read => pg.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?,
             Access::Write => {
-                pg.batch("BEGIN")?;
-                if let Err(e) = pg.run("SELECT pg_advisory_xact_lock($1)", &[&self.write_lock]) {
+                // One round trip: the transaction and its lock.
+                let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", self.write_lock);
+                if let Err(e) = pg.batch(&begin) {
                     let _ = pg.batch("ROLLBACK");
                     return Err(e);
                 }
