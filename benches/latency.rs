@@ -1,9 +1,10 @@
 //! Call latency of Gantry next to its baselines, on the same inputs in one run (issue 6):
 //! for each case (echo 100 B, echo 10 KB, json-transform `pick` on ~1 KB) the native function,
 //! a hand-rolled wasmtime host (live instance; fresh instance per call, without and with a CPU
-//! deadline), Gantry's sandboxed `invoke`, a call of an instance through the registry, and the
-//! HTTP API on 127.0.0.1; then the per-call cost with 1, 10 and 100 loaded versions (Gantry and
-//! the hand-rolled host), the hot swap, and the cold paths.
+//! deadline), Gantry's sandboxed `invoke` (and the same without its input-schema check), a call
+//! of an instance through the registry, and the HTTP API on 127.0.0.1; then the per-call cost
+//! with 1, 10 and 100 loaded versions (Gantry and the hand-rolled host), the hot swap, and the
+//! cold paths.
 //!
 //! Run: `cargo bench --bench latency` (percentiles and calls/s: `gantry bench`).
 
@@ -69,6 +70,15 @@ fn paths(c: &mut Criterion) {
                 black_box(runtime.invoke(&connector, op, input, &ctx).await.unwrap())
             })
         });
+        // The same call without the host's input-schema check: the difference is its cost.
+        group.bench_function(
+            BenchmarkId::from_parameter("gantry-invoke-unchecked"),
+            |b| {
+                b.to_async(&tokio).iter(|| async {
+                    black_box(runtime.probe(&connector, op, input, &ctx).await.unwrap())
+                })
+            },
+        );
         group.bench_function(BenchmarkId::from_parameter("gantry-instance"), |b| {
             b.to_async(&tokio)
                 .iter(|| async { black_box(deployment.invoke(op, input).await.unwrap()) })

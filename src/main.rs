@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod author;
 mod bench;
+mod check;
 mod client;
 mod serve;
 
@@ -62,6 +64,14 @@ enum Command {
     /// Measure call latency (p50/p90/p99/max), throughput, cold starts, hot swap and many
     /// loaded versions against a native function and a hand-rolled wasmtime host.
     Bench(Box<bench::BenchArgs>),
+    /// Write a new connector project (Rust, JavaScript or Python) from Gantry's templates.
+    New(author::NewArgs),
+    /// Build the connector project in the current directory into a component, with its own
+    /// toolchain (cargo, componentize-js or componentize-py).
+    Build(author::BuildArgs),
+    /// Check a component before publishing: it fits the world, describe() is valid, every
+    /// operation answers within limits and as declared. Exit code 1 when a check fails.
+    Check(check::CheckArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -169,6 +179,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Invoke(args) => invoke(*args, cli.remote.json).await,
         Command::Serve(args) => serve::serve(*args).await,
         Command::Bench(_) => unreachable!("handled before the async runtime starts"),
+        Command::New(args) => author::new(args).map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => {
+            tokio::task::block_in_place(|| author::build(args)).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Check(args) => check::check(args, cli.remote.json).await,
         Command::Client(command) => client::run(cli.remote, command)
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -209,7 +224,9 @@ async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
         println!("imports  ({})", report.imports.len());
         let never = report.never_granted();
         for name in &report.imports {
-            if never.contains(&name.as_str()) {
+            if name.starts_with("wasi:filesystem/") {
+                println!("  {name}  (no directory is granted: every open fails)");
+            } else if never.contains(&name.as_str()) {
                 println!(
                     "  {name}  (never granted: refused at publish unless the operator accepts it)"
                 );

@@ -84,7 +84,7 @@ pub struct ServeArgs {
 /// body_timeout_ms = 30000
 /// max_compiles = 2                    # compiles at once
 /// cache_max_mib = 2048                # precompiled artifacts on disk (least recently used go)
-/// accept_ungranted_imports = false    # publish components importing wasi:filesystem/sockets
+/// refuse_ungranted_imports = false    # refuse components importing wasi:filesystem/sockets
 ///
 /// [limits]            # default per-call limits (gantry_host::Limits)
 /// cpu_time = 5000
@@ -129,7 +129,9 @@ pub struct ServeConfig {
     loaded: Option<gantry_host::registry::LoadedLimits>,
     max_compiles: Option<usize>,
     #[serde(default)]
-    accept_ungranted_imports: bool,
+    refuse_ungranted_imports: bool,
+    /// Before 0.2 such components were refused unless this was true: `false` still refuses.
+    accept_ungranted_imports: Option<bool>,
 }
 
 /// Settings after merging flags and environment over the file over the defaults.
@@ -150,7 +152,7 @@ struct Settings {
     flows: gantry_host::registry::FlowLimits,
     loaded: gantry_host::registry::LoadedLimits,
     max_compiles: usize,
-    accept_ungranted_imports: bool,
+    refuse_ungranted_imports: bool,
     cache_max_bytes: u64,
 }
 
@@ -205,7 +207,8 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
         max_compiles: file
             .max_compiles
             .unwrap_or(RuntimeConfig::default().max_compiles),
-        accept_ungranted_imports: file.accept_ungranted_imports,
+        refuse_ungranted_imports: file.refuse_ungranted_imports
+            || file.accept_ungranted_imports == Some(false),
         cache_max_bytes: args
             .cache_max_mib
             .or(file.cache_max_mib)
@@ -256,7 +259,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             private_addresses: settings.private_addresses.clone(),
             flows: settings.flows,
             loaded: settings.loaded,
-            accept_ungranted_imports: settings.accept_ungranted_imports,
+            refuse_ungranted_imports: settings.refuse_ungranted_imports,
             ..RegistryConfig::default()
         },
         runtime,

@@ -311,6 +311,90 @@ fn has_control(bytes: &[u8]) -> bool {
         .any(|chunk| chunk.iter().fold(u8::MAX, |min, &b| min.min(b)) < 0x20)
 }
 
+/// `text` as a `Value`, for checking against a schema. `serde_json` accepts as a document
+/// ([`check`]) more than it can put into a `Value`: a lone surrogate escape (`"\ud800"`, which
+/// JavaScript's `JSON.stringify` writes) and a number beyond `f64` (`1e400`). For the check
+/// only, such a document is read with each lone surrogate as U+FFFD and each such number as the
+/// largest `f64` of its sign; what the connector receives is the text as it was.
+pub(crate) fn value_for_checking(text: &str) -> Result<Value, serde_json::Error> {
+    match serde_json::from_str(text) {
+        Ok(value) => Ok(value),
+        Err(first) => {
+            check(text)?;
+            serde_json::from_str(&tamed(text)).map_err(|_| first)
+        }
+    }
+}
+
+/// `text` (valid JSON) with lone surrogate escapes as `\ufffd` and numbers beyond `f64` as
+/// `±1.7976931348623157e308`.
+fn tamed(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let hex = |at: usize| {
+        text.get(at..at + 4)
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                // Through the string, escape by escape.
+                out.push('"');
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    if bytes[at] == b'\\' && bytes.get(at + 1) == Some(&b'u') {
+                        let unit = hex(at + 2).unwrap_or(0);
+                        let paired = (0xD800..0xDC00).contains(&unit)
+                            && bytes.get(at + 6) == Some(&b'\\')
+                            && bytes.get(at + 7) == Some(&b'u')
+                            && hex(at + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+                        if paired {
+                            out.push_str(&text[at..at + 12]);
+                            at += 12;
+                        } else if (0xD800..0xE000).contains(&unit) {
+                            out.push_str("\\ufffd");
+                            at += 6;
+                        } else {
+                            out.push_str(&text[at..at + 6]);
+                            at += 6;
+                        }
+                    } else if bytes[at] == b'\\' {
+                        out.push_str(&text[at..at + 2]);
+                        at += 2;
+                    } else {
+                        let len = text[at..].chars().next().map_or(1, char::len_utf8);
+                        out.push_str(&text[at..at + len]);
+                        at += len;
+                    }
+                }
+                out.push('"');
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while at < bytes.len()
+                    && matches!(bytes[at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    at += 1;
+                }
+                let number = &text[start..at];
+                match number.parse::<f64>() {
+                    Ok(n) if n.is_infinite() && n < 0.0 => out.push_str("-1.7976931348623157e308"),
+                    Ok(n) if n.is_infinite() => out.push_str("1.7976931348623157e308"),
+                    _ => out.push_str(number),
+                }
+            }
+            _ => {
+                let len = text[at..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&text[at..at + len]);
+                at += len;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,5 +617,20 @@ mod tests {
             mutated_accepted > 100,
             "mutations never stayed valid: {mutated_accepted}"
         );
+    }
+
+    #[test]
+    fn what_serde_json_cannot_hold_in_a_value_is_tamed_for_checking_only() {
+        let text = r#"{"s": "\ud800 half", "pair": "\ud83d\ude00", "esc": "\\ud800", "big": 1e400, "neg": -1e999, "n": [1, 2.5e3]}"#;
+        assert!(serde_json::from_str::<Value>(text).is_err());
+        let value = value_for_checking(text).unwrap();
+        assert_eq!(value["s"], "\u{fffd} half");
+        assert_eq!(value["pair"], "😀");
+        assert_eq!(value["esc"], "\\ud800", "an escaped backslash is no escape");
+        assert_eq!(value["big"], f64::MAX);
+        assert_eq!(value["neg"], f64::MIN);
+        assert_eq!(value["n"], serde_json::json!([1, 2500.0]));
+        assert!(value_for_checking("{oops").is_err());
+        assert!(value_for_checking(r#"{"a": 1} x"#).is_err());
     }
 }

@@ -38,10 +38,10 @@ async fn restart_loads_from_the_cache_without_compiling() {
     assert_eq!(second.stats().compiled, 0);
     assert_eq!(second.stats().cache_hits, 1);
     let out = second
-        .invoke(&c, "echo", "[1]", &CallContext::default())
+        .invoke(&c, "echo", r#"{"n":[1]}"#, &CallContext::default())
         .await
         .unwrap();
-    assert_eq!(out.output, "[1]");
+    assert_eq!(out.output, r#"{"n":[1]}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

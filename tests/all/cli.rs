@@ -112,6 +112,20 @@ fn invoke_prints_output_or_the_typed_error() {
         cache,
     ]);
     let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        report["error"]["code"], "invalid-input",
+        "the input schema refuses it"
+    );
+    let out = gantry(&[
+        "invoke",
+        &wasm("json-transform"),
+        "template",
+        r#"{"template": "{{open", "data": {}}"#,
+        "--json",
+        "--cache-dir",
+        cache,
+    ]);
+    let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["error"]["code"], "connector-error");
     assert_eq!(report["error"]["detail"]["kind"], "invalid-input");
 }

@@ -78,9 +78,23 @@ async fn unknown_operations_are_refused_and_input_that_is_not_json_is_reported()
         .await
         .unwrap_err();
     assert!(matches!(&err, CallError::InvalidInput(_)), "{err:?}");
-    // Valid JSON the connector refuses stays the connector's own error.
+    // Valid JSON the input schema refuses is refused before the guest runs, naming where.
     let err = rt
         .invoke(&transform, "pick", "[1, 2]", &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::InvalidInput(m) if m.starts_with("at `/`")),
+        "{err:?}"
+    );
+    // Valid JSON the schema accepts and the connector refuses stays the connector's own error.
+    let err = rt
+        .invoke(
+            &transform,
+            "template",
+            r#"{"template": "{{open", "data": {}}"#,
+            &CallContext::default(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -191,10 +205,15 @@ async fn json_transform_rejects_bad_input_as_invalid_input() {
         ("template", json!({"template": "{{open", "data": {}})),
         ("pick", json!([1, 2])),
     ];
+    // Refused by the input schema before the guest runs, or by the connector itself: the
+    // same code either way.
     for (operation, input) in bad {
         let err = transform(operation, input.clone()).await.unwrap_err();
         assert!(
-            matches!(err, CallError::Guest(ConnectorError::InvalidInput(_))),
+            matches!(
+                err,
+                CallError::Guest(ConnectorError::InvalidInput(_)) | CallError::InvalidInput(_)
+            ),
             "{operation} {input}: {err:?}"
         );
     }

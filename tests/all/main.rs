@@ -2,11 +2,13 @@
 //! module per feature.
 
 mod api;
+mod authoring;
 mod cache;
 mod canary;
 mod cli;
 mod connectors;
 mod console;
+mod languages;
 mod load;
 mod nodes;
 mod operations;

@@ -1625,7 +1625,7 @@ async fn another_metadata_store_plugs_in() {
         call().await;
     }
     assert_eq!(units(), before, "no store round trip per call");
-    reg.run_flow("acme", flow, json!(1)).await.unwrap();
+    reg.run_flow("acme", flow, json!({"n": 1})).await.unwrap();
     assert_eq!(units(), before + 1, "a run writes its record, nothing else");
     let install = reg.get_instance("acme", instance).unwrap().install_id;
     reg.grant_outbound("acme", "ops", install, vec!["https://example.com".into()])
@@ -1660,7 +1660,10 @@ async fn another_metadata_store_plugs_in() {
         .await
         .unwrap();
     assert_eq!(result.unwrap().output, "{}");
-    let err = reg.run_flow("acme", flow, json!(3)).await.unwrap_err();
+    let err = reg
+        .run_flow("acme", flow, json!({"n": 3}))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.code(),
         "storage",
@@ -1685,8 +1688,8 @@ async fn another_metadata_store_plugs_in() {
         2,
         "the first run and the one before the outage"
     );
-    let run = reg.run_flow("acme", flow, json!(2)).await.unwrap();
-    assert_eq!(run.output_value(), Some(json!(2)));
+    let run = reg.run_flow("acme", flow, json!({"n": 2})).await.unwrap();
+    assert_eq!(run.output_value(), Some(json!({"n": 2})));
     assert!(
         reg.audit_log("acme", &Page::default())
             .unwrap()
@@ -1895,7 +1898,7 @@ async fn the_lifecycle_runs_on_the_in_memory_stores() {
     .unwrap();
     let flow_now = reg.get_flow("acme", flow).unwrap();
     assert_eq!(flow_now.steps[0].digest, v2.digest);
-    let run = reg.run_flow("acme", flow, json!(1)).await.unwrap();
+    let run = reg.run_flow("acme", flow, json!({"n": 1})).await.unwrap();
     assert_eq!(
         (run.status, run.steps[0].digest),
         (RunStatus::Succeeded, v2.digest)

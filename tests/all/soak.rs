@@ -50,7 +50,6 @@ async fn seed(dir: &Path, upstream: &str) -> Setup {
     let registry = Registry::open(
         RegistryConfig {
             data_dir: dir.to_path_buf(),
-            accept_ungranted_imports: true,
             ..RegistryConfig::default()
         },
         runtime().clone(),
@@ -179,7 +178,7 @@ fn start_server(dir: &Path) -> (Child, String) {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nbind = \"127.0.0.1:0\"\naccept_ungranted_imports = true\n\
+            "data_dir = {:?}\nbind = \"127.0.0.1:0\"\n\
              [private_addresses]\nevil = [\"127.0.0.1\"]\n",
             dir.display().to_string()
         ),

@@ -53,6 +53,36 @@ pub fn connector(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// The bytes of the JavaScript or Python sample connector `name` (`rest-js`, `rest-py`), built
+/// once per process by `gantry build` — npm and componentize-js, or a virtualenv with
+/// componentize-py, installed in the sample's directory on first use.
+pub fn script_connector(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    let path = built
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let out = root()
+                .join("target")
+                .join("sample-connectors")
+                .join("scripts")
+                .join(format!("{name}.wasm"));
+            let status = Command::new(env!("CARGO_BIN_EXE_gantry"))
+                .arg("build")
+                .arg("--dir")
+                .arg(root().join("sample-connectors").join(name))
+                .arg("--out")
+                .arg(&out)
+                .status()
+                .expect("running gantry build");
+            assert!(status.success(), "gantry build of {name} failed");
+            out
+        })
+        .clone();
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// A runtime shared by all tests in this process, with its own artifact cache. Sharing it keeps
 /// the pooling allocator's reservation to one per process.
 pub fn runtime() -> &'static Runtime {

@@ -62,8 +62,13 @@ async fn echo_flow(s: &Server, token: &str, instance: i64, steps: usize) -> (Sta
     .await
 }
 
+/// An object holding arrays `depth - 1` deep: `depth` levels in all (echo takes objects).
 fn nested(depth: usize) -> String {
-    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    format!(
+        "{{\"d\":{}1{}}}",
+        "[".repeat(depth - 1),
+        "]".repeat(depth - 1)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,9 +618,26 @@ async fn build_metadata_never_makes_a_new_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_the_sandbox_never_grants_is_refused_at_publish() {
+async fn what_the_sandbox_never_grants_is_published_granting_nothing_unless_refused() {
+    // By default a component importing wasi:filesystem and wasi:sockets is published (the
+    // JavaScript and Python toolchains import them); the sandbox grants it nothing.
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let admin = s.token("acme", Role::Admin);
+    let r = s
+        .publish(&admin, "snoop", "1.0.0", "", connector("snoop"))
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    s.shutdown().await;
+
+    // An operator who wants none refuses them, naming each.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryConfig {
+        data_dir: dir.path().to_path_buf(),
+        refuse_ungranted_imports: true,
+        ..RegistryConfig::default()
+    };
+    let s = Server::start_with(registry, runtime().clone(), ApiConfig::default()).await;
     let admin = s.token("acme", Role::Admin);
     let r = s
         .publish(&admin, "snoop", "1.0.0", "", connector("snoop"))
@@ -625,22 +647,6 @@ async fn what_the_sandbox_never_grants_is_refused_at_publish() {
     let message = r.1["error"]["message"].as_str().unwrap();
     assert!(message.contains("wasi:sockets/tcp"), "{message}");
     assert!(message.contains("wasi:filesystem/types"), "{message}");
-    s.shutdown().await;
-
-    // An operator who accepts such toolchains can let them in; the sandbox still grants
-    // nothing.
-    let dir = tempfile::tempdir().unwrap();
-    let registry = RegistryConfig {
-        data_dir: dir.path().to_path_buf(),
-        accept_ungranted_imports: true,
-        ..RegistryConfig::default()
-    };
-    let s = Server::start_with(registry, runtime().clone(), ApiConfig::default()).await;
-    let admin = s.token("acme", Role::Admin);
-    let r = s
-        .publish(&admin, "snoop", "1.0.0", "", connector("snoop"))
-        .await;
-    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
     s.shutdown().await;
 }
 

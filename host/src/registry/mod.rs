@@ -84,10 +84,11 @@ pub struct RegistryConfig {
     pub flows: FlowLimits,
     /// How many connectors the registry keeps loaded between calls, and for how long.
     pub loaded: LoadedLimits,
-    /// Accept at publish components that import `wasi:filesystem` or `wasi:sockets`, which the
-    /// sandbox never grants (some toolchains import them whatever the code does, e.g.
-    /// componentize-py). Off by default: such an import is refused with `ungranted-imports`.
-    pub accept_ungranted_imports: bool,
+    /// Refuse at publish components that import `wasi:filesystem` or `wasi:sockets`
+    /// (`ungranted-imports`). Off by default: the sandbox links them but grants nothing — no
+    /// directory, no socket — and the JavaScript and Python toolchains import them whatever
+    /// the code does.
+    pub refuse_ungranted_imports: bool,
 }
 
 /// How many connectors a [`Registry`] keeps loaded between calls (compiled code and a warm
@@ -128,7 +129,7 @@ pub struct Registry {
     faults: Option<FaultHook>,
     pub(crate) private_addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
     pub(crate) flow_limits: FlowLimits,
-    accept_ungranted_imports: bool,
+    refuse_ungranted_imports: bool,
     /// What calls run, resolved once per change (here or, through the store's watch, on
     /// another node).
     pins: Arc<pins::PinTable>,
@@ -217,7 +218,7 @@ impl Registry {
             faults: config.faults,
             private_addresses: config.private_addresses,
             flow_limits: config.flows,
-            accept_ungranted_imports: config.accept_ungranted_imports,
+            refuse_ungranted_imports: config.refuse_ungranted_imports,
             pins,
             token_use: Default::default(),
             secrets_key,

@@ -47,7 +47,7 @@ impl Registry {
                 found: format!("{}@{}", described.name, described.version),
             });
         }
-        if !self.accept_ungranted_imports && !connector.ungranted_imports().is_empty() {
+        if self.refuse_ungranted_imports && !connector.ungranted_imports().is_empty() {
             return Err(Error::UngrantedImports(
                 connector.ungranted_imports().to_vec(),
             ));

@@ -60,7 +60,8 @@ pub enum CallError {
         operation: String,
         available: Vec<String>,
     },
-    #[error("input is not a JSON document: {0}")]
+    /// The input is not JSON, or not what the operation's input schema accepts.
+    #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error(transparent)]
     Guest(ConnectorError),
@@ -293,7 +294,15 @@ pub(crate) async fn describe(
 fn not_json(input: &str) -> Option<CallError> {
     serde_json::from_str::<IgnoredAny>(input)
         .err()
-        .map(|e| CallError::InvalidInput(e.to_string()))
+        .map(|e| CallError::InvalidInput(format!("input is not a JSON document: {e}")))
+}
+
+/// Whether a call is refused before the guest runs when the operation is not declared or the
+/// input does not fit its schema (always, but for conformance probes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strict {
+    Yes,
+    No,
 }
 
 /// Run `operation` on `input` in a fresh sandbox.
@@ -303,10 +312,11 @@ pub(crate) async fn invoke(
     operation: &str,
     input: &str,
     ctx: &CallContext,
+    strict: Strict,
 ) -> Result<CallOutput, CallError> {
     let started = Instant::now();
     let description = connector.description();
-    if description.operation(operation).is_none() {
+    if strict == Strict::Yes && description.operation(operation).is_none() {
         return Err(CallError::UnknownOperation {
             operation: operation.to_string(),
             available: description
@@ -315,6 +325,16 @@ pub(crate) async fn invoke(
                 .map(|op| op.name.clone())
                 .collect(),
         });
+    }
+    // The input schema is enforced before the guest runs (an operation declaring `{}` checks
+    // nothing and parses nothing here).
+    let schemas = connector.schemas();
+    if strict == Strict::Yes && schemas.checks_input(operation) {
+        let document = json::value_for_checking(input)
+            .map_err(|e| CallError::InvalidInput(format!("input is not a JSON document: {e}")))?;
+        schemas
+            .check_input(operation, &document)
+            .map_err(CallError::InvalidInput)?;
     }
     let limits = ctx.limits.unwrap_or_else(|| runtime.default_limits());
     let mut store = CallStore(

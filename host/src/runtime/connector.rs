@@ -194,6 +194,8 @@ pub struct Connector {
     digest_text: std::sync::Arc<str>,
     /// `outbound_hosts`, parsed once for every call's policy.
     declared_hosts: std::sync::Arc<[crate::sandbox::policy::OriginPattern]>,
+    /// Its operations' schemas, compiled.
+    schemas: super::schemas::Schemas,
     pub(crate) pre: PluginPre<Sandbox>,
     origin: Origin,
     /// Imports of interfaces the sandbox links but never grants.
@@ -202,8 +204,8 @@ pub struct Connector {
     world: Vec<String>,
 }
 
-/// Interfaces the sandbox links (toolchains import them) but never grants: every call into
-/// them fails.
+/// Interfaces the sandbox links (toolchains import them) but never grants: no directory is
+/// preopened, no socket can be made.
 const NEVER_GRANTED: [&str; 2] = ["wasi:filesystem/", "wasi:sockets/"];
 
 /// Whether the import `name` is of an interface the sandbox never grants.
@@ -216,10 +218,10 @@ impl Connector {
         digest: Digest,
         size: usize,
         description: Description,
+        schemas: super::schemas::Schemas,
         pre: PluginPre<Sandbox>,
         origin: Origin,
-        imports: Vec<String>,
-        exports: Vec<String>,
+        (imports, exports): (Vec<String>, Vec<String>),
     ) -> Self {
         let label = format!("{}@{}", description.name, description.version).into();
         let mut world: Vec<String> = exports
@@ -240,6 +242,7 @@ impl Connector {
             digest,
             size,
             description,
+            schemas,
             label,
             pre,
             origin,
@@ -270,6 +273,16 @@ impl Connector {
     /// against, as far as it uses it.
     pub fn world(&self) -> &[String] {
         &self.world
+    }
+
+    /// Check the JSON text `output` against the output schema of `operation` (calls check
+    /// their input against the input schema; output only on request, e.g. `gantry check`).
+    pub fn check_output(&self, operation: &str, output: &str) -> Result<(), String> {
+        self.schemas.check_output(operation, output)
+    }
+
+    pub(crate) fn schemas(&self) -> &super::schemas::Schemas {
+        &self.schemas
     }
 
     /// Whether the code was compiled by this process or taken from the cache.

@@ -10,6 +10,7 @@
 pub(crate) mod cache;
 pub(crate) mod call;
 mod connector;
+pub(crate) mod schemas;
 
 pub use call::{CallError, CallOutput, ConnectorError};
 pub use connector::{Connector, Origin};
@@ -406,7 +407,7 @@ impl Runtime {
             }
         };
         let pre = self.pre_instantiate(&component)?;
-        let description = self.describe(&digest, &pre).await?;
+        let (description, schemas) = self.describe(&digest, &pre).await?;
 
         if origin == Origin::Compiled {
             self.inner.compiled.fetch_add(1, Ordering::Relaxed);
@@ -438,10 +439,10 @@ impl Runtime {
             digest,
             bytes.len(),
             description,
+            schemas,
             pre,
             origin,
-            imports,
-            exports,
+            (imports, exports),
         ));
         let mut loaded = self
             .inner
@@ -515,17 +516,21 @@ impl Runtime {
         &self,
         digest: &Digest,
         pre: &PluginPre<Sandbox>,
-    ) -> Result<Description, LoadError> {
+    ) -> Result<(Description, schemas::Schemas), LoadError> {
         let info = call::describe(self, digest, pre, self.inner.config.limits)
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
-        Description::try_from(info).map_err(LoadError::Describe)
+        let description = Description::try_from(info).map_err(LoadError::Describe)?;
+        let schemas = schemas::Schemas::compile(&description).map_err(LoadError::Describe)?;
+        Ok((description, schemas))
     }
 
-    /// Run `operation` of `connector` on the JSON document `input`, in a fresh sandbox. The
-    /// output is checked to be JSON; input that is not JSON is reported as
-    /// [`CallError::InvalidInput`] when the connector refuses it or answers with something that
-    /// is not JSON (a connector that accepts it is not second-guessed).
+    /// Run `operation` of `connector` on the JSON document `input`, in a fresh sandbox. Input
+    /// is checked against the operation's input schema before the guest runs
+    /// ([`CallError::InvalidInput`] naming where it fails); the output is checked to be JSON.
+    /// For an operation whose schema accepts anything (`{}`), input that is not JSON is
+    /// reported as `InvalidInput` only when the connector refuses it or answers with something
+    /// that is not JSON (a connector that accepts it is not second-guessed).
     pub async fn invoke(
         &self,
         connector: &Arc<Connector>,
@@ -533,7 +538,20 @@ impl Runtime {
         input: &str,
         ctx: &CallContext,
     ) -> Result<call::CallOutput, CallError> {
-        call::invoke(self, connector, operation, input, ctx).await
+        call::invoke(self, connector, operation, input, ctx, call::Strict::Yes).await
+    }
+
+    /// [`invoke`](Self::invoke) without the host's checks before the guest runs: an operation
+    /// the connector does not declare, or input its schema refuses, reaches the guest — to see
+    /// how the connector itself answers them (`gantry check`). Limits and policy are the same.
+    pub async fn probe(
+        &self,
+        connector: &Arc<Connector>,
+        operation: &str,
+        input: &str,
+        ctx: &CallContext,
+    ) -> Result<call::CallOutput, CallError> {
+        call::invoke(self, connector, operation, input, ctx, call::Strict::No).await
     }
 
     /// Inspect `bytes` without loading them: digest, imports, exports, and whether (and why
@@ -553,7 +571,10 @@ impl Runtime {
             .collect();
         let digest = Digest::of(bytes);
         let fits = match self.pre_instantiate(&component) {
-            Ok(pre) => self.describe(&digest, &pre).await,
+            Ok(pre) => self
+                .describe(&digest, &pre)
+                .await
+                .map(|(description, _)| description),
             Err(e) => Err(e),
         };
         Ok(Inspection {

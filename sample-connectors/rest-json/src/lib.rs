@@ -3,10 +3,11 @@
 //!
 //! Configuration: `base_url` (required), `auth_header` (default `authorization`), `auth_scheme`
 //! (default `Bearer`). Secret: `api_key`, sent as `<auth_header>: <auth_scheme> <api_key>`.
-//! Operations: `get {path}` and `post {path, body}` → `{status, body}`. It declares `*`
-//! (any origin): what it may reach is decided entirely by the install's grants.
+//! Operations: `get {path}` and `post {path, body}` → `{status, body}`, and `echo`. It declares
+//! `*` (any origin): what it may reach is decided entirely by the install's grants. `rest-js`
+//! and `rest-py` are the same connector in JavaScript and Python, held to the same tests.
 
-use gantry_sdk::{ConfigKey, ConnectorError, ConnectorInfo, Guest, SecretKey};
+use gantry_sdk::{ConfigKey, ConnectorError, ConnectorInfo, Guest, OperationInfo, SecretKey};
 use serde_json::{Value, json};
 use wstd::http::{Body, Client, Request};
 
@@ -68,6 +69,26 @@ async fn call(method: &str, input: &Value) -> Result<Value, ConnectorError> {
     }
 }
 
+/// An operation taking `{path[, body]}` and answering `{status, body}`.
+fn request(name: &str, description: &str, with_body: bool) -> OperationInfo {
+    let mut properties = json!({"path": {"type": "string", "pattern": "^/"}});
+    if with_body {
+        properties["body"] = json!({});
+    }
+    OperationInfo {
+        name: name.into(),
+        description: description.into(),
+        input_schema: json!({"type": "object", "properties": properties, "required": ["path"]})
+            .to_string(),
+        output_schema: json!({
+            "type": "object",
+            "properties": {"status": {"type": "integer"}, "body": {}},
+            "required": ["status", "body"],
+        })
+        .to_string(),
+    }
+}
+
 impl Guest for RestJson {
     fn describe() -> ConnectorInfo {
         let mut info = gantry_sdk::info(
@@ -79,8 +100,9 @@ impl Guest for RestJson {
             },
             "Call any JSON REST API with an API key",
             vec![
-                gantry_sdk::operation("get", "GET `path` relative to `base_url`"),
-                gantry_sdk::operation("post", "POST `body` as JSON to `path`"),
+                gantry_sdk::operation("echo", "Answer the input document unchanged"),
+                request("get", "GET `path` relative to `base_url`", false),
+                request("post", "POST `body` as JSON to `path`", true),
             ],
         );
         info.config = vec![
@@ -115,7 +137,11 @@ impl Guest for RestJson {
     fn invoke(operation: String, input: String) -> Result<String, ConnectorError> {
         let input: Value =
             serde_json::from_str(&input).map_err(|e| invalid(format!("input is not JSON: {e}")))?;
+        if !input.is_object() {
+            return Err(invalid("input must be a JSON object"));
+        }
         let method = match operation.as_str() {
+            "echo" => return Ok(input.to_string()),
             "get" => "GET",
             "post" => "POST",
             other => return Err(ConnectorError::NotFound(format!("no operation `{other}`"))),

@@ -14,7 +14,7 @@
 //! ```
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "gantry:connector/plugin",
     pub_export_macro: true,
     export_macro_name: "export_connector",
