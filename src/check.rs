@@ -109,6 +109,7 @@ async fn run_checks(args: &CheckArgs, bytes: &[u8], report: &mut Report) -> Resu
         Runtime::new(RuntimeConfig {
             cache_dir: Some(cache.path().to_path_buf()),
             max_instances: 4,
+            compile_timeout: crate::CLI_COMPILE_TIMEOUT,
             ..RuntimeConfig::default()
         })
         .context("starting the runtime")

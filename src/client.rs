@@ -55,9 +55,12 @@ pub enum ClientCommand {
     /// Publish a component; name and version default to what its describe() says.
     Publish {
         file: PathBuf,
-        #[arg(long)]
+        /// The name the component must describe (with --version; by default the server
+        /// publishes it under the name and version its `describe()` gives).
+        #[arg(long, requires = "version")]
         name: Option<String>,
-        #[arg(long)]
+        /// The version the component must describe (with --name).
+        #[arg(long, requires = "name")]
         version: Option<String>,
         /// Publish to the marketplace (immutable) instead of privately.
         #[arg(long)]
@@ -609,31 +612,24 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let (name, version) = match (name, version) {
-                (Some(n), Some(v)) => (n, v),
-                (n, v) => {
-                    let rt = gantry_host::Runtime::new(gantry_host::RuntimeConfig {
-                        max_instances: 2,
-                        ..Default::default()
-                    })?;
-                    let report = with_progress("reading describe()", rt.inspect(&bytes)).await?;
-                    let d = report.fits.map_err(|why| {
-                        anyhow::anyhow!("{} does not fit the world: {why}", file.display())
-                    })?;
-                    (n.unwrap_or(d.name), v.unwrap_or(d.version.to_string()))
-                }
-            };
             let visibility = if public { "public" } else { "private" };
-            let url = format!(
-                "{}/v1/connectors/{name}/versions/{version}?visibility={visibility}&tags={tags}",
-                client.base
-            );
+            let (url, label) = match (name, version) {
+                (Some(name), Some(version)) => (
+                    format!("{}/v1/connectors/{name}/versions/{version}", client.base),
+                    format!("uploading and compiling {name}@{version}"),
+                ),
+                // The server reads name and version from `describe()`: one compile, there.
+                _ => (
+                    format!("{}/v1/connectors", client.base),
+                    format!("uploading and compiling {}", file.display()),
+                ),
+            };
             let request = client
                 .http
                 .post(url)
+                .query(&[("visibility", visibility), ("tags", &tags)])
                 .header("content-type", "application/wasm")
                 .body(bytes);
-            let label = format!("uploading and compiling {name}@{version}");
             let answer: Answer<Published> =
                 with_progress(&label, client.send(request)).await?.into();
             answer.show(

@@ -190,6 +190,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// How long the CLI's own commands let a compile take: the user waits for it anyway, and a
+/// heavy component (JavaScript, Python) on a busy machine takes far longer than a server's cap.
+pub(crate) const CLI_COMPILE_TIMEOUT: Duration = Duration::from_secs(1800);
+
 fn read_component(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -198,6 +202,7 @@ async fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
     let bytes = read_component(path)?;
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: 4,
+        compile_timeout: CLI_COMPILE_TIMEOUT,
         ..RuntimeConfig::default()
     })?;
     let report = runtime
@@ -318,6 +323,7 @@ async fn invoke(args: InvokeArgs, json: bool) -> Result<ExitCode> {
         cache_dir,
         limits,
         max_instances: 4,
+        compile_timeout: CLI_COMPILE_TIMEOUT,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config).context("starting the runtime")?;

@@ -51,6 +51,25 @@ impl Deployment {
             let d = connector.description();
             (d.name.clone(), d.version.to_string())
         };
+        // A stand-in value for every key the connector requires and gives no default for.
+        let stand_in = |keys: Vec<String>| -> std::collections::BTreeMap<String, String> {
+            keys.into_iter().map(|k| (k, "bench".to_string())).collect()
+        };
+        let d = connector.description();
+        let config = stand_in(
+            d.config
+                .iter()
+                .filter(|k| k.required && k.default_value.is_none())
+                .map(|k| k.name.clone())
+                .collect(),
+        );
+        let secrets = stand_in(
+            d.secrets
+                .iter()
+                .filter(|k| k.required)
+                .map(|k| k.name.clone())
+                .collect(),
+        );
         registry
             .publish(
                 ORG,
@@ -66,14 +85,7 @@ impl Deployment {
             .await?;
         drop(connector);
         let install = registry.install(ORG, ORG, ORG, &name, &version)?;
-        let instance = registry.create_instance(
-            ORG,
-            ORG,
-            install.id,
-            "bench",
-            Default::default(),
-            Default::default(),
-        )?;
+        let instance = registry.create_instance(ORG, ORG, install.id, "bench", config, secrets)?;
         Ok(Self {
             registry: Arc::new(registry),
             data_dir: dir,

@@ -1255,3 +1255,113 @@ async fn a_private_address_allowance_is_one_organisations_only() {
     assert_eq!(error_code(&mallory.1), "connector-error");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_without_a_name_uses_what_the_component_describes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let publisher = s.token("acme", Role::Publisher);
+    let post = |query: &'static str, token: Option<String>, kind: &'static str, body: Vec<u8>| {
+        let mut request = s
+            .client
+            .post(format!("http://{}/v1/connectors?{query}", s.addr))
+            .header("content-type", kind)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let wasm = "application/wasm";
+
+    let r = post(
+        "tags=demo,http",
+        Some(publisher.clone()),
+        wasm,
+        connector("echo"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert_eq!(r.1["outcome"], "created");
+    let v = &r.1["version"];
+    assert_eq!(
+        (&v["org"], &v["name"], &v["version"], &v["visibility"]),
+        (
+            &json!("acme"),
+            &json!("echo"),
+            &json!("1.0.0"),
+            &json!("private")
+        )
+    );
+    assert_eq!(v["tags"], json!(["demo", "http"]));
+    // The same bytes again: unchanged; public: a new revision.
+    let r = post("", Some(publisher.clone()), wasm, connector("echo")).await;
+    assert_eq!(
+        (r.0, &r.1["outcome"]),
+        (StatusCode::OK, &json!("unchanged"))
+    );
+    let r = post(
+        "visibility=public",
+        Some(publisher.clone()),
+        wasm,
+        connector("echo"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert_eq!(r.1["version"]["revision"], 2);
+
+    // What the named route refuses, this one refuses too.
+    let r = post("", None, wasm, connector("echo")).await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let viewer = s.token("acme", Role::Viewer);
+    let r = post("", Some(viewer), wasm, connector("echo")).await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let r = post(
+        "",
+        Some(publisher.clone()),
+        "application/json",
+        connector("echo"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.1);
+    let r = post(
+        "",
+        Some(publisher.clone()),
+        wasm,
+        b"\0asm not really".to_vec(),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
+    let r = post(
+        "tags=Not%20A%20Tag",
+        Some(publisher.clone()),
+        wasm,
+        connector("echo"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.1);
+    let r = post(
+        "visibility=everyone",
+        Some(publisher),
+        wasm,
+        connector("echo"),
+    )
+    .await;
+    assert_eq!(
+        (r.0, error_code(&r.1)),
+        (StatusCode::BAD_REQUEST, "bad-request")
+    );
+}

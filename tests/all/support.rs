@@ -92,6 +92,9 @@ pub fn runtime() -> &'static Runtime {
             let cache = tempfile::tempdir().unwrap();
             let runtime = Runtime::new(RuntimeConfig {
                 cache_dir: Some(cache.path().to_path_buf()),
+                // The JavaScript and Python samples take 10–20 s to compile, at low priority:
+                // far longer on a loaded machine.
+                compile_timeout: std::time::Duration::from_secs(600),
                 ..RuntimeConfig::default()
             })
             .unwrap();

@@ -78,6 +78,7 @@ pub fn router(registry: Arc<Registry>, config: ApiConfig) -> Router {
         secure_cookies: config.secure_cookies,
     };
     let publish = Router::new()
+        .route("/v1/connectors", post(connectors::publish_as_described))
         .route(
             "/v1/connectors/{name}/versions/{version}",
             post(connectors::publish).delete(connectors::delete_version),

@@ -9,7 +9,7 @@ use super::routes::{connectors, flows, installs, instances, ops, tokens};
 #[openapi(
     info(title = "Gantry", description = "A WebAssembly host for integration connectors"),
     paths(
-        ops::readyz, ops::metrics, connectors::publish, connectors::delete_version, connectors::set_state,
+        ops::readyz, ops::metrics, connectors::publish, connectors::publish_as_described, connectors::delete_version, connectors::set_state,
         connectors::marketplace, connectors::versions, installs::install, installs::installs,
         installs::get_install, installs::customise, installs::grant_outbound, installs::update, installs::update_plan, installs::usage, connectors::usage,
         installs::rebind_install, instances::create_instance, instances::instances,

@@ -11,6 +11,7 @@ use crate::model::{
 use crate::runtime::Connector;
 use crate::store::Metadata;
 use serde_json::Value;
+use std::sync::Arc;
 
 impl Registry {
     // ----- organisations -------------------------------------------------------------------
@@ -38,10 +39,52 @@ impl Registry {
         }
         self.off_executor(|| self.read(|m| require_org(m, org)))?;
         let connector = self.runtime.load(&request.bytes).await?;
+        self.publish_loaded(org, actor, request, &version, connector)
+            .await
+    }
+
+    /// Publish `bytes` under the name and version its own `describe()` gives (build metadata
+    /// dropped): what a publisher who has not read them out first sends, compiled once, here.
+    pub async fn publish_as_described(
+        &self,
+        org: &str,
+        actor: &str,
+        visibility: Visibility,
+        tags: Vec<String>,
+        bytes: Vec<u8>,
+    ) -> Result<(PublishOutcome, VersionInfo)> {
+        for tag in &tags {
+            validate_name("tag", tag)?;
+        }
+        self.off_executor(|| self.read(|m| require_org(m, org)))?;
+        let connector = self.runtime.load(&bytes).await?;
+        let described = connector.description();
+        let mut version = described.version.clone();
+        version.build = semver::BuildMetadata::EMPTY;
+        let request = PublishRequest {
+            name: described.name.clone(),
+            version: version.to_string(),
+            visibility,
+            tags,
+            bytes,
+        };
+        self.publish_loaded(org, actor, request, &version, connector)
+            .await
+    }
+
+    /// Publish `request` as `connector`, its bytes already loaded.
+    async fn publish_loaded(
+        &self,
+        org: &str,
+        actor: &str,
+        request: PublishRequest,
+        version: &semver::Version,
+        connector: Arc<Connector>,
+    ) -> Result<(PublishOutcome, VersionInfo)> {
         let described = connector.description();
         let mut described_version = described.version.clone();
         described_version.build = semver::BuildMetadata::EMPTY;
-        if described.name != request.name || described_version != version {
+        if described.name != request.name || described_version != *version {
             return Err(Error::DescribeMismatch {
                 expected: format!("{}@{}", request.name, version),
                 found: format!("{}@{}", described.name, described.version),
@@ -59,7 +102,7 @@ impl Registry {
         let result = self.off_executor(|| {
             self.blobs.put(&digest, &request.bytes)?;
             self.fault(FaultPoint::AfterBlobWrite)?;
-            self.change(|m| self.publish_in(m, org, actor, &request, &version, &connector))
+            self.change(|m| self.publish_in(m, org, actor, &request, version, &connector))
         });
         if result.is_err() {
             // Nothing committed: remove the blob unless another row already uses it.

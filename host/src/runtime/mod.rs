@@ -463,11 +463,11 @@ impl Runtime {
         let cache = self.inner.cache.as_ref()?;
         let artifact = cache.get(digest)?;
         // SAFETY: `Component::deserialize` runs these bytes as native code. They come only
-        // from `ArtifactCache::get`, which returns an artifact only when its HMAC under the
+        // from `ArtifactCache::get`, which returns an artifact only when its MAC under the
         // host's own key (kept 0600 in a directory only this user may write) verifies: bytes
         // this host wrote from `Component::serialize` of an engine with the same compatibility
         // hash, for this digest. wasmtime re-checks its own header and engine settings too.
-        match unsafe { Component::deserialize(&self.inner.engine, &artifact) } {
+        match unsafe { Component::deserialize(&self.inner.engine, &*artifact) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "cached artifact rejected; recompiling");

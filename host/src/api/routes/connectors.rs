@@ -31,11 +31,66 @@ pub(crate) async fn publish(
     State(s): State<AppState>,
     caller: Caller<Publisher>,
     Path((name, version)): Path<(String, String)>,
-    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PublishQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let p = caller.0;
+    let (query, bytes) = upload(query, &headers, body)?;
+    let request = PublishRequest {
+        name,
+        version,
+        visibility: query.visibility,
+        tags: query.tags(),
+        bytes: bytes.to_vec(),
+    };
+    let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
+    published(outcome, info)
+}
+
+/// Publish a component under the name and version its own `describe()` gives: the component is
+/// compiled once, by the server, instead of once by the publisher to read them and again here.
+#[utoipa::path(post, path = "/v1/connectors", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes, published under the name and version its `describe()` gives"), params(("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn publish_as_described(
+    State(s): State<AppState>,
+    caller: Caller<Publisher>,
+    query: Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = caller.0;
+    let (query, bytes) = upload(query, &headers, body)?;
+    let (outcome, info) = s
+        .registry
+        .publish_as_described(
+            &p.org,
+            &p.actor(),
+            query.visibility,
+            query.tags(),
+            bytes.to_vec(),
+        )
+        .await?;
+    published(outcome, info)
+}
+
+impl PublishQuery {
+    fn tags(&self) -> Vec<String> {
+        self.tags
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A publish's query and component bytes, refused unless sent as `application/wasm`.
+fn upload(
+    query: Result<Query<PublishQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(PublishQuery, Bytes), ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
     let content_type = headers
@@ -49,24 +104,10 @@ pub(crate) async fn publish(
             "publish the component bytes with `Content-Type: application/wasm`",
         ));
     }
-    let bytes = body?;
-    let tags = query
-        .tags
-        .map(|t| {
-            t.split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let request = PublishRequest {
-        name,
-        version,
-        visibility: query.visibility,
-        tags,
-        bytes: bytes.to_vec(),
-    };
-    let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
+    Ok((query, body?))
+}
+
+fn published(outcome: crate::model::PublishOutcome, info: VersionInfo) -> ApiResult {
     let body = Published {
         outcome,
         version: info,
