@@ -239,7 +239,8 @@ fn run(what: &str, dir: &Path, command: &mut Command) -> Result<()> {
 }
 
 pub fn build(args: BuildArgs) -> Result<()> {
-    let dir = &args.dir;
+    // Absolute: the toolchains run in the project directory, found by paths inside it.
+    let dir = &std::path::absolute(&args.dir)?;
     let project = project(dir)?;
     let out = match args.out {
         Some(out) => std::path::absolute(out)?,

@@ -68,12 +68,14 @@ pub fn script_connector(name: &str) -> Vec<u8> {
                 .join("sample-connectors")
                 .join("scripts")
                 .join(format!("{name}.wasm"));
+            // Relative paths, as an author would type them.
             let status = Command::new(env!("CARGO_BIN_EXE_gantry"))
+                .current_dir(root())
                 .arg("build")
                 .arg("--dir")
-                .arg(root().join("sample-connectors").join(name))
+                .arg(Path::new("sample-connectors").join(name))
                 .arg("--out")
-                .arg(&out)
+                .arg(Path::new("target/sample-connectors/scripts").join(format!("{name}.wasm")))
                 .status()
                 .expect("running gantry build");
             assert!(status.success(), "gantry build of {name} failed");
