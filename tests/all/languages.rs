@@ -288,3 +288,76 @@ async fn every_language_calls_out_only_where_it_is_granted() {
         "four calls of each language arrived"
     );
 }
+
+/// An 18 MB Python component publishes under the default upload cap, through the route that
+/// reads name and version from `describe()`, compiled once (by the publish: the first call
+/// runs what it compiled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_python_connector_publishes_over_http_compiled_once() {
+    use crate::support::Server;
+    use gantry_host::model::Role;
+    use gantry_host::{ApiConfig, Runtime, RuntimeConfig};
+    use reqwest::Method;
+
+    let bytes = tokio::task::block_in_place(|| script_connector("rest-py"));
+    assert!(bytes.len() > 16 << 20, "{} bytes", bytes.len());
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        max_instances: 16,
+        compile_timeout: std::time::Duration::from_secs(600),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let s = Server::start(dir.path(), runtime.clone(), ApiConfig::default()).await;
+    let (publisher, operator) = (
+        s.token("acme", Role::Publisher),
+        s.token("acme", Role::Operator),
+    );
+    let response = s
+        .client
+        .post(format!("http://{}/v1/connectors", s.addr))
+        .bearer_auth(&publisher)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let published: Value = response.json().await.unwrap();
+    assert_eq!(published["version"]["name"], "rest-py");
+    assert_eq!(runtime.stats().compiled, 1);
+
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/installs",
+            Some(&operator),
+            Some(json!({"org": "acme", "name": "rest-py", "version": published["version"]["version"]})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/instances",
+            Some(&operator),
+            Some(json!({"install": r.1["id"], "name": "main", "secrets": {"api_key": "k"}})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let instance = r.1["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/instances/{instance}/invoke/echo"),
+            Some(&operator),
+            Some(json!({"heavy": true})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, &r.1["output"]),
+        (StatusCode::OK, &json!({"heavy": true}))
+    );
+    assert_eq!(runtime.stats().compiled, 1, "the first call compiled again");
+}
