@@ -45,6 +45,66 @@ async fn restart_loads_from_the_cache_without_compiling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_connector_loads_by_digest_without_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = connector("echo");
+    let digest = gantry_host::Digest::of(&echo);
+    let first = small_runtime(Some(dir.path().to_path_buf()));
+    // Nothing cached yet: the caller must bring the bytes.
+    assert!(
+        first
+            .load_cached(&digest, echo.len())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(first.stats().compiled, 0);
+    drop(first.load(&echo).await.unwrap());
+    drop(first);
+
+    // After a restart the artifact alone is enough: no bytes read, hashed or compiled.
+    let second = small_runtime(Some(dir.path().to_path_buf()));
+    let c = second
+        .load_cached(&digest, echo.len())
+        .await
+        .unwrap()
+        .expect("loaded from the cache");
+    assert_eq!(
+        (c.origin(), c.digest(), c.size()),
+        (Origin::Cache, &digest, echo.len())
+    );
+    assert_eq!(second.stats().compiled, 0);
+    let out = second
+        .invoke(&c, "echo", r#"{"n":[1]}"#, &CallContext::default())
+        .await
+        .unwrap();
+    assert_eq!(out.output, r#"{"n":[1]}"#);
+    // The bytes, loaded now, are the same connector.
+    assert!(std::sync::Arc::ptr_eq(
+        &c,
+        &second.load(&echo).await.unwrap()
+    ));
+
+    // A digest the cache does not hold, or one whose artifact is damaged, is not loaded.
+    let other = gantry_host::Digest::of(b"not cached");
+    assert!(second.load_cached(&other, 10).await.unwrap().is_none());
+    drop(c);
+    for path in artifacts(dir.path()) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let third = small_runtime(Some(dir.path().to_path_buf()));
+    assert!(
+        third
+            .load_cached(&digest, echo.len())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_artifact_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let echo = connector("echo");

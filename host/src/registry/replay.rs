@@ -230,7 +230,7 @@ impl Registry {
             return Err(Error::Blocked(version.reference()));
         }
         let call = self.pinned_call(org, instance).await?;
-        let connector = self.connector(&version.digest).await?;
+        let connector = self.connector(&version.digest, version.size).await?;
         Ok((connector, call.ctx.clone()))
     }
 

@@ -160,19 +160,19 @@ impl Registry {
             allow_private: self.private_addresses.get(org).cloned().unwrap_or_default(),
             tape: None,
         };
-        let connector = self.connector(&version.digest).await?;
+        let connector = self.connector(&version.digest, version.size).await?;
         Ok(Call { connector, ctx })
     }
 
-    /// The connector for `digest`: the one already loaded, or its blob loaded (from the
-    /// artifact cache when it was compiled before).
-    pub(crate) async fn connector(&self, digest: &Digest) -> Result<Arc<Connector>> {
-        if let Some(loaded) = self.runtime.loaded_connector(digest) {
+    /// The connector for `digest` (of `size` bytes): the one already loaded, the cached
+    /// artifact (its blob not even read), or its blob loaded and compiled.
+    pub(crate) async fn connector(&self, digest: &Digest, size: u64) -> Result<Arc<Connector>> {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if let Some(loaded) = self.runtime.load_cached(digest, size).await? {
             return Ok(loaded);
         }
         let bytes = self
-            .blobs
-            .get(digest)?
+            .off_executor(|| self.blobs.get(digest))?
             .ok_or_else(|| Error::storage(format!("the blob of {digest} is missing")))?;
         Ok(self.runtime.load(&bytes).await?)
     }

@@ -365,8 +365,30 @@ impl Runtime {
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
         check_header(bytes, self.inner.config.max_component_bytes)?;
         let digest = Digest::of(bytes);
+        let loaded = self.load_as(digest, bytes.len(), Some(bytes)).await?;
+        Ok(loaded.expect("with its bytes, a load gives a connector or an error"))
+    }
+
+    /// The connector whose bytes (`size` of them) have `digest`, when it is loaded or its
+    /// artifact is in the cache: loaded without reading, hashing or even having its bytes
+    /// (what a restart's first call saves). `Ok(None)` when neither holds it: then
+    /// [`load`](Self::load) its bytes.
+    pub async fn load_cached(
+        &self,
+        digest: &Digest,
+        size: usize,
+    ) -> Result<Option<Arc<Connector>>, LoadError> {
+        self.load_as(*digest, size, None).await
+    }
+
+    async fn load_as(
+        &self,
+        digest: Digest,
+        size: usize,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Arc<Connector>>, LoadError> {
         if let Some(loaded) = self.loaded_connector(&digest) {
-            return Ok(loaded);
+            return Ok(Some(loaded));
         }
         let gate = self
             .inner
@@ -379,9 +401,9 @@ impl Runtime {
         let _loading = gate.lock().await;
         // Whoever held the gate before us may have loaded it.
         if let Some(loaded) = self.loaded_connector(&digest) {
-            return Ok(loaded);
+            return Ok(Some(loaded));
         }
-        let result = self.load_new(digest, bytes).await;
+        let result = self.load_new(digest, size, bytes).await;
         self.inner
             .loading
             .lock()
@@ -390,10 +412,16 @@ impl Runtime {
         result
     }
 
-    async fn load_new(&self, digest: Digest, bytes: &[u8]) -> Result<Arc<Connector>, LoadError> {
-        let (component, origin) = match self.cached(&digest) {
-            Some(component) => (component, Origin::Cache),
-            None => {
+    async fn load_new(
+        &self,
+        digest: Digest,
+        size: usize,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Arc<Connector>>, LoadError> {
+        let (component, origin) = match (self.cached(&digest), bytes) {
+            (Some(component), _) => (component, Origin::Cache),
+            (None, None) => return Ok(None),
+            (None, Some(bytes)) => {
                 if self.inner.cache.is_some() {
                     self.inner.cache_misses.fetch_add(1, Ordering::Relaxed);
                 }
@@ -437,7 +465,7 @@ impl Runtime {
             .collect();
         let connector = Arc::new(Connector::new(
             digest,
-            bytes.len(),
+            size,
             description,
             schemas,
             pre,
@@ -451,26 +479,28 @@ impl Runtime {
             .unwrap_or_else(PoisonError::into_inner);
         // Another task may have loaded the same digest meanwhile: keep the first.
         if let Some(existing) = loaded.get(&digest).and_then(Weak::upgrade) {
-            return Ok(existing);
+            return Ok(Some(existing));
         }
         loaded.insert(digest, Arc::downgrade(&connector));
         tracing::info!(%digest, name = %connector.description().name,
             version = %connector.description().version, ?origin, "connector loaded");
-        Ok(connector)
+        Ok(Some(connector))
     }
 
     fn cached(&self, digest: &Digest) -> Option<Component> {
         let cache = self.inner.cache.as_ref()?;
         let artifact = cache.get(digest)?;
-        // SAFETY: `Component::deserialize` runs these bytes as native code. They come only
-        // from `ArtifactCache::get`, which returns an artifact only when its MAC under the
-        // host's own key (kept 0600 in a directory only this user may write) verifies: bytes
-        // this host wrote from `Component::serialize` of an engine with the same compatibility
-        // hash, for this digest. wasmtime re-checks its own header and engine settings too.
-        match unsafe { Component::deserialize(&self.inner.engine, &*artifact) } {
+        // SAFETY: `Component::deserialize_file` maps this file and runs it as native code.
+        // `ArtifactCache::get` names it only when its MAC under the host's own key (kept 0600
+        // in a directory only this user may write) verifies: bytes this host wrote from
+        // `Component::serialize` of an engine with the same compatibility hash, for this
+        // digest. Between that check and the mapping, only this user could replace the file
+        // (files are only ever replaced whole, by rename). wasmtime re-checks its own header
+        // and engine settings too.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &artifact.path) } {
             Ok(component) => Some(component),
             Err(e) => {
-                tracing::warn!(%digest, error = %e, "cached artifact rejected; recompiling");
+                tracing::warn!(%digest, error = %format!("{e:#}"), "cached artifact rejected; recompiling");
                 None
             }
         }

@@ -5,9 +5,7 @@ use super::session::{Fields, Posted, Seen, forged, same};
 use super::{Answer, Failure, csrf, kebab, may, page, see, shown, when};
 use crate::api::auth::{Operator, Publisher, Viewer};
 use crate::api::state::AppState;
-use crate::model::{
-    Description, Page, PublishRequest, Role, Search, VersionInfo, VersionState, Visibility,
-};
+use crate::model::{Description, Page, Role, Search, VersionInfo, VersionState, Visibility};
 use crate::registry::SignedIn;
 use crate::runtime::Inspection;
 use axum::extract::{Multipart, Path, Query, State};
@@ -345,29 +343,17 @@ pub(crate) async fn publish(
         .inspect(&bytes)
         .await
         .map_err(|e| Failure::bad(format!("not a component Gantry can load: {e}")).to(&who))?;
-    let described = match (&inspected.fits, fields.text("action")) {
-        (Ok(d), "publish") => d.clone(),
-        _ => {
-            return shown(page(
-                "Publish",
-                Some(&who),
-                html! { (inspection(&inspected)) (publish_form(&who)) },
-            ));
-        }
-    };
-    let mut version = described.version.clone();
-    version.build = semver::BuildMetadata::EMPTY;
-    let request = PublishRequest {
-        name: described.name.clone(),
-        version: version.to_string(),
-        visibility,
-        tags,
-        bytes,
-    };
+    if inspected.fits.is_err() || fields.text("action") != "publish" {
+        return shown(page(
+            "Publish",
+            Some(&who),
+            html! { (inspection(&inspected)) (publish_form(&who)) },
+        ));
+    }
     let (org, actor) = (who.principal.org.clone(), who.principal.actor());
     let (outcome, info) = s
         .registry
-        .publish(&org, &actor, request)
+        .publish_as_described(&org, &actor, visibility, tags, bytes)
         .await
         .map_err(|e| Failure::from(e).to(&who))?;
     shown(page(

@@ -72,7 +72,7 @@ pub(crate) async fn rotate_secrets(
     )
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "The operation's input: any JSON document, passed to the connector as written"), params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Invoked), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/instances/{id}/invoke/{operation}", tag = "instances", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "The operation's input: any JSON document, passed to the connector as written"), params(("id" = i64, Path), ("operation" = String, Path)), responses((status = 400, description = "invalid-input: the input does not fit the operation's input schema (checked before the connector runs) or is not JSON", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = Invoked), (status = 422, description = "The connector's typed error", body = ErrorBody), (status = 429, body = ErrorBody), (status = 504, description = "CPU or wall-clock deadline", body = ErrorBody)))]
 pub(crate) async fn invoke(
     State(s): State<AppState>,
     caller: Caller<Operator>,
