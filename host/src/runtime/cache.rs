@@ -1,13 +1,14 @@
 //! The on-disk cache of precompiled components, keyed by (digest, engine compatibility hash).
 //!
-//! What is read from here is handed to `Component::deserialize`, which runs it as native code,
-//! so nothing is trusted because of where it lies:
+//! What is read from here is handed to `Component::deserialize_file`, which runs it as native
+//! code, so nothing is trusted because of where it lies:
 //! - every artifact carries a MAC — keyed BLAKE3, under a 32-byte key the host keeps in
 //!   `<root>/key` (0600) — over the engine's compatibility hash, the source digest and the
 //!   artifact; a file that does not verify — damaged, written by another host or forged — is
 //!   deleted and the component recompiled. (A restart's first call waits on this check: keyed
-//!   BLAKE3 verifies a 30 MiB artifact, what a Python connector compiles to, in ~7 ms on a
-//!   2-core machine where the HMAC-SHA256 it replaced took ~17.)
+//!   BLAKE3 hashes a 30 MiB artifact, what a Python connector compiles to, in ~7 ms on one core
+//!   of a 2-core machine, where the HMAC-SHA256 it replaced took ~17; it is read from a mapping
+//!   of the file and hashed on every core.)
 //! - the cache directories are created 0700, and a cache or key that another user owns or may
 //!   write is refused: nobody but the host can replace the key or plant files.
 //!
