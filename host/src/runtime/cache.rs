@@ -179,11 +179,12 @@ impl ArtifactCache {
     }
 
     /// The file of `digest`'s verified artifact, or `None` when there is none or it does not
-    /// verify (in which case the file is removed).
-    pub fn get(&self, digest: &Digest) -> Option<Verified> {
+    /// verify (in which case the file is removed). wasmtime reads only the artifact in it: the
+    /// trailer follows the ELF image it parses.
+    pub fn get(&self, digest: &Digest) -> Option<PathBuf> {
         let path = self.path(digest);
-        let verified = match self.read_verified(&path, digest) {
-            Ok(Some(len)) => len,
+        let size = match self.read_verified(&path, digest) {
+            Ok(Some(size)) => size,
             Ok(None) => {
                 tracing::warn!(path = %path.display(),
                     "cached artifact failed verification (damaged, or not written by this host); recompiling");
@@ -203,19 +204,16 @@ impl ArtifactCache {
         self.index
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .touch(*digest, (verified + TRAILER) as u64);
+            .touch(*digest, size);
         // The use survives a restart as the file's modification time.
         if let Ok(file) = fs::File::options().write(true).open(&path) {
             let _ = file.set_modified(SystemTime::now());
         }
-        Some(Verified {
-            path,
-            len: verified,
-        })
+        Some(path)
     }
 
-    /// The artifact length of the file at `path` when it verifies for `digest`.
-    fn read_verified(&self, path: &Path, digest: &Digest) -> io::Result<Option<usize>> {
+    /// The size of the file at `path` when it verifies for `digest`.
+    fn read_verified(&self, path: &Path, digest: &Digest) -> io::Result<Option<u64>> {
         let file = fs::File::open(path)?;
         if file.metadata()?.len() <= TRAILER as u64 {
             return Ok(None);
@@ -225,7 +223,7 @@ impl ArtifactCache {
         // do not change under the slice while it is read.
         // Populated at once: faulting 30 MiB in page by page costs more than hashing it.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        Ok(self.verify(&map, digest).then(|| map.len() - TRAILER))
+        Ok(self.verify(&map, digest).then_some(map.len() as u64))
     }
 
     /// Store the artifact for `digest` atomically.
@@ -264,14 +262,6 @@ impl ArtifactCache {
     }
 }
 
-/// A cached artifact that verified: its file, whose first `len` bytes are the artifact
-/// (wasmtime reads only those: the trailer follows the ELF image it parses).
-#[derive(Debug, PartialEq)]
-pub(crate) struct Verified {
-    pub path: PathBuf,
-    pub len: usize,
-}
-
 /// A stable hex name for everything that makes an artifact loadable by `engine`: wasmtime's
 /// version and the compilation settings.
 fn engine_key(engine: &wasmtime::Engine) -> String {
@@ -301,11 +291,8 @@ mod tests {
         let digest = Digest::of(b"component");
         assert_eq!(cache.get(&digest), None);
         cache.put(&digest, b"artifact bytes").unwrap();
-        let verified = cache.get(&digest).unwrap();
-        assert_eq!(
-            fs::read(&verified.path).unwrap()[..verified.len],
-            b"artifact bytes"[..]
-        );
+        let file = fs::read(cache.get(&digest).unwrap()).unwrap();
+        assert_eq!(file[..file.len() - TRAILER], b"artifact bytes"[..]);
 
         // Another digest's artifact under this name does not verify.
         let other = Digest::of(b"other");

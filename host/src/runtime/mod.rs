@@ -497,7 +497,7 @@ impl Runtime {
         // digest. Between that check and the mapping, only this user could replace the file
         // (files are only ever replaced whole, by rename). wasmtime re-checks its own header
         // and engine settings too.
-        match unsafe { Component::deserialize_file(&self.inner.engine, &artifact.path) } {
+        match unsafe { Component::deserialize_file(&self.inner.engine, &artifact) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(%digest, error = %format!("{e:#}"), "cached artifact rejected; recompiling");
