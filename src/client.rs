@@ -5,13 +5,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gantry_host::api::wire::{
     BackupRequest, ErrorBody, FlowRequest, InstallRequest, InstanceRequest, Invoked, NewOrg,
-    NewToken, OrgRequest, Published, RebindInstallRequest, RebindStepRequest, RecordRequest,
-    StateRequest, TokenRequest, kebab, path_segment, when,
+    NewToken, OrgRequest, PublishEvent, Published, RebindInstallRequest, RebindStepRequest,
+    RecordRequest, StateRequest, TokenRequest, kebab, path_segment, when,
 };
 use gantry_host::model::Canary;
 use gantry_host::model::{
-    AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, Risk, Role, Run, TokenInfo,
-    Update, UpdateMode, VersionInfo, VersionState,
+    AuditEntry, Flow, Install, Instance, Listing, OrgInfo, Page, PublishStage, Risk, Role, Run,
+    TokenInfo, Update, UpdateMode, VersionInfo, VersionState,
 };
 use gantry_host::registry::Backup;
 use gantry_host::registry::canary::CanaryRequest;
@@ -23,7 +23,6 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct Remote {
@@ -384,10 +383,7 @@ impl Client {
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
-            match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(ErrorBody { error }) => bail!("{status} [{}] {}", error.code, error.message),
-                Err(_) => bail!("{status} {text}"),
-            }
+            return Err(server_error(status, &text));
         }
         Ok(text)
     }
@@ -455,6 +451,71 @@ impl Client {
         }
     }
 
+    /// Send a publish and watch it go (`Accept: application/x-ndjson`): its stages on stderr as
+    /// the server reports them, then its outcome (an error as the server's typed error).
+    async fn publish(
+        &self,
+        request: reqwest::RequestBuilder,
+        label: &str,
+    ) -> Result<(Published, String)> {
+        let mut response = request
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "application/x-ndjson")
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let events = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/x-ndjson"));
+        if !response.status().is_success() || !events {
+            // Refused before the publish began (401, 403, 413, 415, …).
+            let status = response.status();
+            let text = response.text().await?;
+            return Err(server_error(status, &text));
+        }
+        let mut progress = Progress::new(label);
+        let mut pending = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .context("the server stopped answering during the publish")?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event: PublishEvent = serde_json::from_slice(&line).with_context(|| {
+                    format!(
+                        "the server's answer is not what this client expects: {}",
+                        String::from_utf8_lossy(&line)
+                    )
+                })?;
+                match event {
+                    PublishEvent::Received { bytes } => {
+                        progress.show(&format!("uploaded {}", size(bytes)), true)
+                    }
+                    PublishEvent::Progress { stage, elapsed_ms } => {
+                        let new_step = progress.stage.replace(stage) != Some(stage);
+                        let seconds = elapsed_ms as f64 / 1e3;
+                        progress.show(&format!("{} ({seconds:.1} s)", kebab(&stage)), new_step)
+                    }
+                    PublishEvent::Done { published, .. } => {
+                        progress.finish();
+                        let text = serde_json::to_string(&published)?;
+                        return Ok((*published, text));
+                    }
+                    PublishEvent::Failed { status, error } => {
+                        progress.finish();
+                        let status = reqwest::StatusCode::from_u16(status)
+                            .map_or(status.to_string(), |s| s.to_string());
+                        bail!("{status} [{}] {}", error.code, error.message)
+                    }
+                }
+            }
+        }
+        bail!("the server ended the publish's answer before saying how it ended")
+    }
+
     /// POST a JSON document as written, and answer the response body as written.
     async fn post_raw(&self, path: &str, body: &RawValue) -> Result<String> {
         let request = self
@@ -466,27 +527,52 @@ impl Client {
     }
 }
 
-async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut shown = false;
-    let mut ticker = tokio::time::interval(Duration::from_millis(400));
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            result = &mut work => {
-                if shown {
-                    eprintln!(" done");
-                }
-                return result;
-            }
-            _ = ticker.tick() => {
-                if !shown {
-                    eprint!("{label}");
-                    shown = true;
-                }
-                eprint!(".");
-                let _ = std::io::stderr().flush();
-            }
+/// An error response as the server's typed error.
+fn server_error(status: reqwest::StatusCode, text: &str) -> anyhow::Error {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(ErrorBody { error }) => anyhow::anyhow!("{status} [{}] {}", error.code, error.message),
+        Err(_) => anyhow::anyhow!("{status} {text}"),
+    }
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
+/// A long operation's progress on stderr: one line redrawn on a terminal; a line per step
+/// otherwise (a CI log).
+struct Progress<'a> {
+    label: &'a str,
+    terminal: bool,
+    stage: Option<PublishStage>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(label: &'a str) -> Self {
+        Self {
+            label,
+            terminal: std::io::stderr().is_terminal(),
+            stage: None,
+        }
+    }
+
+    /// Show `text`; off a terminal only when it starts a new step.
+    fn show(&self, text: &str, new_step: bool) {
+        if self.terminal {
+            eprint!("\r\x1b[K{}: {text}", self.label);
+            let _ = std::io::stderr().flush();
+        } else if new_step {
+            eprintln!("{}: {text}", self.label);
+        }
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[K");
         }
     }
 }
@@ -616,12 +702,12 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
             let (url, label) = match (name, version) {
                 (Some(name), Some(version)) => (
                     format!("{}/v1/connectors/{name}/versions/{version}", client.base),
-                    format!("uploading and compiling {name}@{version}"),
+                    format!("publishing {name}@{version}"),
                 ),
                 // The server reads name and version from `describe()`: one compile, there.
                 _ => (
                     format!("{}/v1/connectors", client.base),
-                    format!("uploading and compiling {}", file.display()),
+                    format!("publishing {}", file.display()),
                 ),
             };
             let request = client
@@ -630,8 +716,7 @@ pub async fn run(remote: Remote, command: ClientCommand) -> Result<()> {
                 .query(&[("visibility", visibility), ("tags", &tags)])
                 .header("content-type", "application/wasm")
                 .body(bytes);
-            let answer: Answer<Published> =
-                with_progress(&label, client.send(request)).await?.into();
+            let answer: Answer<Published> = client.publish(request, &label).await?.into();
             answer.show(
                 json,
                 |Published {

@@ -1365,3 +1365,110 @@ async fn publishing_without_a_name_uses_what_the_component_describes() {
         (StatusCode::BAD_REQUEST, "bad-request")
     );
 }
+
+/// With `Accept: application/x-ndjson` a publish answers its stages as it goes, then its
+/// outcome with the status the plain request would have had; it finishes even when the
+/// publisher goes away before it does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_publish_streams_its_stages_and_outlives_its_publisher() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), runtime().clone(), ApiConfig::default()).await;
+    let publisher = s.token("acme", Role::Publisher);
+    let send = |path: &str, body: Vec<u8>, watch: bool| {
+        let mut request = s
+            .client
+            .post(format!("http://{}{path}", s.addr))
+            .bearer_auth(&publisher)
+            .header("content-type", "application/wasm")
+            .body(body);
+        if watch {
+            request = request.header("accept", "application/json, application/x-ndjson");
+        }
+        request.send()
+    };
+    let events = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+
+    let bytes = connector("echo");
+    let response = send("/v1/connectors", bytes.clone(), true).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let lines = events(&response.text().await.unwrap());
+    assert_eq!(lines[0], json!({"event": "received", "bytes": bytes.len()}));
+    let mut stages: Vec<&str> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|e| {
+            assert_eq!(e["event"], "progress", "{e}");
+            assert!(e["elapsed_ms"].is_u64(), "{e}");
+            e["stage"].as_str().unwrap()
+        })
+        .collect();
+    stages.dedup();
+    assert_eq!(stages, ["compiling", "storing"], "{lines:?}");
+    let done = lines.last().unwrap();
+    assert_eq!(
+        (
+            &done["event"],
+            &done["status"],
+            &done["published"]["outcome"]
+        ),
+        (&json!("done"), &json!(201), &json!("created")),
+        "{done}"
+    );
+    assert_eq!(done["published"]["version"]["name"], "echo");
+
+    // Refused: the status and error the plain request answers, as the last event.
+    let garbage = b"\0asm but not really".to_vec();
+    let plain = send("/v1/connectors/echo/versions/9.0.0", garbage.clone(), false)
+        .await
+        .unwrap();
+    let (status, body) = (plain.status(), plain.json::<Value>().await.unwrap());
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let watched = send("/v1/connectors/echo/versions/9.0.0", garbage, true)
+        .await
+        .unwrap();
+    assert_eq!(watched.status(), StatusCode::OK);
+    let lines = events(&watched.text().await.unwrap());
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"event": "failed", "status": 422, "error": body["error"]})
+    );
+
+    // The publisher reads the first event and goes away: the publish still completes.
+    let mut response = send("/v1/connectors", connector("echo-v2"), true)
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(br#"{"event":"received""#), "{first:?}");
+    drop(response);
+    let viewer = s.token("acme", Role::Viewer);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let r = s
+            .call(
+                Method::GET,
+                "/v1/connectors/acme/echo/versions",
+                Some(&viewer),
+                None,
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+        let versions: Vec<&Value> =
+            r.1.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| &v["version"])
+                .collect();
+        if versions.contains(&&json!("2.0.0")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never published: {versions:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -337,9 +337,40 @@ async fn the_cli_drives_a_whole_story_against_a_live_server() {
     assert!(!out.trim().is_empty(), "{out}");
     let out = run(a(&["metrics"]), String::new()).await.unwrap();
     assert!(out.contains("gantry_calls_total"), "{out}");
-    run(a(&["publish", &wasm("echo-v3")]), String::new())
-        .await
-        .unwrap();
+    // A publish shows its stages on stderr as the server reports them; a refused one fails
+    // with the server's error.
+    let (watched, garbage) = (server.clone(), dir.path().join("garbage.wasm"));
+    std::fs::write(&garbage, b"\0asm but not really").unwrap();
+    let (token2, echo_v3) = (token.clone(), wasm("echo-v3"));
+    let ((ok, out, err), refused) = tokio::task::spawn_blocking(move || {
+        (
+            remote(&watched, &token2, &["publish", &echo_v3], ""),
+            remote(
+                &watched,
+                &token2,
+                &["publish", garbage.to_str().unwrap()],
+                "",
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok && out.starts_with("created acme/echo@3.0.0"),
+        "{out}{err}"
+    );
+    let stages: Vec<&str> = err.lines().collect();
+    assert!(
+        stages.len() == 3
+            && stages[0].contains(": uploaded ")
+            && stages[1].contains(": compiling (")
+            && stages[2].contains(": storing ("),
+        "{err}"
+    );
+    assert!(
+        !refused.0 && refused.2.contains("422 Unprocessable Entity ["),
+        "{refused:?}"
+    );
     let out = run(a(&["update", "2", "3.0.0", "--plan"]), String::new())
         .await
         .unwrap();

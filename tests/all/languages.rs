@@ -319,12 +319,30 @@ async fn a_heavy_python_connector_publishes_over_http_compiled_once() {
         .post(format!("http://{}/v1/connectors", s.addr))
         .bearer_auth(&publisher)
         .header("content-type", "application/wasm")
+        .header("accept", "application/x-ndjson")
         .body(bytes)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let published: Value = response.json().await.unwrap();
+    // Watched: the stages as they go (the compile takes seconds), then the outcome.
+    assert_eq!(response.status(), StatusCode::OK);
+    let events: Vec<Value> = response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["stage"] == "compiling"),
+        "{events:?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(
+        (&done["event"], &done["status"]),
+        (&json!("done"), &json!(201))
+    );
+    let published = &done["published"];
     assert_eq!(published["version"]["name"], "rest-py");
     assert_eq!(runtime.stats().compiled, 1);
 

@@ -18,7 +18,7 @@ use super::routes::{connectors, flows, installs, instances, ops, tokens};
         tokens::create_org, tokens::orgs, tokens::mint_org_token, tokens::create_token,
         tokens::tokens, tokens::revoke_token, ops::backup
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::model::Description, crate::model::Summary)),
+    components(schemas(ErrorBody, ErrorDetail, super::wire::PublishEvent, crate::model::Description, crate::model::Summary)),
     modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;

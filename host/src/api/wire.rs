@@ -4,7 +4,8 @@
 
 pub use super::error::{ErrorBody, ErrorDetail};
 use crate::model::{
-    Digest, OrgInfo, PublishOutcome, Role, StepSpec, TokenInfo, VersionInfo, VersionState,
+    Digest, OrgInfo, PublishOutcome, PublishStage, Role, StepSpec, TokenInfo, VersionInfo,
+    VersionState,
 };
 use crate::sandbox::LogLine;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,28 @@ use std::collections::BTreeMap;
 pub struct Published {
     pub outcome: PublishOutcome,
     pub version: VersionInfo,
+}
+
+/// One line of a watched publish (sent with `Accept: application/x-ndjson`): the upload
+/// received, where the publish has got to, then how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum PublishEvent {
+    /// The upload was accepted; the publish now finishes, or fails whole, even if the publisher
+    /// goes away.
+    Received { bytes: u64 },
+    /// The stage the publish is at: at each change and once a second.
+    Progress {
+        stage: PublishStage,
+        elapsed_ms: u64,
+    },
+    /// Published: `status` is what the plain request would have answered (201 or 200).
+    Done {
+        status: u16,
+        published: Box<Published>,
+    },
+    /// Refused or failed: the status and error the plain request would have answered.
+    Failed { status: u16, error: ErrorDetail },
 }
 
 /// `POST /v1/connectors/{name}/versions/{version}/state`.

@@ -35,6 +35,6 @@ pub use page::{InvalidPage, Page};
 pub use recording::{Recording, TapeBody, TapedExchange};
 pub use token::{OrgInfo, Principal, Role, Session, TokenInfo};
 pub use version::{
-    ListedVersion, Listing, PublishOutcome, PublishRequest, Search, VersionInfo, VersionState,
-    VersionSummary, Visibility,
+    ListedVersion, Listing, PublishOutcome, PublishRequest, PublishStage, Search, VersionInfo,
+    VersionState, VersionSummary, Visibility,
 };

@@ -74,6 +74,17 @@ pub enum PublishOutcome {
     Unchanged,
 }
 
+/// Where a publish has got to, for a publisher watching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishStage {
+    /// Compiling the component and reading its `describe()` (most of a heavy component's
+    /// publish: seconds for an 18 MB one).
+    Compiling,
+    /// Storing the bytes and recording the version.
+    Storing,
+}
+
 /// A request to publish component bytes as `name@version` of an organisation.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {

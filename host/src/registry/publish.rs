@@ -4,9 +4,9 @@ use super::compat;
 use super::rules::{audit, current, require_org, version_pins, visible, visible_version};
 use super::{Error, FaultPoint, Registry, Result, now_ms};
 use crate::model::{
-    ListedVersion, Listing, Page, PublishOutcome, PublishRequest, Search, VersionInfo,
-    VersionState, VersionSummary, Visibility, current_each, listed_latest, parse_version,
-    validate_name, version_key, words,
+    ListedVersion, Listing, Page, PublishOutcome, PublishRequest, PublishStage, Search,
+    VersionInfo, VersionState, VersionSummary, Visibility, current_each, listed_latest,
+    parse_version, validate_name, version_key, words,
 };
 use crate::runtime::Connector;
 use crate::store::Metadata;
@@ -32,14 +32,26 @@ impl Registry {
         actor: &str,
         request: PublishRequest,
     ) -> Result<(PublishOutcome, VersionInfo)> {
+        self.publish_watched(org, actor, request, &|_| {}).await
+    }
+
+    /// [`Self::publish`], telling `stage` where it has got to.
+    pub async fn publish_watched(
+        &self,
+        org: &str,
+        actor: &str,
+        request: PublishRequest,
+        stage: &(dyn Fn(PublishStage) + Sync),
+    ) -> Result<(PublishOutcome, VersionInfo)> {
         validate_name("connector name", &request.name)?;
         let version = parse_version(&request.version)?;
         for tag in &request.tags {
             validate_name("tag", tag)?;
         }
         self.off_executor(|| self.read(|m| require_org(m, org)))?;
+        stage(PublishStage::Compiling);
         let connector = self.runtime.load(&request.bytes).await?;
-        self.publish_loaded(org, actor, request, &version, connector)
+        self.publish_loaded(org, actor, request, &version, connector, stage)
             .await
     }
 
@@ -53,10 +65,25 @@ impl Registry {
         tags: Vec<String>,
         bytes: Vec<u8>,
     ) -> Result<(PublishOutcome, VersionInfo)> {
+        self.publish_as_described_watched(org, actor, visibility, tags, bytes, &|_| {})
+            .await
+    }
+
+    /// [`Self::publish_as_described`], telling `stage` where it has got to.
+    pub async fn publish_as_described_watched(
+        &self,
+        org: &str,
+        actor: &str,
+        visibility: Visibility,
+        tags: Vec<String>,
+        bytes: Vec<u8>,
+        stage: &(dyn Fn(PublishStage) + Sync),
+    ) -> Result<(PublishOutcome, VersionInfo)> {
         for tag in &tags {
             validate_name("tag", tag)?;
         }
         self.off_executor(|| self.read(|m| require_org(m, org)))?;
+        stage(PublishStage::Compiling);
         let connector = self.runtime.load(&bytes).await?;
         let described = connector.description();
         let mut version = described.version.clone();
@@ -68,7 +95,7 @@ impl Registry {
             tags,
             bytes,
         };
-        self.publish_loaded(org, actor, request, &version, connector)
+        self.publish_loaded(org, actor, request, &version, connector, stage)
             .await
     }
 
@@ -80,6 +107,7 @@ impl Registry {
         request: PublishRequest,
         version: &semver::Version,
         connector: Arc<Connector>,
+        stage: &(dyn Fn(PublishStage) + Sync),
     ) -> Result<(PublishOutcome, VersionInfo)> {
         let described = connector.description();
         let mut described_version = described.version.clone();
@@ -99,6 +127,7 @@ impl Registry {
         // writer waits behind this fsync; inside the unit `put` only checks they are still
         // there (a concurrent clean-up of the same bytes may have removed them).
         let digest = *connector.digest();
+        stage(PublishStage::Storing);
         let result = self.off_executor(|| {
             self.blobs.put(&digest, &request.bytes)?;
             self.fault(FaultPoint::AfterBlobWrite)?;

@@ -2,16 +2,24 @@
 
 use super::{ApiJson, ApiResult, Path, created, ok, query};
 use crate::api::auth::{Caller, Publisher, Viewer};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::api::state::AppState;
-use crate::api::wire::{Published, StateRequest};
-use crate::model::{Listing, Page, PublishRequest, Search, VersionInfo, Visibility};
+use crate::api::wire::{PublishEvent, Published, StateRequest};
+use crate::model::{
+    Listing, Page, PublishOutcome, PublishRequest, PublishStage, Search, VersionInfo, Visibility,
+};
+use crate::registry::Error as RegistryError;
+use axum::body::Body;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +34,11 @@ pub(crate) fn private() -> Visibility {
     Visibility::Private
 }
 
+/// Publish a component as `name@version` (its `describe()` must agree).
+///
+/// With `Accept: application/x-ndjson` the answer is 200 and one `PublishEvent` per line —
+/// the upload received, the stage once a second, then the outcome with the status the plain
+/// request would have answered — and the publish finishes even if the publisher goes away.
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"), params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), ("version" = String, Path, pattern = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\\+[0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*)?$"), ("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn publish(
     State(s): State<AppState>,
@@ -44,12 +57,27 @@ pub(crate) async fn publish(
         tags: query.tags(),
         bytes: bytes.to_vec(),
     };
-    let (outcome, info) = s.registry.publish(&p.org, &p.actor(), request).await?;
+    let registry = s.registry.clone();
+    let publish = async move |stage: &(dyn Fn(PublishStage) + Sync)| {
+        let actor = p.actor();
+        registry
+            .publish_watched(&p.org, &actor, request, stage)
+            .await
+    };
+    if wants_events(&headers) {
+        return Ok(watched(bytes.len(), move |stage| async move {
+            publish(&*stage).await
+        }));
+    }
+    let (outcome, info) = publish(&|_| {}).await?;
     published(outcome, info)
 }
 
 /// Publish a component under the name and version its own `describe()` gives: the component is
 /// compiled once, by the server, instead of once by the publisher to read them and again here.
+///
+/// With `Accept: application/x-ndjson` the answer is 200 and one `PublishEvent` per line, as
+/// for the named route.
 #[utoipa::path(post, path = "/v1/connectors", tag = "connectors", security(("bearer" = [])), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes, published under the name and version its `describe()` gives"), params(("visibility" = Option<Visibility>, Query), ("tags" = Option<String>, Query, description = "Comma-separated")), responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 201, description = "Created or a new revision", body = Published), (status = 200, description = "Same bytes: unchanged", body = Published), (status = 409, description = "Public versions are immutable", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn publish_as_described(
     State(s): State<AppState>,
@@ -60,17 +88,136 @@ pub(crate) async fn publish_as_described(
 ) -> ApiResult {
     let p = caller.0;
     let (query, bytes) = upload(query, &headers, body)?;
-    let (outcome, info) = s
-        .registry
-        .publish_as_described(
-            &p.org,
-            &p.actor(),
-            query.visibility,
-            query.tags(),
-            bytes.to_vec(),
-        )
-        .await?;
+    let (registry, size, tags) = (s.registry.clone(), bytes.len(), query.tags());
+    let publish = async move |stage: &(dyn Fn(PublishStage) + Sync)| {
+        let actor = p.actor();
+        registry
+            .publish_as_described_watched(
+                &p.org,
+                &actor,
+                query.visibility,
+                tags,
+                bytes.to_vec(),
+                stage,
+            )
+            .await
+    };
+    if wants_events(&headers) {
+        return Ok(watched(
+            size,
+            move |stage| async move { publish(&*stage).await },
+        ));
+    }
+    let (outcome, info) = publish(&|_| {}).await?;
     published(outcome, info)
+}
+
+/// Whether the publisher asked to watch its publish go (`Accept: application/x-ndjson`).
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.split(';').next().unwrap_or("").trim() == NDJSON)
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// A publish the publisher watches: it runs in a task of its own — so it finishes, or fails
+/// whole, even if the publisher goes away — while the answer streams one [`PublishEvent`] per
+/// line: the upload received, the stage at each change and once a second (which also keeps a
+/// proxy from closing a quiet connection through a long compile), then the outcome with the
+/// status the plain request would have answered.
+fn watched<F>(
+    bytes: usize,
+    publish: impl FnOnce(Box<dyn Fn(PublishStage) + Send + Sync>) -> F,
+) -> Response
+where
+    F: Future<Output = Result<(PublishOutcome, VersionInfo), RegistryError>> + Send + 'static,
+{
+    let (stage_tx, mut stages) = mpsc::unbounded_channel();
+    let task = tokio::spawn(publish(Box::new(move |stage| {
+        let _ = stage_tx.send(stage);
+    })));
+    let (lines, mut body) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let line = |event: &PublishEvent| {
+            let mut line = serde_json::to_vec(event).expect("events serialise");
+            line.push(b'\n');
+            Ok(Bytes::from(line))
+        };
+        let _ = lines
+            .send(line(&PublishEvent::Received {
+                bytes: bytes as u64,
+            }))
+            .await;
+        let mut task = std::pin::pin!(task);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let (mut current, mut open) = (None, true);
+        loop {
+            // Every stage is told, in order, before the outcome.
+            tokio::select! {
+                biased;
+                stage = stages.recv(), if open => match stage {
+                    Some(stage) => current = Some(stage),
+                    None => open = false,
+                },
+                outcome = &mut task => {
+                    let _ = lines.send(line(&ended(outcome))).await;
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
+            let Some(stage) = current else { continue };
+            let elapsed_ms = start.elapsed().as_millis() as u64;
+            // A publisher that went away stops the events, not the publish.
+            if lines
+                .send(line(&PublishEvent::Progress { stage, elapsed_ms }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, NDJSON)],
+        Body::from_stream(futures::stream::poll_fn(move |cx| body.poll_recv(cx))),
+    )
+        .into_response()
+}
+
+/// The last event of a watched publish.
+fn ended(
+    outcome: Result<Result<(PublishOutcome, VersionInfo), RegistryError>, JoinError>,
+) -> PublishEvent {
+    let error = match outcome {
+        Ok(Ok((outcome, version))) => {
+            let status = match outcome {
+                PublishOutcome::Unchanged => StatusCode::OK,
+                _ => StatusCode::CREATED,
+            };
+            return PublishEvent::Done {
+                status: status.as_u16(),
+                published: Box::new(Published { outcome, version }),
+            };
+        }
+        Ok(Err(e)) => ApiError::from(e),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the publish task failed: {e}"),
+        ),
+    };
+    PublishEvent::Failed {
+        status: error.status().as_u16(),
+        error: ErrorDetail {
+            code: error.code().to_string(),
+            message: error.public_message().to_string(),
+        },
+    }
 }
 
 impl PublishQuery {
@@ -107,13 +254,13 @@ fn upload(
     Ok((query, body?))
 }
 
-fn published(outcome: crate::model::PublishOutcome, info: VersionInfo) -> ApiResult {
+fn published(outcome: PublishOutcome, info: VersionInfo) -> ApiResult {
     let body = Published {
         outcome,
         version: info,
     };
     match outcome {
-        crate::model::PublishOutcome::Unchanged => ok(body),
+        PublishOutcome::Unchanged => ok(body),
         _ => created(body),
     }
 }
