@@ -407,6 +407,9 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
             .publish_first_call
             .push(tokio.block_on(scenario::publish_then_call(&deployment, fresh, op, input))?);
     }
+    // What a restart finds later than a few seconds after a publish: the artifact sealed by
+    // the runtime that compiled it, once settled (loaded without hashing or `describe()`).
+    std::thread::sleep(gantry_host::runtime::SETTLED + Duration::from_millis(500));
     let (data_dir, instance) = (deployment.data_dir.clone(), deployment.instance);
     drop(deployment);
     for _ in 0..options.cold_runs {

@@ -2,7 +2,7 @@
 //! (temporary file → fsync → rename → fsync of the directory, so a crash leaves the old file
 //! or the new one, never half of one), [`private_dir`] (0700, refusing one that others may
 //! write), [`tighten`] (taking away what others may read), and [`key_file`] (a secret key
-//! read, or created once, 0600).
+//! read, or created once, 0600); and [`off_executor`], for running such work from async code.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -138,6 +138,19 @@ fn check_private(path: &Path, loose: u32, mode: u32) -> io::Result<()> {
 #[cfg(not(unix))]
 fn check_private(_path: &Path, _loose: u32, _mode: u32) -> io::Result<()> {
     Ok(())
+}
+
+/// Run blocking work (file I/O, fsyncs) from async code without holding up the executor: on a
+/// multi-threaded runtime the worker first hands its other tasks to another thread
+/// (`block_in_place`); elsewhere it runs inline.
+pub fn off_executor<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 #[cfg(test)]

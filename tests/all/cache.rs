@@ -7,14 +7,17 @@ use gantry_host::{CallContext, Runtime, RuntimeConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// The cached artifact files under `root` (not the key).
+/// The cached artifact files under `root` (not the key, nor their seals).
 fn artifacts(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             for file in std::fs::read_dir(&path).unwrap() {
-                out.push(file.unwrap().path());
+                let file = file.unwrap().path();
+                if file.extension().is_some_and(|e| e == "cwasm") {
+                    out.push(file);
+                }
             }
         }
     }
@@ -102,6 +105,89 @@ async fn a_cached_connector_loads_by_digest_without_its_bytes() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Once an artifact has settled (its change time 2 s old, `cache::SETTLED`) and been hashed
+/// whole, it is sealed: restarts load it on the seal — neither hashed nor described again —
+/// until the file changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_artifact_is_sealed_and_loads_on_its_seal_until_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = connector("echo");
+    let digest = gantry_host::Digest::of(&echo);
+    let restart = || small_runtime(Some(dir.path().to_path_buf()));
+    let sealed = || {
+        std::fs::read_dir(artifacts(dir.path())[0].parent().unwrap())
+            .unwrap()
+            .any(|f| f.unwrap().path().extension().is_some_and(|e| e == "seal"))
+    };
+    let loads = |runtime: &Runtime| {
+        let stats = runtime.stats();
+        (stats.cache_hits, stats.sealed_hits)
+    };
+
+    // The compiling runtime seals its artifact once it has settled, in the background.
+    let first = restart();
+    let described = first.load(&echo).await.unwrap().description().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !sealed() {
+        assert!(std::time::Instant::now() < deadline, "never sealed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(first);
+
+    let second = restart();
+    let c = second
+        .load_cached(&digest, echo.len())
+        .await
+        .unwrap()
+        .expect("loaded on its seal");
+    assert_eq!(loads(&second), (1, 1));
+    assert_eq!(c.description(), &described);
+    let out = second
+        .invoke(&c, "echo", r#"{"n":[2]}"#, &CallContext::default())
+        .await
+        .unwrap();
+    assert_eq!(out.output, r#"{"n":[2]}"#);
+    drop((c, second));
+
+    // The same bytes in another file (a new inode and change time): the seal no longer
+    // holds, so the file is hashed whole again — and, once settled, sealed anew.
+    for path in artifacts(dir.path()) {
+        let copy = path.with_extension("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+    }
+    let third = restart();
+    assert!(
+        third
+            .load_cached(&digest, echo.len())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(loads(&third), (1, 0));
+    drop(third);
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let fourth = restart();
+    assert!(
+        fourth
+            .load_cached(&digest, echo.len())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(loads(&fourth), (1, 0), "hashed whole, then sealed");
+    drop(fourth);
+    let fifth = restart();
+    assert!(
+        fifth
+            .load_cached(&digest, echo.len())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(loads(&fifth), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,16 +257,9 @@ impl Registry {
     }
 
     /// Run blocking store work (file I/O, fsyncs) from async code without holding up the
-    /// executor: on a multi-threaded runtime the worker first hands its other tasks to
-    /// another thread (`block_in_place`); elsewhere it runs inline.
+    /// executor ([`crate::durable::off_executor`]).
     fn off_executor<T>(&self, work: impl FnOnce() -> T) -> T {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(work)
-            }
-            _ => work(),
-        }
+        crate::durable::off_executor(work)
     }
 
     fn fault(&self, point: FaultPoint) -> Result<()> {

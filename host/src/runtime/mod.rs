@@ -16,7 +16,8 @@ pub use call::{CallError, CallOutput, ConnectorError};
 pub use connector::{Connector, Origin};
 
 use crate::wit::PluginPre;
-use cache::ArtifactCache;
+pub use cache::SETTLED;
+use cache::{ArtifactCache, Verified};
 
 use crate::model::Description;
 use crate::model::Digest;
@@ -193,6 +194,8 @@ pub struct RuntimeStats {
     pub compile_micros: u64,
     /// Components loaded from the artifact cache.
     pub cache_hits: u64,
+    /// Of those, loaded on their seal: neither hashed whole nor described again.
+    pub sealed_hits: u64,
     /// Components looked for in the artifact cache and not found (or rejected).
     pub cache_misses: u64,
     /// Bytes of artifacts the disk cache holds now.
@@ -253,6 +256,7 @@ struct Inner {
     compiled: AtomicU64,
     compile_micros: AtomicU64,
     cache_hits: AtomicU64,
+    sealed_hits: AtomicU64,
     cache_misses: AtomicU64,
     /// One permit per compile that may run at once.
     compiles: Arc<tokio::sync::Semaphore>,
@@ -306,6 +310,7 @@ impl Runtime {
                 compiled: AtomicU64::new(0),
                 compile_micros: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
+                sealed_hits: AtomicU64::new(0),
                 cache_misses: AtomicU64::new(0),
                 _ticker: ticker,
             }),
@@ -325,6 +330,7 @@ impl Runtime {
             compiled: self.inner.compiled.load(Ordering::Relaxed),
             compile_micros: self.inner.compile_micros.load(Ordering::Relaxed),
             cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
+            sealed_hits: self.inner.sealed_hits.load(Ordering::Relaxed),
             cache_misses: self.inner.cache_misses.load(Ordering::Relaxed),
             cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
             loaded: self.loaded().len(),
@@ -418,8 +424,9 @@ impl Runtime {
         size: usize,
         bytes: Option<&[u8]>,
     ) -> Result<Option<Arc<Connector>>, LoadError> {
-        let (component, origin) = match (self.cached(&digest), bytes) {
-            (Some(component), _) => (component, Origin::Cache),
+        let cached = crate::durable::off_executor(|| self.cached(&digest));
+        let (component, origin, verified) = match (cached, bytes) {
+            (Some((component, verified)), _) => (component, Origin::Cache, Some(verified)),
             (None, None) => return Ok(None),
             (None, Some(bytes)) => {
                 if self.inner.cache.is_some() {
@@ -431,26 +438,44 @@ impl Runtime {
                 self.inner
                     .compile_micros
                     .fetch_add(micros, Ordering::Relaxed);
-                (component, Origin::Compiled)
+                (component, Origin::Compiled, None)
             }
         };
         let pre = self.pre_instantiate(&component)?;
-        let (description, schemas) = self.describe(&digest, &pre).await?;
+        // A sealed artifact's `describe()` answer is the one its first load read and checked.
+        let hashed = match &verified {
+            Some(Verified::Hashed(file)) => Some(*file),
+            _ => None,
+        };
+        let (description, schemas) = match verified {
+            Some(Verified::Sealed(description)) => {
+                self.inner.sealed_hits.fetch_add(1, Ordering::Relaxed);
+                let schemas =
+                    schemas::Schemas::compile(&description).map_err(LoadError::Describe)?;
+                (description, schemas)
+            }
+            _ => self.describe(&digest, &pre).await?,
+        };
 
         if origin == Origin::Compiled {
             self.inner.compiled.fetch_add(1, Ordering::Relaxed);
             if let Some(cache) = &self.inner.cache {
                 match component.serialize() {
-                    Ok(artifact) => {
-                        if let Err(e) = cache.put(&digest, &artifact) {
-                            tracing::warn!(%digest, error = %e, "cannot cache compiled artifact");
+                    Ok(artifact) => match cache.put(&digest, &artifact) {
+                        Ok(()) => self.seal_when_settled(digest, &description),
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "cannot cache compiled artifact")
                         }
-                    }
+                    },
                     Err(e) => tracing::warn!(%digest, error = %e, "cannot serialize artifact"),
                 }
             }
         } else {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+            // Hashed whole and described: sealed, so that its next load is neither.
+            if let (Some(cache), Some(hashed)) = (&self.inner.cache, hashed) {
+                crate::durable::off_executor(|| cache.seal(&digest, &hashed, &description));
+            }
         }
 
         let engine = &self.inner.engine;
@@ -487,9 +512,29 @@ impl Runtime {
         Ok(Some(connector))
     }
 
-    fn cached(&self, digest: &Digest) -> Option<Component> {
+    /// Once the artifact just cached for `digest` has settled, hash it whole again and seal it
+    /// (in the background, unless the runtime is gone by then), so that even the first restart
+    /// after a publish loads it on its seal.
+    fn seal_when_settled(&self, digest: Digest, description: &Description) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (inner, description) = (Arc::downgrade(&self.inner), description.clone());
+        handle.spawn(async move {
+            tokio::time::sleep(cache::SETTLED).await;
+            let seal = move || {
+                if let Some(cache) = inner.upgrade().as_ref().and_then(|i| i.cache.as_ref()) {
+                    cache.verify_and_seal(&digest, &description);
+                }
+            };
+            let _ = tokio::task::spawn_blocking(seal).await;
+        });
+    }
+
+    /// `digest`'s component from the artifact cache, and how its artifact was verified.
+    fn cached(&self, digest: &Digest) -> Option<(Component, Verified)> {
         let cache = self.inner.cache.as_ref()?;
-        let artifact = cache.get(digest)?;
+        let cached = cache.get(digest)?;
         // SAFETY: `Component::deserialize_file` maps this file and runs it as native code.
         // `ArtifactCache::get` names it only when its MAC under the host's own key (kept 0600
         // in a directory only this user may write) verifies: bytes this host wrote from
@@ -497,8 +542,8 @@ impl Runtime {
         // digest. Between that check and the mapping, only this user could replace the file
         // (files are only ever replaced whole, by rename). wasmtime re-checks its own header
         // and engine settings too.
-        match unsafe { Component::deserialize_file(&self.inner.engine, &artifact) } {
-            Ok(component) => Some(component),
+        match unsafe { Component::deserialize_file(&self.inner.engine, &cached.path) } {
+            Ok(component) => Some((component, cached.verified)),
             Err(e) => {
                 tracing::warn!(%digest, error = %format!("{e:#}"), "cached artifact rejected; recompiling");
                 None
