@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// [default: 2048].
     #[arg(long, env = "GANTRY_CACHE_MAX_MIB")]
     cache_max_mib: Option<u64>,
+    /// KiB of each memory slot a call dirtied kept resident for the module's next call: more
+    /// makes heavy (JavaScript, Python) calls faster and keeps more memory between calls, up
+    /// to this much for each of 1,000 warm slots [default: 128].
+    #[arg(long, env = "GANTRY_KEEP_RESIDENT_KIB")]
+    keep_resident_kib: Option<usize>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(long, env = "GANTRY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -84,6 +89,7 @@ pub struct ServeArgs {
 /// body_timeout_ms = 30000
 /// max_compiles = 2                    # compiles at once
 /// cache_max_mib = 2048                # precompiled artifacts on disk (least recently used go)
+/// keep_resident_kib = 128             # of each memory slot, kept resident between calls
 /// refuse_ungranted_imports = false    # refuse components importing wasi:filesystem/sockets
 ///
 /// [limits]            # default per-call limits (gantry_host::Limits)
@@ -119,6 +125,7 @@ pub struct ServeConfig {
     tls_key: Option<PathBuf>,
     drain_timeout_ms: Option<u64>,
     cache_max_mib: Option<u64>,
+    keep_resident_kib: Option<usize>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     limits: Option<gantry_host::Limits>,
@@ -154,6 +161,7 @@ struct Settings {
     max_compiles: usize,
     refuse_ungranted_imports: bool,
     cache_max_bytes: u64,
+    memory_keep_resident: usize,
 }
 
 fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
@@ -215,6 +223,12 @@ fn settings(args: &ServeArgs, file: ServeConfig) -> Settings {
             .map_or(RuntimeConfig::default().cache_max_bytes, |m| {
                 m.saturating_mul(1 << 20)
             }),
+        memory_keep_resident: args
+            .keep_resident_kib
+            .or(file.keep_resident_kib)
+            .map_or(RuntimeConfig::default().memory_keep_resident, |k| {
+                k.saturating_mul(1 << 10)
+            }),
     }
 }
 
@@ -243,6 +257,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(data_dir.join("cache")),
         cache_max_bytes: settings.cache_max_bytes,
+        memory_keep_resident: settings.memory_keep_resident,
         limits: settings.limits,
         outbound: settings.outbound.clone(),
         max_compiles: settings.max_compiles,

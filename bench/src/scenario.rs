@@ -16,9 +16,19 @@ pub const ORG: &str = "bench";
 
 /// A runtime whose artifact cache lives in `dir/cache`.
 pub fn runtime_in(dir: &Path) -> Result<Runtime> {
+    let defaults = RuntimeConfig::default();
+    // As `gantry serve --keep-resident-kib` sets it, so its effect can be measured.
+    let keep_resident = match std::env::var("GANTRY_KEEP_RESIDENT_KIB") {
+        Ok(kib) => kib
+            .parse::<usize>()
+            .context("GANTRY_KEEP_RESIDENT_KIB is not a number of KiB")?
+            .saturating_mul(1 << 10),
+        Err(_) => defaults.memory_keep_resident,
+    };
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: Some(dir.join("cache")),
-        ..RuntimeConfig::default()
+        memory_keep_resident: keep_resident,
+        ..defaults
     })?)
 }
 

@@ -74,9 +74,17 @@ pub struct RuntimeConfig {
     pub allocator: Allocator,
     /// Component instances that may be live at once (calls in flight, pooling allocator), and
     /// warm slots kept for as many modules. Each memory slot a call has used keeps up to
-    /// 128 KiB of it resident for the next call, each table slot 16 KiB, so this also bounds
-    /// that memory (about 2 × 128 KiB + 4 × 16 KiB an instance).
+    /// [`memory_keep_resident`](Self::memory_keep_resident) of it resident for the next call,
+    /// each table slot 16 KiB, so this also bounds that memory (2 × `memory_keep_resident` +
+    /// 4 × 16 KiB an instance).
     pub max_instances: u32,
+    /// Bytes of each linear-memory slot a call dirtied that stay resident for the next call
+    /// of the same module: reset by copying them back from the module's memory image, where
+    /// the rest are unmapped and faulted in again by the next call. Heavy components gain most
+    /// (a JavaScript call 0.70 → 0.47 ms at 16 MiB: its pre-initialised heap is rewritten on
+    /// every call); the price is memory kept between calls — up to this much for every warm
+    /// slot, 2 × `max_instances` of them, that guests dirtied. Default 128 KiB.
+    pub memory_keep_resident: usize,
     /// Largest single linear memory, in bytes; no connector's memory cap may exceed it.
     pub max_memory_bytes: u64,
     /// Operator settings of outbound HTTP (private addresses allowed, timeouts, size caps).
@@ -97,6 +105,7 @@ impl Default for RuntimeConfig {
             max_component_bytes: 32 << 20,
             allocator: Allocator::Auto,
             max_instances: 500,
+            memory_keep_resident: 128 << 10,
             max_memory_bytes: 1 << 30,
             outbound: OutboundConfig::default(),
         }
@@ -730,11 +739,10 @@ fn new_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
-        // Keep a little of each slot resident so reusing it does not fault pages back in. With
-        // the kernel's PAGEMAP_SCAN (`pagemap_scan`) only dirty pages are reset, and 128 KiB
-        // of them measured as fast as 1 MiB (`gantry bench`), while bounding what slots that
-        // hostile guests dirtied keep: 500 instances × 2 memories × 128 KiB.
-        .linear_memory_keep_resident(128 << 10)
+        // Keep some of each slot resident so reusing it does not fault pages back in. With
+        // the kernel's PAGEMAP_SCAN (`pagemap_scan`) only dirty pages are reset (copied back
+        // from the image), up to this many bytes of them; the rest are unmapped.
+        .linear_memory_keep_resident(config.memory_keep_resident)
         .table_keep_resident(16 << 10)
         // Keep a warm slot per module for as many modules as may be live at once. With the
         // default (100), calls alternating among 100 loaded versions steal each other's slots
