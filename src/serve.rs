@@ -507,6 +507,17 @@ mod tests {
             vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
         );
         assert_eq!(s.data_dir, PathBuf::from("gantry-data"), "the default");
+        assert_eq!(
+            s.memory_keep_resident,
+            RuntimeConfig::default().memory_keep_resident
+        );
+        let file: ServeConfig = toml::from_str("keep_resident_kib = 4096").unwrap();
+        assert_eq!(settings(&args, file).memory_keep_resident, 4 << 20);
+        let args = Wrap::parse_from(["x", "--keep-resident-kib", "16384"]).args;
+        assert_eq!(
+            settings(&args, ServeConfig::default()).memory_keep_resident,
+            16 << 20
+        );
         assert!(
             toml::from_str::<ServeConfig>("bnd = 1").is_err(),
             "unknown keys are refused"
