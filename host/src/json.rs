@@ -315,16 +315,29 @@ fn has_control(bytes: &[u8]) -> bool {
 /// ([`check`]) more than it can put into a `Value`: a lone surrogate escape (`"\ud800"`, which
 /// JavaScript's `JSON.stringify` writes) and a number beyond `f64` (`1e400`). For the check
 /// only, such a document is read with each lone surrogate as U+FFFD and each such number as the
-/// largest `f64` of its sign; what the connector receives is the text as it was.
+/// largest `f64` of its sign; what the connector receives is the text as it was. A document
+/// nesting deeper than [`READ_DEPTH`] cannot be read (found by the `json` fuzz target: the
+/// error used to be the first one met, a misleading "number out of range").
 pub(crate) fn value_for_checking(text: &str) -> Result<Value, serde_json::Error> {
     match serde_json::from_str(text) {
         Ok(value) => Ok(value),
         Err(first) => {
             check(text)?;
+            let depth = nesting(text);
+            if depth > READ_DEPTH {
+                // What stops it, whatever else `first` met on the way.
+                return Err(serde::de::Error::custom(format!(
+                    "recursion limit exceeded: it nests {depth} levels, at most {READ_DEPTH} are read"
+                )));
+            }
             serde_json::from_str(&tamed(text)).map_err(|_| first)
         }
     }
 }
+
+/// The deepest `serde_json` reads into a value (its recursion limit); [`check`] walks any
+/// depth.
+pub(crate) const READ_DEPTH: usize = 128;
 
 /// `text` (valid JSON) with lone surrogate escapes as `\ufffd` and numbers beyond `f64` as
 /// `±1.7976931348623157e308`.
@@ -461,6 +474,18 @@ mod tests {
             assert!(!serde_accepts(doc), "serde accepted {doc:?}");
             assert!(check(doc).is_err(), "check accepted {doc:?}");
         }
+    }
+
+    #[test]
+    fn a_document_too_deep_to_read_says_so() {
+        // Found by the `json` fuzz target: a number beyond `f64` before the depth was the
+        // error given.
+        let text = format!("[1e400,{}{}]", "[".repeat(130), "]".repeat(130));
+        assert!(check(&text).is_ok(), "a document, however deep");
+        let e = value_for_checking(&text).unwrap_err();
+        assert!(e.to_string().starts_with("recursion limit exceeded"), "{e}");
+        let within = format!("[1e400,{}{}]", "[".repeat(120), "]".repeat(120));
+        assert!(value_for_checking(&within).is_ok());
     }
 
     #[test]

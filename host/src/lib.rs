@@ -17,6 +17,8 @@
 
 pub mod api;
 mod durable;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 pub mod model;
 pub mod registry;

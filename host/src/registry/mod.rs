@@ -18,7 +18,7 @@ mod flows;
 mod gc;
 mod installs;
 mod instances;
-mod mapping;
+pub(crate) mod mapping;
 mod pins;
 pub mod plan;
 mod publish;

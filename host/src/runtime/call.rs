@@ -330,8 +330,15 @@ pub(crate) async fn invoke(
     // nothing and parses nothing here).
     let schemas = connector.schemas();
     if strict == Strict::Yes && schemas.checks_input(operation) {
-        let document = json::value_for_checking(input)
-            .map_err(|e| CallError::InvalidInput(format!("input is not a JSON document: {e}")))?;
+        let document = json::value_for_checking(input).map_err(|e| {
+            CallError::InvalidInput(match json::check(input) {
+                Err(_) => format!("input is not a JSON document: {e}"),
+                Ok(()) => format!(
+                    "input nests deeper than the {} levels its schema check reads: {e}",
+                    json::READ_DEPTH
+                ),
+            })
+        })?;
         schemas
             .check_input(operation, &document)
             .map_err(CallError::InvalidInput)?;
