@@ -14,7 +14,8 @@ fuzz_target!(|input: (&str, &str, &str)| {
         return;
     };
     let text = origin.to_string();
-    let again = Origin::of_url(&text).expect("an origin's own text parses");
+    let again = Origin::of_url(&text)
+        .unwrap_or_else(|e| panic!("{url:?} gives {text:?}, which does not parse: {e}"));
     assert_eq!(again, origin, "{url:?} → {text:?}");
     let exact = OriginPattern::parse(&text).expect("an origin's own text is a pattern");
     assert!(exact.matches(&origin), "{text:?} does not match itself");

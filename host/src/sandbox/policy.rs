@@ -93,10 +93,16 @@ impl Origin {
             ));
         }
         let host = uri.host().ok_or("the URL has no host")?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        // An IPv6 literal comes bracketed; brackets anywhere else are not a host (`http::Uri`
+        // takes `tt[]`: found by the `origins` fuzz target, the policy used to see `tt[`).
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<Ipv6Addr>().is_ok() => v6.to_ascii_lowercase(),
+            Some(_) => return Err(format!("`{host}` is not an IPv6 address")),
+            None if host.contains(['[', ']']) => {
+                return Err(format!("`{host}` is not a host name"));
+            }
+            None => host.to_ascii_lowercase(),
+        };
         if host.is_empty() {
             return Err("the URL has no host".into());
         }
@@ -429,6 +435,18 @@ mod tests {
             assert!(OriginPattern::parse(bad).is_err(), "{bad}");
         }
         assert!(Origin::of_url("ftp://x/").is_err());
+    }
+
+    #[test]
+    fn brackets_are_an_ipv6_literal_or_no_host() {
+        // Found by the `origins` fuzz target: `http::Uri` takes `tt[]` as a host, and the
+        // policy saw `tt[`.
+        for bad in ["http://tt[]/", "http://[x]/", "http://[]/", "http://a]/"] {
+            assert!(Origin::of_url(bad).is_err(), "{bad}");
+        }
+        let v6 = origin("http://[2001:DB8::1]:8080/");
+        assert_eq!(v6.host, "2001:db8::1");
+        assert_eq!(origin(&v6.to_string()), v6);
     }
 
     #[test]
