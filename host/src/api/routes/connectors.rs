@@ -1,6 +1,6 @@
 //! Publishing, version states, the marketplace and a connector's versions.
 
-use super::{ApiJson, ApiResult, Path, created, ok, query};
+use super::{ApiJson, ApiResult, Path, ok, query};
 use crate::api::auth::{Caller, Publisher, Viewer};
 use crate::api::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::api::state::AppState;
@@ -9,6 +9,7 @@ use crate::model::{
     Listing, Page, PublishOutcome, PublishRequest, PublishStage, Search, VersionInfo, Visibility,
 };
 use crate::registry::Error as RegistryError;
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -162,7 +163,11 @@ where
                 biased;
                 stage = stages.recv(), if open => match stage {
                     Some(stage) => current = Some(stage),
-                    None => open = false,
+                    // The publish has ended: its outcome is next, no stage again.
+                    None => {
+                        open = false;
+                        continue;
+                    }
                 },
                 outcome = &mut task => {
                     let _ = lines.send(line(&ended(outcome))).await;
@@ -195,12 +200,8 @@ fn ended(
 ) -> PublishEvent {
     let error = match outcome {
         Ok(Ok((outcome, version))) => {
-            let status = match outcome {
-                PublishOutcome::Unchanged => StatusCode::OK,
-                _ => StatusCode::CREATED,
-            };
             return PublishEvent::Done {
-                status: status.as_u16(),
+                status: status_of(outcome).as_u16(),
                 published: Box::new(Published { outcome, version }),
             };
         }
@@ -259,9 +260,14 @@ fn published(outcome: PublishOutcome, info: VersionInfo) -> ApiResult {
         outcome,
         version: info,
     };
+    Ok((status_of(outcome), Json(body)).into_response())
+}
+
+/// What a publish answers: 200 when the same bytes were already published, else 201.
+fn status_of(outcome: PublishOutcome) -> StatusCode {
     match outcome {
-        PublishOutcome::Unchanged => ok(body),
-        _ => created(body),
+        PublishOutcome::Unchanged => StatusCode::OK,
+        _ => StatusCode::CREATED,
     }
 }
 
