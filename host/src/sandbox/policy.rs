@@ -134,24 +134,42 @@ impl OriginPattern {
         if rest.contains(['/', '?', '#', '@']) {
             return Err(format!("`{pattern}` must name only scheme, host and port"));
         }
+        // Each part is read the one way it is written, as the origin it must match is: an IPv6
+        // literal in brackets, a port in plain digits (found by the `origins` fuzz target's
+        // reference: `[*]junk` read as `*`, `::1:80` as `[::1]:80`, `+80` and `080` as 80).
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (host, after) = v6
                 .split_once(']')
                 .ok_or_else(|| format!("`{pattern}`: unclosed `[`"))?;
-            (host.to_string(), after.strip_prefix(':'))
+            if host.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("`{pattern}`: `[{host}]` is not an IPv6 address"));
+            }
+            match after.strip_prefix(':') {
+                Some(port) => (host.to_string(), Some(port)),
+                None if after.is_empty() => (host.to_string(), None),
+                None => return Err(format!("`{pattern}`: `{after}` after the host")),
+            }
         } else {
             match rest.rsplit_once(':') {
                 Some((host, port)) => (host.to_string(), Some(port)),
                 None => (rest.to_string(), None),
             }
         };
+        if host.contains(':') && !rest.starts_with('[') {
+            return Err(format!("`{pattern}`: an IPv6 address goes in brackets"));
+        }
         let port = match port {
             None => None,
             Some("*") => Some(None),
-            Some(p) => Some(Some(
-                p.parse()
-                    .map_err(|_| format!("`{pattern}`: bad port `{p}`"))?,
-            )),
+            Some(p)
+                if p == "0" || (p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0')) =>
+            {
+                Some(Some(
+                    p.parse()
+                        .map_err(|_| format!("`{pattern}`: bad port `{p}`"))?,
+                ))
+            }
+            Some(p) => return Err(format!("`{pattern}`: bad port `{p}`")),
         };
         if host.is_empty() {
             return Err(format!("`{pattern}` has no host"));
@@ -172,10 +190,12 @@ impl OriginPattern {
         let port_ok = match self.port {
             Some(None) => true,
             Some(Some(p)) => p == origin.port,
-            None => match &self.scheme {
-                Some(s) => default_port(s) == Some(origin.port),
-                None => true,
-            },
+            // No port is the default port: of the pattern's scheme, or with `*://` of the
+            // origin's (`*://host` is host on 80 over http and on 443 over https, not on 22).
+            None => {
+                let scheme = self.scheme.as_deref().unwrap_or(&origin.scheme);
+                default_port(scheme) == Some(origin.port)
+            }
         };
         port_ok && host_matches(&self.host, &origin.host)
     }
@@ -447,6 +467,46 @@ mod tests {
         let v6 = origin("http://[2001:DB8::1]:8080/");
         assert_eq!(v6.host, "2001:db8::1");
         assert_eq!(origin(&v6.to_string()), v6);
+    }
+
+    #[test]
+    fn a_pattern_is_read_the_one_way_it_is_written() {
+        // Found by the `origins` fuzz target's reference decisions: text after a bracketed
+        // host was dropped, a bracketed host was any text, an unbracketed IPv6 address lost
+        // its last group to the port, and a port took a sign or leading zeros.
+        for bad in [
+            "*://[*]junk",
+            "http://[::1]junk",
+            "http://[api.example.com]",
+            "http://::1:80",
+            "http://::1",
+            "http://example.com:+80",
+            "http://example.com:080",
+            "http://example.com:65536",
+        ] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
+        let v6 = OriginPattern::parse("http://[::1]:8080").unwrap();
+        assert!(v6.matches(&origin("http://[::1]:8080/")));
+        assert!(!v6.matches(&origin("http://[::1]/")));
+        assert!(
+            OriginPattern::parse("http://[::1]")
+                .unwrap()
+                .matches(&origin("http://[::1]/"))
+        );
+        assert!(OriginPattern::parse("http://h:0").is_ok());
+    }
+
+    #[test]
+    fn any_scheme_without_a_port_is_its_default_port() {
+        // `*://host` was host on any port at all.
+        let both = OriginPattern::parse("*://api.example.com").unwrap();
+        assert!(both.matches(&origin("http://api.example.com/")));
+        assert!(both.matches(&origin("https://api.example.com/")));
+        assert!(!both.matches(&origin("http://api.example.com:22/")));
+        assert!(!both.matches(&origin("https://api.example.com:80/")));
+        let any_port = OriginPattern::parse("*://api.example.com:*").unwrap();
+        assert!(any_port.matches(&origin("http://api.example.com:22/")));
     }
 
     #[test]
