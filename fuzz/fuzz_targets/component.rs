@@ -140,7 +140,9 @@ fn input(u: &mut Unstructured) -> Result<Option<(Vec<u8>, bool)>> {
     Ok(bytes.map(|bytes| (bytes, inspect)))
 }
 
-fuzz_target!(|data: &[u8]| {
+// The runtime and the worlds' shapes are made before the first input, outside libFuzzer's
+// per-input timeout.
+fuzz_target!(init: (LazyLock::force(&HOST), LazyLock::force(&WORLDS)), |data: &[u8]| {
     let Ok(Some((bytes, inspect))) = input(&mut Unstructured::new(data)) else {
         return;
     };
