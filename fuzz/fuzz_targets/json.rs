@@ -1,10 +1,13 @@
 //! The output check of every call, differential against `serde_json`: the same verdict on
 //! every text, never a panic; a document it accepts can be read for schema checks, and its
-//! nesting counted without parsing is the nesting `serde_json` walks through.
+//! nesting counted without parsing is the nesting `serde_json` walks through, its kind told by
+//! its first byte the kind of the value read.
 
 #![no_main]
 
-use gantry_host::fuzzing::{json_check, json_for_checking, json_nesting, value_nesting};
+use gantry_host::fuzzing::{
+    json_check, json_for_checking, json_kinds, json_nesting, value_nesting,
+};
 use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -29,6 +32,12 @@ fuzz_target!(|data: &[u8]| {
                 None
             }
         };
+        // An input schema asking only for a kind reads it from the first byte: the kind of
+        // the value read.
+        if let Some(value) = &value {
+            let (by_first_byte, read) = json_kinds(text, value);
+            assert_eq!(by_first_byte.as_deref(), Some(read.as_str()), "{text:?}");
+        }
         // Walked into `Depth`, a number beyond `f64` or a lone surrogate escape is an error
         // (skipped, they are not); then the value read for checking, which keeps one member of
         // each name, bounds it.

@@ -24,6 +24,16 @@ pub fn json_for_checking(text: &str) -> Result<Value, serde_json::Error> {
     crate::json::value_for_checking(text)
 }
 
+/// The kind of a document told by its first byte, and the kind of the value read, as JSON
+/// Schema's `type` names them (what an input schema asking only for a kind reads).
+pub fn json_kinds(text: &str, value: &Value) -> (Option<String>, String) {
+    let name = |kind: crate::json::Kind| format!("{kind:?}");
+    (
+        crate::json::kind_of(text).map(name),
+        name(crate::json::kind_of_value(value)),
+    )
+}
+
 /// A flow step's input written from its template, with `input` as the flow's input and
 /// `steps` as earlier steps' outputs.
 pub fn map_input(

@@ -72,6 +72,47 @@ pub(crate) fn value_nesting(value: &Value) -> usize {
     deepest
 }
 
+/// The kinds of JSON value, named as JSON Schema's `type` names them (`integer` aside: telling
+/// it from `number` takes the value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// The kind of the one document `text` holds, read from its first byte — meaningful only for a
+/// text [`check`] accepts.
+pub(crate) fn kind_of(text: &str) -> Option<Kind> {
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    Some(match first {
+        b'{' => Kind::Object,
+        b'[' => Kind::Array,
+        b'"' => Kind::String,
+        b't' | b'f' => Kind::Boolean,
+        b'n' => Kind::Null,
+        b'-' | b'0'..=b'9' => Kind::Number,
+        _ => return None,
+    })
+}
+
+/// The kind of a parsed value.
+pub(crate) fn kind_of_value(value: &Value) -> Kind {
+    match value {
+        Value::Null => Kind::Null,
+        Value::Bool(_) => Kind::Boolean,
+        Value::Number(_) => Kind::Number,
+        Value::String(_) => Kind::String,
+        Value::Array(_) => Kind::Array,
+        Value::Object(_) => Kind::Object,
+    }
+}
+
 /// `Ok` when `text` is one JSON document (whitespace around it allowed), or why not.
 pub(crate) fn check(text: &str) -> Result<(), serde_json::Error> {
     if quick(text.as_bytes()) {
@@ -474,6 +515,26 @@ mod tests {
             assert!(!serde_accepts(doc), "serde accepted {doc:?}");
             assert!(check(doc).is_err(), "check accepted {doc:?}");
         }
+    }
+
+    #[test]
+    fn the_first_byte_tells_a_documents_kind() {
+        for text in [
+            " {\"a\": 1}",
+            "[]",
+            "\r\n\"s\"",
+            "true",
+            "false",
+            "null",
+            "-0.5",
+            "7",
+            "1e400",
+        ] {
+            let value = value_for_checking(text).unwrap();
+            assert_eq!(kind_of(text), Some(kind_of_value(&value)), "{text:?}");
+        }
+        assert_eq!(kind_of("   "), None);
+        assert_eq!(kind_of("'a'"), None);
     }
 
     #[test]

@@ -326,21 +326,11 @@ pub(crate) async fn invoke(
                 .collect(),
         });
     }
-    // The input schema is enforced before the guest runs (an operation declaring `{}` checks
-    // nothing and parses nothing here).
-    let schemas = connector.schemas();
-    if strict == Strict::Yes && schemas.checks_input(operation) {
-        let document = json::value_for_checking(input).map_err(|e| {
-            CallError::InvalidInput(match json::check(input) {
-                Err(_) => format!("input is not a JSON document: {e}"),
-                Ok(()) => format!(
-                    "input nests deeper than the {} levels its schema check reads: {e}",
-                    json::READ_DEPTH
-                ),
-            })
-        })?;
-        schemas
-            .check_input(operation, &document)
+    // The input schema is enforced before the guest runs.
+    if strict == Strict::Yes {
+        connector
+            .schemas()
+            .check_input(operation, input)
             .map_err(CallError::InvalidInput)?;
     }
     let limits = ctx.limits.unwrap_or_else(|| runtime.default_limits());

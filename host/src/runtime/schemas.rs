@@ -8,6 +8,7 @@
 //! Without that, a few kilobytes of `$defs` referring to each other twice over make validation
 //! exponential. Patterns use the `regex` crate's engine: linear time, no backtracking.
 
+use crate::json::{self, Kind};
 use jsonschema::{PatternOptions, Validator};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -26,8 +27,17 @@ pub(crate) struct Schemas {
 
 struct Operation {
     /// `None` when the schema accepts everything (`{}` or `true`): nothing to check.
-    input: Option<Validator>,
+    input: Option<Input>,
     output: Option<Validator>,
+}
+
+/// An input schema, compiled.
+struct Input {
+    validator: Validator,
+    /// The kinds of document the schema allows when that is all it asks (`{"type": "object"}`,
+    /// annotations aside, the commonest input schema): an input that is one JSON document of
+    /// such a kind is valid, told by its first byte without parsing it into a value.
+    only_kinds: Option<Vec<Kind>>,
 }
 
 impl Schemas {
@@ -43,10 +53,14 @@ impl Schemas {
                     )
                 })
             };
+            let input = compile("input", &op.input_schema)?.map(|validator| Input {
+                validator,
+                only_kinds: only_kinds(&op.input_schema),
+            });
             operations.insert(
                 op.name.clone(),
                 Operation {
-                    input: compile("input", &op.input_schema)?,
+                    input,
                     output: compile("output", &op.output_schema)?,
                 },
             );
@@ -54,21 +68,29 @@ impl Schemas {
         Ok(Schemas { operations })
     }
 
-    /// Whether `operation` checks its input at all (its schema is not `{}` or `true`).
-    pub(crate) fn checks_input(&self, operation: &str) -> bool {
-        self.operations
-            .get(operation)
-            .is_some_and(|op| op.input.is_some())
-    }
-
-    /// Check `input` (already parsed) against the input schema of `operation`: the first
-    /// failure, with where in the input it is.
-    pub(crate) fn check_input(&self, operation: &str, input: &Value) -> Result<(), String> {
-        let Some(Some(validator)) = self.operations.get(operation).map(|op| op.input.as_ref())
-        else {
+    /// Check the JSON text `input` against the input schema of `operation`: the first failure,
+    /// with where in the input it is. An operation declaring `{}` checks nothing and parses
+    /// nothing; one asking only for a kind of document (`{"type": "object"}`) checks the text
+    /// is one JSON document and reads its first byte; the rest, and every input refused, is
+    /// parsed and validated.
+    pub(crate) fn check_input(&self, operation: &str, input: &str) -> Result<(), String> {
+        let Some(Some(schema)) = self.operations.get(operation).map(|op| op.input.as_ref()) else {
             return Ok(());
         };
-        check(validator, input)
+        if let Some(kinds) = &schema.only_kinds
+            && json::check(input).is_ok()
+            && json::kind_of(input).is_some_and(|kind| kinds.contains(&kind))
+        {
+            return Ok(());
+        }
+        let document = json::value_for_checking(input).map_err(|e| match json::check(input) {
+            Err(_) => format!("input is not a JSON document: {e}"),
+            Ok(()) => format!(
+                "input nests deeper than the {} levels its schema check reads: {e}",
+                json::READ_DEPTH
+            ),
+        })?;
+        check(&schema.validator, &document)
             .map_err(|e| format!("{e} (the input schema of operation `{operation}`)"))
     }
 
@@ -103,6 +125,36 @@ fn check(validator: &Validator, instance: &Value) -> Result<(), String> {
             Err(format!("at `{at}`: {message}"))
         }
     }
+}
+
+/// The kinds of document `schema` allows when it asks nothing else: a `type` (one name or a
+/// list) and annotations only. `None` for any other keyword, and for `integer`, which only the
+/// value tells from other numbers.
+fn only_kinds(schema: &Value) -> Option<Vec<Kind>> {
+    let kind = |name: &Value| match name.as_str()? {
+        "null" => Some(Kind::Null),
+        "boolean" => Some(Kind::Boolean),
+        "number" => Some(Kind::Number),
+        "string" => Some(Kind::String),
+        "array" => Some(Kind::Array),
+        "object" => Some(Kind::Object),
+        _ => None,
+    };
+    let mut kinds = None;
+    for (keyword, value) in schema.as_object()? {
+        match keyword.as_str() {
+            "type" => {
+                kinds = Some(match value {
+                    Value::Array(names) => names.iter().map(kind).collect::<Option<Vec<_>>>()?,
+                    name => vec![kind(name)?],
+                })
+            }
+            "$schema" | "$id" | "$comment" | "title" | "description" | "default" | "examples"
+            | "deprecated" | "readOnly" | "writeOnly" => {}
+            _ => return None,
+        }
+    }
+    kinds
 }
 
 /// A validator for `schema`, or `None` when it accepts everything.
@@ -250,6 +302,113 @@ mod tests {
         assert!(validator(&json!({"pattern": "("})).is_err());
         assert!(validator(&json!({})).unwrap().is_none());
         assert!(validator(&json!(true)).unwrap().is_none());
+    }
+
+    /// The schemas of one operation `op` taking `input`.
+    fn schemas_taking(input: Value) -> Schemas {
+        Schemas::compile(&crate::model::Description {
+            name: "c".into(),
+            version: semver::Version::new(1, 0, 0),
+            description: String::new(),
+            operations: vec![crate::model::Operation {
+                name: "op".into(),
+                description: String::new(),
+                input_schema: input,
+                output_schema: json!({}),
+            }],
+            config: vec![],
+            secrets: vec![],
+            outbound_hosts: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_schema_asking_only_a_kind_reads_the_first_byte_and_agrees_with_the_validator() {
+        let inputs = [
+            r#" {"a": [1, {"b": null}]} "#,
+            "{}",
+            "\n\t[1, 2]",
+            "null",
+            r#""text""#,
+            "-1.5",
+            "0",
+            "1e400",
+            "true",
+            "false",
+            // Not one JSON document:
+            "{",
+            "[1,]",
+            "tru",
+            "nul",
+            "-",
+            "{} {}",
+            "",
+            "  ",
+            "'a'",
+        ];
+        for schema in [
+            json!({"type": "object"}),
+            json!({"type": ["array", "null"], "title": "t", "$comment": "c"}),
+            json!({"type": "string", "description": "d", "examples": ["x"]}),
+            json!({"type": ["number", "boolean"], "default": 1}),
+        ] {
+            let kinds = only_kinds(&schema).expect("only kinds");
+            let validator = validator(&schema).unwrap().unwrap();
+            let schemas = schemas_taking(schema.clone());
+            for input in inputs {
+                let fast = json::check(input).is_ok()
+                    && json::kind_of(input).is_some_and(|kind| kinds.contains(&kind));
+                let full = json::value_for_checking(input)
+                    .is_ok_and(|document| check(&validator, &document).is_ok());
+                assert_eq!(fast, full, "{schema} on {input:?}");
+                assert_eq!(schemas.check_input("op", input).is_ok(), full, "{input:?}");
+            }
+        }
+        for schema in [
+            json!({"type": "integer"}),
+            json!({"type": ["number", "integer"]}),
+            json!({"type": "object", "required": ["a"]}),
+            json!({"type": "object", "properties": {}}),
+            json!({"enum": [1]}),
+            json!({"title": "no type"}),
+            json!({"type": 3}),
+        ] {
+            assert_eq!(only_kinds(&schema), None, "{schema}");
+        }
+    }
+
+    #[test]
+    fn an_input_refused_says_why_as_the_validator_does() {
+        let schemas = schemas_taking(json!({"type": "object"}));
+        assert!(schemas.check_input("op", r#"{"a": 1}"#).is_ok());
+        let err = schemas.check_input("op", "[1]").unwrap_err();
+        assert!(
+            err.starts_with("at `/`:")
+                && err.contains("\"object\"")
+                && err.ends_with("(the input schema of operation `op`)"),
+            "{err}"
+        );
+        let err = schemas.check_input("op", "{").unwrap_err();
+        assert!(err.starts_with("input is not a JSON document:"), "{err}");
+        // Deeper than the validator reads, an object is still an object.
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(schemas.check_input("op", &deep).is_ok());
+        let schemas = schemas_taking(json!({"type": "object", "required": ["a"]}));
+        let err = schemas
+            .check_input("op", &deep.replace("\"a\"", "\"b\""))
+            .unwrap_err();
+        assert!(
+            err.starts_with("input nests deeper than the 128 levels"),
+            "{err}"
+        );
+        // An operation the schemas do not know, and one declaring `{}`, check nothing.
+        assert!(schemas.check_input("other", "not JSON").is_ok());
+        assert!(
+            schemas_taking(json!({}))
+                .check_input("op", "not JSON")
+                .is_ok()
+        );
     }
 
     #[test]
