@@ -6,7 +6,7 @@
 #![no_main]
 
 use gantry_host::fuzzing::{
-    json_check, json_for_checking, json_kinds, json_nesting, value_nesting,
+    JSON_READ_DEPTH, json_check, json_for_checking, json_kinds, json_nesting, value_nesting,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -20,11 +20,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ours, serde, "the verdicts differ on {text:?}");
     let nesting = json_nesting(text);
     if ours {
-        // Read for schema checks: any document serde_json's recursion limit (128) lets it read.
+        // Read for schema checks: any document serde_json's recursion limit lets it read.
         let value = match json_for_checking(text) {
             Ok(value) => Some(value),
             Err(e) => {
-                let deep = nesting > 128 && e.to_string().starts_with("recursion limit exceeded");
+                let deep = nesting > JSON_READ_DEPTH
+                    && e.to_string().starts_with("recursion limit exceeded");
                 assert!(
                     deep,
                     "a document the check accepts does not read: {e}: {text:?}"

@@ -19,6 +19,9 @@ pub fn value_nesting(value: &Value) -> usize {
     crate::json::value_nesting(value)
 }
 
+/// The deepest a document read for checking against a schema may nest.
+pub const JSON_READ_DEPTH: usize = crate::json::READ_DEPTH;
+
 /// A document read for checking against a schema.
 pub fn json_for_checking(text: &str) -> Result<Value, serde_json::Error> {
     crate::json::value_for_checking(text)

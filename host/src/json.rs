@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// Deepest nesting of a document Gantry keeps (a schema, a step's input template, a step's
 /// output in a run record). Kept inside records a few levels deeper, such a document stays
-/// far within what `serde_json` reads back (128 levels) and what the API's clients parse, so
+/// far within what `serde_json` reads back (127 levels) and what the API's clients parse, so
 /// every stored record can be read again: one tenant's document can never make a listing or a
 /// history unreadable.
 pub const KEPT_DEPTH: usize = 64;
@@ -376,9 +376,10 @@ pub(crate) fn value_for_checking(text: &str) -> Result<Value, serde_json::Error>
     }
 }
 
-/// The deepest `serde_json` reads into a value (its recursion limit); [`check`] walks any
-/// depth.
-pub(crate) const READ_DEPTH: usize = 128;
+/// The deepest `serde_json` reads into a value: its recursion limit of 128 stops the 128th
+/// level opening (found by the `json` fuzz target: a document nesting exactly 128 levels was
+/// refused with `serde_json`'s bare "recursion limit exceeded"). [`check`] walks any depth.
+pub(crate) const READ_DEPTH: usize = 127;
 
 /// `text` (valid JSON) with lone surrogate escapes as `\ufffd` and numbers beyond `f64` as
 /// `±1.7976931348623157e308`.
@@ -547,6 +548,15 @@ mod tests {
         assert!(e.to_string().starts_with("recursion limit exceeded"), "{e}");
         let within = format!("[1e400,{}{}]", "[".repeat(120), "]".repeat(120));
         assert!(value_for_checking(&within).is_ok());
+        // At the edge: 127 levels are read, 128 are not, and the error says why.
+        let nested = |depth| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(value_for_checking(&nested(READ_DEPTH)).is_ok());
+        let e = value_for_checking(&nested(READ_DEPTH + 1)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("recursion limit exceeded: it nests 128 levels, at most 127"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -399,7 +399,7 @@ mod tests {
             .check_input("op", &deep.replace("\"a\"", "\"b\""))
             .unwrap_err();
         assert!(
-            err.starts_with("input nests deeper than the 128 levels"),
+            err.starts_with("input nests deeper than the 127 levels"),
             "{err}"
         );
         // An operation the schemas do not know, and one declaring `{}`, check nothing.
