@@ -4,7 +4,7 @@
 use crate::cases::{self, Case};
 use crate::raw::{RawComponent, RawHost};
 use crate::scenario::{self, Deployment, HttpServer};
-use crate::stats::{Load, Summary, closed_loop_tasks, closed_loop_threads, fmt};
+use crate::stats::{Load, Summary, closed_loop_tasks, closed_loop_threads, fmt, paced_loop};
 use anyhow::{Context, Result};
 use gantry_host::{CallContext, Connector, Runtime};
 use std::hint::black_box;
@@ -136,7 +136,43 @@ pub struct CaseResults {
     /// Calls/s of instance calls through the registry, 2 callers ÷ 1, one ratio per round of
     /// a 1-caller window and a 2-caller window back to back.
     pub registry_scaling: Vec<f64>,
+    /// What the invoke route adds over HTTP, against the registry call it makes.
+    pub http: Vec<HttpRound>,
 }
+
+/// One round of the HTTP overhead: `/healthz` and the invoke route over one keep-alive
+/// connection, then the registry call in-process from one thread, back to back and paced.
+#[derive(Debug, Clone)]
+pub struct HttpRound {
+    pub healthz: Summary,
+    pub invoke: Summary,
+    /// Registry calls back to back: every cache warm, the CPU never idle.
+    pub back_to_back: Summary,
+    /// Registry calls with the thread idle between them for the round's `/healthz` p50, as a
+    /// server's thread is between one client's requests.
+    pub paced: Summary,
+}
+
+impl HttpRound {
+    /// What the invoke route adds beyond the server's floor: invoke p50 − `/healthz` p50.
+    pub fn route(&self) -> Duration {
+        self.invoke.p50.saturating_sub(self.healthz.p50)
+    }
+
+    fn failures(&self) -> usize {
+        [self.healthz, self.invoke, self.back_to_back, self.paced]
+            .iter()
+            .map(|s| s.failures)
+            .sum()
+    }
+
+    fn route_over(&self, call: &Summary) -> f64 {
+        self.route().as_secs_f64() / call.p50.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Rounds of the HTTP overhead.
+const HTTP_ROUNDS: u32 = 6;
 
 /// One round of the hot swap: a window of calls without rebinds, then one with them.
 #[derive(Debug, Clone)]
@@ -379,6 +415,7 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
                 async move { server.call(&input).await.is_ok() }
             }))
         }));
+        let http = http_rounds(options, &server, &deployment, op, input)?;
         if let Ok(server) = Arc::try_unwrap(server) {
             tokio.block_on(server.stop())?;
         }
@@ -387,6 +424,7 @@ pub fn measure(options: &Options, progress: &mut dyn Write) -> Result<Results> {
             rows,
             versus_raw,
             registry_scaling,
+            http,
         });
     }
 
@@ -566,6 +604,90 @@ fn list_ratios(ratios: &[f64]) -> String {
 }
 
 /// Print `results` as tables with ratios to the baselines.
+/// What the invoke route adds over HTTP against the registry call it makes, in
+/// [`HTTP_ROUNDS`] short rounds so that each ratio compares windows moments apart. The client
+/// and the registry calls run on a thread of their own (not the process's first: its heap is
+/// glibc's main arena, which makes its calls slower or not from one run to the next), the
+/// calls on a runtime of that thread, timers included (a timer on a worker's driver wakes that
+/// worker on every call). The two windows of registry calls differ only by the idle gap.
+fn http_rounds(
+    options: &Options,
+    server: &HttpServer,
+    deployment: &Deployment,
+    op: &str,
+    input: &str,
+) -> Result<Vec<HttpRound>> {
+    let round = Load {
+        callers: 1,
+        warmup: options.duration / (HTTP_ROUNDS * 5),
+        duration: options.duration / HTTP_ROUNDS,
+    };
+    let rounds = || -> Result<Vec<HttpRound>> {
+        let this_thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let registry_call = || this_thread.block_on(deployment.invoke(op, input)).is_ok();
+        let mut client = server.keep_alive()?;
+        Ok((0..HTTP_ROUNDS)
+            .map(|_| {
+                let healthz =
+                    paced_loop(round, Duration::ZERO, || client.healthz().unwrap_or(false));
+                let invoke = paced_loop(round, Duration::ZERO, || {
+                    client.invoke(input).unwrap_or(false)
+                });
+                HttpRound {
+                    healthz,
+                    invoke,
+                    back_to_back: paced_loop(round, Duration::ZERO, registry_call),
+                    paced: paced_loop(round, healthz.p50, registry_call),
+                }
+            })
+            .collect())
+    };
+    std::thread::scope(|scope| scope.spawn(rounds).join())
+        .map_err(|_| anyhow::anyhow!("the HTTP overhead's caller panicked"))?
+}
+
+/// The HTTP overhead: medians of the rounds.
+fn print_http(rounds: &[HttpRound], out: &mut dyn Write) -> Result<()> {
+    if rounds.is_empty() {
+        return Ok(());
+    }
+    let p50 =
+        |of: fn(&HttpRound) -> Duration| fmt(median(rounds.iter().map(of)).unwrap_or_default());
+    writeln!(
+        out,
+        "over HTTP, one keep-alive connection, {} rounds (medians): /healthz p50 {}, invoke p50 \
+         {}; the route adds {} beyond the server's floor; {} failed",
+        rounds.len(),
+        p50(|r| r.healthz.p50),
+        p50(|r| r.invoke.p50),
+        p50(HttpRound::route),
+        rounds.iter().map(HttpRound::failures).sum::<usize>(),
+    )?;
+    let back_to_back: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.route_over(&r.back_to_back))
+        .collect();
+    let paced: Vec<f64> = rounds.iter().map(|r| r.route_over(&r.paced)).collect();
+    writeln!(
+        out,
+        "  ÷ the registry call back to back (p50 {}): {:.2}× (rounds: {})   target ≤ 1.3×",
+        p50(|r| r.back_to_back.p50),
+        median(back_to_back.iter().copied()).unwrap_or_default(),
+        list_ratios(&back_to_back)
+    )?;
+    writeln!(
+        out,
+        "  ÷ the registry call paced, idle a /healthz p50 between calls (p50 {}): {:.2}× \
+         (rounds: {})",
+        p50(|r| r.paced.p50),
+        median(paced.iter().copied()).unwrap_or_default(),
+        list_ratios(&paced)
+    )?;
+    Ok(())
+}
+
 pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Result<()> {
     let n = options.callers;
     writeln!(
@@ -580,6 +702,7 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
         rows,
         versus_raw,
         registry_scaling,
+        http,
     } in &results.cases
     {
         let base = |path: &str| rows.iter().find(|r| r.path == path).map(|r| r.one.p50);
@@ -661,6 +784,7 @@ pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Resul
                 list_ratios(registry_scaling)
             )?;
         }
+        print_http(http, out)?;
     }
     let quantiles = |samples: &[Duration]| {
         let s = Summary::new(samples.to_vec(), 0, Duration::from_secs(1));
@@ -802,6 +926,38 @@ mod tests {
         assert_eq!(alternating.describe(raw).unwrap(), "1.10× (1.10–1.10×)");
         assert_eq!(alternating.describe(raw_deadline), None);
         assert_eq!(alternating.gantry_p50(), Some(Duration::from_micros(33)));
+    }
+
+    #[test]
+    fn the_http_route_is_invoke_less_healthz_over_each_rounds_own_calls() {
+        let round = |healthz, invoke, back_to_back, paced| HttpRound {
+            healthz: p50(healthz),
+            invoke: p50(invoke),
+            back_to_back: p50(back_to_back),
+            paced: p50(paced),
+        };
+        // Two rounds: a median is the upper middle one.
+        let rounds = [round(80, 200, 30, 60), round(100, 160, 20, 30)];
+        assert_eq!(rounds[0].route(), Duration::from_micros(120));
+        assert!((rounds[0].route_over(&rounds[0].back_to_back) - 4.0).abs() < 1e-9);
+        assert!((rounds[1].route_over(&rounds[1].paced) - 2.0).abs() < 1e-9);
+        // A floor above the route (a slow spell in the /healthz window) is no negative cost.
+        assert_eq!(round(90, 80, 30, 60).route(), Duration::ZERO);
+        let mut out = Vec::new();
+        print_http(&rounds, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("the route adds 120.0 µs beyond the server's floor; 0 failed"),
+            "{out}"
+        );
+        assert!(
+            out.contains("back to back (p50 30.0 µs): 4.00× (rounds: 4.00×, 3.00×)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("(p50 60.0 µs): 2.00× (rounds: 2.00×, 2.00×)"),
+            "{out}"
+        );
     }
 
     #[test]

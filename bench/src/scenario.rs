@@ -132,6 +132,8 @@ fn open_registry(dir: &Path, runtime: Runtime) -> Result<Registry> {
 pub struct HttpServer {
     client: reqwest::Client,
     url: String,
+    addr: std::net::SocketAddr,
+    invoke_path: String,
     token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -169,6 +171,8 @@ impl HttpServer {
         Ok(Self {
             client: reqwest::Client::new(),
             url: format!("http://{addr}/v1/instances/{instance}/invoke/{operation}"),
+            addr,
+            invoke_path: format!("/v1/instances/{instance}/invoke/{operation}"),
             token,
             stop: Some(stop),
             task: Some(task),
@@ -191,6 +195,11 @@ impl HttpServer {
         Ok(body)
     }
 
+    /// A client of its own on one keep-alive connection to the server.
+    pub fn keep_alive(&self) -> Result<KeepAlive> {
+        KeepAlive::connect(self.addr, &self.token, &self.invoke_path)
+    }
+
     /// Stop the server and wait for it.
     pub async fn stop(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -200,6 +209,84 @@ impl HttpServer {
             task.await??;
         }
         Ok(())
+    }
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection, blocking, as `wrk -c1` is: a
+/// request goes out in one write and its answer is read by its `Content-Length`, so that what
+/// it times is the server, not a client library.
+pub struct KeepAlive {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    healthz: Vec<u8>,
+    invoke_head: String,
+    body: Vec<u8>,
+}
+
+impl KeepAlive {
+    fn connect(addr: std::net::SocketAddr, token: &str, invoke_path: &str) -> Result<Self> {
+        let writer = std::net::TcpStream::connect(addr)?;
+        writer.set_nodelay(true)?;
+        let reader = std::io::BufReader::new(writer.try_clone()?);
+        let host = format!("Host: {addr}\r\nAuthorization: Bearer {token}\r\n");
+        Ok(Self {
+            reader,
+            writer,
+            healthz: format!("GET /healthz HTTP/1.1\r\n{host}\r\n").into_bytes(),
+            invoke_head: format!(
+                "POST {invoke_path} HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+            ),
+            body: Vec::new(),
+        })
+    }
+
+    /// `GET /healthz`: whether it answered 200.
+    pub fn healthz(&mut self) -> Result<bool> {
+        use std::io::Write;
+        self.writer.write_all(&self.healthz)?;
+        Ok(self.answer()? == 200)
+    }
+
+    /// The operation on `input`: whether it answered 200.
+    pub fn invoke(&mut self, input: &str) -> Result<bool> {
+        use std::io::Write;
+        let mut request = format!(
+            "{}Content-Length: {}\r\n\r\n",
+            self.invoke_head,
+            input.len()
+        );
+        request.push_str(input);
+        self.writer.write_all(request.as_bytes())?;
+        Ok(self.answer()? == 200)
+    }
+
+    /// Read one answer: its status; the body is read and dropped.
+    fn answer(&mut self) -> Result<u16> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP status line: {line:?}"))?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            ensure!(self.reader.read_line(&mut line)? > 0, "connection closed");
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse()?;
+            }
+        }
+        self.body.resize(length, 0);
+        self.reader.read_exact(&mut self.body)?;
+        Ok(status)
     }
 }
 

@@ -129,6 +129,32 @@ where
     merge(results, load.duration)
 }
 
+/// One caller on the calling thread that idles for `gap` after each call — as a server's
+/// thread waits between one client's requests — for the warm-up and then the measured window.
+/// Only the calls are timed.
+pub fn paced_loop<C: FnMut() -> bool>(load: Load, gap: Duration, mut call: C) -> Summary {
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let mut samples = Vec::new();
+    let mut failures = 0;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        let ok = call();
+        if t0 >= measure_from {
+            samples.push(t0.elapsed());
+            failures += usize::from(!ok);
+        }
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+    }
+    merge(vec![(samples, failures)], load.duration)
+}
+
 fn merge(results: Vec<(Vec<Duration>, usize)>, elapsed: Duration) -> Summary {
     let failures = results.iter().map(|(_, f)| f).sum();
     let samples = results.into_iter().flat_map(|(s, _)| s).collect();

@@ -554,6 +554,24 @@ fn bench_reports_every_path_of_a_users_connector() {
         .find(|l| l.trim_start().starts_with("swapping"))
         .unwrap();
     assert!(swap.ends_with(" 0 failed"), "{swap}");
+    // What the invoke route adds over HTTP, against the registry call back to back and paced.
+    let http = stdout
+        .lines()
+        .find(|l| l.starts_with("over HTTP, one keep-alive connection"))
+        .unwrap_or_else(|| panic!("no HTTP overhead:\n{stdout}"));
+    assert!(http.ends_with("; 0 failed"), "{http}");
+    assert!(
+        http.contains("/healthz p50 ") && http.contains("invoke p50 "),
+        "{http}"
+    );
+    for comparator in ["back to back", "paced"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(&format!("the registry call {comparator}")) && l.contains("×")),
+            "no ratio to the call {comparator}:\n{stdout}"
+        );
+    }
 }
 
 #[test]
