@@ -603,7 +603,6 @@ fn list_ratios(ratios: &[f64]) -> String {
         .join(", ")
 }
 
-/// Print `results` as tables with ratios to the baselines.
 /// What the invoke route adds over HTTP against the registry call it makes, in
 /// [`HTTP_ROUNDS`] short rounds so that each ratio compares windows moments apart. The client
 /// and the registry calls run on a thread of their own (not the process's first: its heap is
@@ -688,6 +687,7 @@ fn print_http(rounds: &[HttpRound], out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// Print `results` as tables with ratios to the baselines.
 pub fn print(options: &Options, results: &Results, out: &mut dyn Write) -> Result<()> {
     let n = options.callers;
     writeln!(

@@ -228,13 +228,13 @@ impl KeepAlive {
         let writer = std::net::TcpStream::connect(addr)?;
         writer.set_nodelay(true)?;
         let reader = std::io::BufReader::new(writer.try_clone()?);
-        let host = format!("Host: {addr}\r\nAuthorization: Bearer {token}\r\n");
+        let headers = format!("Host: {addr}\r\nAuthorization: Bearer {token}\r\n");
         Ok(Self {
             reader,
             writer,
-            healthz: format!("GET /healthz HTTP/1.1\r\n{host}\r\n").into_bytes(),
+            healthz: format!("GET /healthz HTTP/1.1\r\n{headers}\r\n").into_bytes(),
             invoke_head: format!(
-                "POST {invoke_path} HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                "POST {invoke_path} HTTP/1.1\r\n{headers}Content-Type: application/json\r\n"
             ),
             body: Vec::new(),
         })
