@@ -67,23 +67,7 @@ where
         let handles: Vec<_> = (0..load.callers.max(1))
             .map(|_| {
                 let make = &make;
-                scope.spawn(move || {
-                    let mut call = make();
-                    let mut samples = Vec::new();
-                    let mut failures = 0;
-                    loop {
-                        let t0 = Instant::now();
-                        if t0 >= end {
-                            break;
-                        }
-                        let ok = call();
-                        if t0 >= measure_from {
-                            samples.push(t0.elapsed());
-                            failures += usize::from(!ok);
-                        }
-                    }
-                    (samples, failures)
-                })
+                scope.spawn(move || caller(measure_from, end, Duration::ZERO, make()))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -132,10 +116,20 @@ where
 /// One caller on the calling thread that idles for `gap` after each call — as a server's
 /// thread waits between one client's requests — for the warm-up and then the measured window.
 /// Only the calls are timed.
-pub fn paced_loop<C: FnMut() -> bool>(load: Load, gap: Duration, mut call: C) -> Summary {
-    let start = Instant::now();
-    let measure_from = start + load.warmup;
+pub fn paced_loop<C: FnMut() -> bool>(load: Load, gap: Duration, call: C) -> Summary {
+    let measure_from = Instant::now() + load.warmup;
     let end = measure_from + load.duration;
+    merge(vec![caller(measure_from, end, gap, call)], load.duration)
+}
+
+/// One caller on this thread until `end`, idle for `gap` after each call: the latencies of the
+/// calls started from `measure_from` on, and how many of those failed.
+fn caller(
+    measure_from: Instant,
+    end: Instant,
+    gap: Duration,
+    mut call: impl FnMut() -> bool,
+) -> (Vec<Duration>, usize) {
     let mut samples = Vec::new();
     let mut failures = 0;
     loop {
@@ -152,7 +146,7 @@ pub fn paced_loop<C: FnMut() -> bool>(load: Load, gap: Duration, mut call: C) ->
             std::thread::sleep(gap);
         }
     }
-    merge(vec![(samples, failures)], load.duration)
+    (samples, failures)
 }
 
 fn merge(results: Vec<(Vec<Duration>, usize)>, elapsed: Duration) -> Summary {
