@@ -605,10 +605,9 @@ fn list_ratios(ratios: &[f64]) -> String {
 
 /// What the invoke route adds over HTTP against the registry call it makes, in
 /// [`HTTP_ROUNDS`] short rounds so that each ratio compares windows moments apart. The client
-/// and the registry calls run on a thread of their own (not the process's first: its heap is
-/// glibc's main arena, which makes its calls slower or not from one run to the next), the
-/// calls on a runtime of that thread, timers included (a timer on a worker's driver wakes that
-/// worker on every call). The two windows of registry calls differ only by the idle gap.
+/// and the registry calls run on a thread of their own, the calls on a runtime of that thread,
+/// timers included (a timer on a worker's driver would wake that worker on every call). The
+/// two windows of registry calls differ only by the idle gap.
 fn http_rounds(
     options: &Options,
     server: &HttpServer,
