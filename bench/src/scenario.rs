@@ -168,11 +168,12 @@ impl HttpServer {
                 let _ = stopped.await;
             },
         ));
+        let invoke_path = format!("/v1/instances/{instance}/invoke/{operation}");
         Ok(Self {
             client: reqwest::Client::new(),
-            url: format!("http://{addr}/v1/instances/{instance}/invoke/{operation}"),
+            url: format!("http://{addr}{invoke_path}"),
             addr,
-            invoke_path: format!("/v1/instances/{instance}/invoke/{operation}"),
+            invoke_path,
             token,
             stop: Some(stop),
             task: Some(task),
